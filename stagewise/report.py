@@ -1,0 +1,100 @@
+"""The run report: one list of blocks rendered twice, as report.md (images beside it) and as a
+self-contained report.html (images inlined as base64), so the two never disagree."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Report:
+    title: str
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def text(self, markdown: str) -> None:
+        self.blocks.append(("p", markdown))
+
+    def table(self, rows: list[dict], columns: list[str] | None = None) -> None:
+        if rows:
+            self.blocks.append(("table", (columns or list(rows[0]), rows)))
+        else:
+            self.blocks.append(("p", "_(no rows)_"))
+
+    def image(self, path: str | os.PathLike, alt: str) -> None:
+        if Path(path).exists():
+            self.blocks.append(("img", (str(path), alt)))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+        out = Path(out_dir)
+        md, htm = out / "report.md", out / "report.html"
+        _atomic_write(md, self._markdown(out))
+        _atomic_write(htm, self._html())
+        return md, htm
+
+    def _markdown(self, out: Path) -> str:
+        parts = [f"# {self.title}\n"]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                parts.append(f"## {value}\n")
+            elif kind == "p":
+                parts.append(f"{value}\n")
+            elif kind == "code":
+                parts.append(f"```\n{value.rstrip()}\n```\n")
+            elif kind == "table":
+                cols, rows = value
+                lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+                parts.append("\n".join(lines) + "\n")
+            elif kind == "img":
+                path, alt = value
+                parts.append(f"![{alt}]({os.path.relpath(path, out)})\n")
+        return "\n".join(parts)
+
+    def _html(self) -> str:
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                body.append(f"<h2>{html.escape(value)}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "code":
+                body.append(f"<pre>{html.escape(value)}</pre>")
+            elif kind == "table":
+                cols, rows = value
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+                trs = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols)
+                              + "</tr>" for r in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "img":
+                path, alt = value
+                data = base64.b64encode(Path(path).read_bytes()).decode()
+                body.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+        style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+                 "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
+                 "pre{background:#f4f4f4;padding:1em;overflow:auto}")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
