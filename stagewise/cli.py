@@ -61,6 +61,123 @@ def main(argv=None):
 # ---------------------------------------------------------------------------------------------------
 
 
+def _route_options(f):
+    """Options shared by `route` and `export` (the routing policy and its knobs)."""
+    options = [
+        click.option("--store", "store", required=True, type=click.Path(dir_okay=False),
+                     help="The probe store (DuckDB file) written by `stagewise probe`."),
+        click.option("--run-id", default=None, help="Which probe run, when the store holds several."),
+        click.option("--policy", default="stage", show_default=True,
+                     type=click.Choice(["stage", "band", "all", "sft-only", "rl-only", "random", "relift"]),
+                     help="stage: 0/n→SFT, partial→RL, n/n→drop; band: p̂ in (low, high)→RL; all: every item "
+                          "→RL (+SFT where a demo verifies); random: stage's pool sizes at random; relift: "
+                          "ReLIFT's buckets."),
+        click.option("--low", type=float, default=None, help="band: lower p̂ bound (exclusive), default 0."),
+        click.option("--high", type=float, default=None, help="band: upper p̂ bound (exclusive), default 1."),
+        click.option("--keep-mastered", type=int, default=0, show_default=True,
+                     help="Keep up to N mastered items as a replay split (never RL)."),
+        click.option("--require-samples", type=int, default=None,
+                     help="Items with fewer verified samples are unrouted, not guessed."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for random routing and the replay draw."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _print_route_summary(summary, assignments) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    stages = ["sft", "rl", "both", "replay", "drop", "unrouted"]
+    table = Table(title=f"{len(assignments)} items: buckets × stages")
+    table.add_column("bucket")
+    for s in stages:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for bucket, row in summary.counts.items():
+        if sum(row.values()):
+            table.add_row(bucket, *[str(row[s]) for s in stages], str(sum(row.values())))
+    table.add_row("total", *[str(summary.stage_totals[s]) for s in stages], str(len(assignments)),
+                  style="bold")
+    console.print(table)
+    for stage in stages:  # one example reason per stage, so the rule is visible in words
+        rows = assignments.filter(assignments["stage"] == stage)
+        if len(rows):
+            console.print(f"  e.g. {stage:<8} {rows['id'][0]}: {rows['reason'][0]}")
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+@cli.command("route")
+@_route_options
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the assignments to this parquet file.")
+def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out):
+    """Assign every probed item a bucket, a stage (SFT / RL / replay / drop) and a reason.
+
+    \b
+    Example:
+        stagewise route --store run.duckdb
+        stagewise route --store run.duckdb --policy band --low 0.1 --high 0.9
+        stagewise route --store run.duckdb --keep-mastered 16 --require-samples 8 --out assignments.parquet
+    """
+    import stagewise as sw
+    from stagewise.stages.routing import summarize
+
+    assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
+                           keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, out=out)
+    _print_route_summary(summarize(assignments, policy), assignments)
+    if out:
+        click.echo(f"wrote {out} ({len(assignments)} rows)")
+
+
+@cli.command("export")
+@_route_options
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Export directory (created atomically; never replaced without --overwrite).")
+@click.option("--format", "fmt", type=click.Choice(["trl", "verl", "openrlhf"]), default="trl",
+              show_default=True, help="Row layout of the trainer that will read the files.")
+@click.option("--demos", default="solution", show_default=True,
+              help="SFT demonstration sources in order of preference, comma-separated: solution (the "
+                   "reference solution), samples (verified-correct probe samples, RFT-style), teacher.")
+@click.option("--teacher", default=None, help="A teacher model sampled for demonstrations (adds 'teacher').")
+@click.option("--teacher-backend", default="hf", show_default=True, help="Backend for --teacher: hf, vllm, openai.")
+@click.option("--teacher-budget", type=int, default=8, show_default=True,
+              help="Teacher samples per item before giving up (the item is then reported unrouted).")
+@click.option("--base-url", default=None, help="Server URL for --teacher-backend openai.")
+@click.option("--sft-style", type=click.Choice(["prompt-completion", "messages"]), default="prompt-completion",
+              show_default=True, help="trl only: conversational prompt/completion or messages.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
+               teacher, teacher_backend, teacher_budget, base_url, sft_style, overwrite):
+    """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
+
+    \b
+    Example:
+        stagewise export --store run.duckdb --out export/ --format trl
+        stagewise export --store run.duckdb --out export-verl/ --format verl --policy band --low 0.1 --high 0.9
+        stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher Qwen/Qwen2.5-1.5B-Instruct
+    """
+    import stagewise as sw
+
+    names = tuple(d.strip() for d in demos.split(",") if d.strip())
+    result = sw.export(store, out, format=fmt, run_id=run_id, policy=policy, low=low, high=high,
+                       keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
+                       teacher_options={"backend_options": {"base_url": base_url}} if base_url else None,
+                       sft_style=sft_style, overwrite=overwrite)
+    _print_route_summary(result.summary, result.assignments)
+    for name, rep in result.demos.items():
+        click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of {rep.get('tried', 0)} tried")
+    files = result.manifest["files"]
+    click.echo(f"wrote {result.out}/ ({result.manifest['format']}): " + ", ".join(
+        f"{name} {info['rows']}" for name, info in files.items() if info.get("rows") is not None))
+    click.echo(f"  card: {result.out}/README.md   manifest: {result.out}/manifest.json")
+
+
 # ---------------------------------------------------------------------------------------------------
 # train: train sft / rl / joint (issues 5, 8)
 # ---------------------------------------------------------------------------------------------------

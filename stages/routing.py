@@ -1,0 +1,411 @@
+"""Routing: decide, per probed item, which stage of post-training it belongs to (DESIGN.md, routing).
+
+Each policy is a small class with a common base. `Router.decide(items)` returns one `Decision`
+(stage, reason) per item; the bucket never depends on the policy: it is decided on c against n
+(c = 0 unmastered, 0 < c < n partial, c = n mastered). `route()` reads a probe store, applies the
+cross-policy options (`require_samples` first, then `keep_mastered`), runs the policy on the rest and
+returns the assignments table that `export` writes as assignments.parquet.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from stagewise.curate.errors import ConfigError, InputError
+
+BUCKETS = ("unmastered", "partial", "mastered")
+STAGES = ("sft", "rl", "both", "replay", "drop", "unrouted")
+# Below this many rows a split trains on too little to mean anything; the summary says so.
+TINY_SPLIT = 8
+UNVERIFIED = "unverified"  # the summary's row for items with no verified sample (no bucket)
+
+
+@dataclass(frozen=True)
+class Item:
+    """The statistics a router sees for one item: id, n samples drawn, c correct."""
+
+    id: str
+    n: int
+    c: int
+
+    @property
+    def p_hat(self) -> float:
+        return self.c / self.n if self.n else 0.0
+
+    @property
+    def bucket(self) -> str:
+        return bucket_of(self.n, self.c)
+
+    @property
+    def tally(self) -> str:
+        return f"{self.c}/{self.n} correct"
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str
+    reason: str
+
+
+def bucket_of(n: int, c: int) -> str | None:
+    """unmastered (c = 0), partial (0 < c < n) or mastered (c = n); None when nothing verified (n = 0)."""
+    from stagewise.curate.statistics import bucket
+
+    return bucket(c, n)
+
+
+class Router:
+    """Base policy. Subclasses set `name`, `rule` (the routing rule in words, used by the data card)
+    and implement `decide_one`; policies that need the whole pool (random) override `decide`."""
+
+    name = "base"
+    rule = ""
+
+    def decide_one(self, item: Item) -> Decision:
+        raise NotImplementedError
+
+    def decide(self, items: list[Item]) -> list[Decision]:
+        return [self.decide_one(it) for it in items]
+
+    def config(self) -> dict:
+        return {"policy": self.name}
+
+
+class StageRouter(Router):
+    """The default: c = 0 → SFT, 0 < c < n → RL, c = n → dropped."""
+
+    name = "stage"
+    rule = ("c = 0 (no sample correct) → SFT, which needs a verified demonstration; 0 < c < n → RL; "
+            "c = n (every sample correct) → dropped: an all-0 or all-1 group gives GRPO zero advantage")
+
+    def decide_one(self, item: Item) -> Decision:
+        stage = {"unmastered": "sft", "partial": "rl", "mastered": "drop"}[item.bucket]
+        why = {"sft": "→ SFT: RL would see only zero rewards",
+               "rl": "→ RL: reachable by sampling",
+               "drop": "→ dropped: nothing left to learn"}[stage]
+        return Decision(stage, f"{item.tally} {why}")
+
+
+class BandRouter(Router):
+    """open-r1's pass-rate filter: p̂ strictly inside (low, high) → RL, everything else dropped."""
+
+    name = "band"
+
+    def __init__(self, low: float | None = None, high: float | None = None):
+        self.low = 0.0 if low is None else float(low)
+        self.high = 1.0 if high is None else float(high)
+        problems = []
+        if not 0.0 <= self.low <= 1.0:
+            problems.append(f"--low {self.low} is outside [0, 1]")
+        if not 0.0 <= self.high <= 1.0:
+            problems.append(f"--high {self.high} is outside [0, 1]")
+        if self.low >= self.high:
+            problems.append(f"--low {self.low} ≥ --high {self.high} leaves an empty band")
+        if problems:
+            raise ConfigError("policy band: " + "; ".join(problems)
+                              + "; pass 0 ≤ --low < --high ≤ 1, e.g. --low 0.1 --high 0.9")
+        self.rule = (f"p̂ = c/n strictly between low {self.low:g} and high {self.high:g} → RL; "
+                     "everything else dropped (open-r1's pass-rate filter)")
+
+    def decide_one(self, item: Item) -> Decision:
+        p = item.p_hat
+        if p <= self.low:
+            return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≤ low {self.low:g}")
+        if p >= self.high:
+            return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≥ high {self.high:g}")
+        return Decision("rl", f"{item.tally}: p̂ {p:.2f} in ({self.low:g}, {self.high:g}) → RL")
+
+    def config(self) -> dict:
+        return {"policy": self.name, "low": self.low, "high": self.high}
+
+
+class AllRouter(Router):
+    """The classic pipeline: every item to RL, and to SFT as well where a verified demonstration exists.
+
+    Routing cannot know which demonstrations verify; it marks every item `both` and `export` turns an
+    item without a verified demonstration into `rl` (saying so in the reason)."""
+
+    name = "all"
+    rule = "every item → RL; every item with a verified demonstration → SFT as well (stage both)"
+
+    def decide_one(self, item: Item) -> Decision:
+        return Decision("both", f"{item.tally}: policy all → SFT and RL")
+
+
+class SftOnlyRouter(Router):
+    name = "sft-only"
+    rule = "every item → SFT (needs a verified demonstration)"
+
+    def decide_one(self, item: Item) -> Decision:
+        return Decision("sft", f"{item.tally}: policy sft-only → SFT")
+
+
+class RlOnlyRouter(Router):
+    name = "rl-only"
+    rule = "every item → RL"
+
+    def decide_one(self, item: Item) -> Decision:
+        return Decision("rl", f"{item.tally}: policy rl-only → RL")
+
+
+class RandomRouter(Router):
+    """The control: the pool sizes `stage` would produce, filled by a seeded random draw."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+        self.rule = (f"the SFT / RL / dropped pool sizes of policy stage, filled at random (seed {self.seed}):"
+                     " a control that keeps the sizes and removes the mastery signal")
+
+    def decide(self, items: list[Item]) -> list[Decision]:
+        stages = [StageRouter().decide_one(it).stage for it in items]
+        random.Random(self.seed).shuffle(stages)
+        return [Decision(s, f"{it.tally}: random draw (seed {self.seed}) → {s}") for it, s in zip(items, stages)]
+
+    def config(self) -> dict:
+        return {"policy": self.name, "seed": self.seed}
+
+
+class ReliftRouter(Router):
+    """ReLIFT's buckets on p̂: hardest (0) → SFT, hard/medium (0, 0.75) → RL, easy (≥ 0.75) dropped."""
+
+    name = "relift"
+    rule = ("ReLIFT's buckets on p̂: hardest (p̂ = 0) → SFT; hard (0 < p̂ ≤ 0.25) and medium "
+            "(0.25 < p̂ < 0.75) → RL; easy (p̂ ≥ 0.75) → dropped")
+
+    def decide_one(self, item: Item) -> Decision:
+        p = item.p_hat
+        if p == 0:
+            return Decision("sft", f"{item.tally}: p̂ 0 (hardest) → SFT")
+        if p <= 0.25:
+            return Decision("rl", f"{item.tally}: p̂ {p:.2f} ≤ 0.25 (hard) → RL")
+        if p < 0.75:
+            return Decision("rl", f"{item.tally}: p̂ {p:.2f} < 0.75 (medium) → RL")
+        return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≥ 0.75 (easy) → dropped")
+
+
+POLICIES = {cls.name: cls for cls in
+            (StageRouter, BandRouter, AllRouter, SftOnlyRouter, RlOnlyRouter, RandomRouter, ReliftRouter)}
+
+
+def make_router(policy: str = "stage", *, low: float | None = None, high: float | None = None,
+                seed: int = 0) -> Router:
+    """Build a policy by name; thresholds only for `band`, the seed only for `random`."""
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+    if policy != "band" and (low is not None or high is not None):
+        raise ConfigError(f"--low/--high only apply to --policy band (got --policy {policy}); "
+                          "drop them or pass --policy band")
+    if policy == "band":
+        return BandRouter(low, high)
+    if policy == "random":
+        return RandomRouter(seed)
+    return POLICIES[policy]()
+
+
+def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
+           require_samples: int | None = None, seed: int = 0) -> list[Decision]:
+    """Route `items` with `router` after the cross-policy options.
+
+    Items probed fewer than `require_samples` times are unrouted (not guessed); then up to
+    `keep_mastered` mastered items, drawn with `seed`, become the replay split (never RL: an all-correct
+    group has zero advantage); the policy routes the rest."""
+    if keep_mastered < 0:
+        raise ConfigError(f"--keep-mastered {keep_mastered} is negative; pass 0 or more")
+    if require_samples is not None and require_samples < 1:
+        raise ConfigError(f"--require-samples {require_samples} must be at least 1")
+    decisions: dict[int, Decision] = {}
+    for i, it in enumerate(items):
+        if it.n == 0:
+            decisions[i] = Decision("unrouted", "no verified sample (every sample timed out or errored): "
+                                                "nothing to route on; re-probe it")
+        elif require_samples is not None and it.n < require_samples:
+            decisions[i] = Decision("unrouted", f"probed {it.n} times ({it.tally}), fewer than "
+                                                f"--require-samples {require_samples}: probe it more")
+    mastered = [i for i, it in enumerate(items) if i not in decisions and it.bucket == "mastered"]
+    if keep_mastered and mastered:
+        for i in sorted(random.Random(seed).sample(mastered, min(keep_mastered, len(mastered)))):
+            decisions[i] = Decision("replay", f"{items[i].tally}: kept for replay (--keep-mastered "
+                                              f"{keep_mastered}) to measure forgetting; never RL")
+    rest = [i for i in range(len(items)) if i not in decisions]
+    for i, d in zip(rest, router.decide([items[i] for i in rest])):
+        decisions[i] = d
+    return [decisions[i] for i in range(len(items))]
+
+
+# --------------------------------------------------------------------------------------- the store side
+
+def open_store(store, read_only: bool = True):
+    """A ProbeStore from a path, or the store itself; a missing file is an InputError, not a new store."""
+    from pathlib import Path
+
+    from stagewise.curate.store import ProbeStore
+
+    if isinstance(store, ProbeStore):
+        return store, False
+    path = Path(store)
+    if not path.exists():
+        raise InputError("probe store does not exist", path=str(path),
+                         fix="run `stagewise probe ... --store PATH` first, or check --store")
+    return ProbeStore(str(path), read_only=read_only), True
+
+
+def resolve_run(store, run_id: str | None = None) -> str:
+    """The run to route: the given one, or the only one. Several runs (for example different models
+    merged into one store) are never guessed; the error lists them."""
+    runs = store.runs()
+    ids = [str(r) for r in runs["run_id"].to_list()] if len(runs) else []
+    where = getattr(store, "path", "the store")
+    if not ids:
+        raise InputError("the store holds no probe run", path=str(where),
+                         fix="run `stagewise probe SPEC --store PATH` first")
+    if run_id is not None:
+        if str(run_id) not in ids:
+            raise ConfigError(f"--run-id {run_id!r} is not in {where}; runs: {describe_runs(runs)}")
+        return str(run_id)
+    if len(ids) > 1:
+        models = {str(m) for m in runs["model"].to_list()} if "model" in runs.columns else set()
+        what = f"{len(ids)} probe runs" + (f" of {len(models)} different models" if len(models) > 1 else "")
+        raise ConfigError(f"{where} holds {what}; pick one with --run-id: {describe_runs(runs)}")
+    return ids[0]
+
+
+def describe_runs(runs) -> str:
+    """'ID (model M, N items)' for each run of a store's `runs()` frame."""
+    parts = []
+    for r in runs.iter_rows(named=True):
+        bits = [f"model {r['model']}" if r.get("model") else None,
+                f"{r['n_problems']} items" if r.get("n_problems") is not None else None]
+        bits = [b for b in bits if b]
+        parts.append(f"{r['run_id']} ({', '.join(bits)})" if bits else str(r["run_id"]))
+    return "; ".join(parts)
+
+
+def model_name(cfg: dict) -> str | None:
+    """The model's name from a run config (a name, or an identity dict)."""
+    model = cfg.get("model")
+    if isinstance(model, dict):
+        return model.get("name") or model.get("model")
+    return model
+
+
+def route(store, *, run_id: str | None = None, policy: str = "stage", low: float | None = None,
+          high: float | None = None, keep_mastered: int = 0, require_samples: int | None = None,
+          seed: int = 0, out=None):
+    """Route every item of one probe run; return the assignments (polars DataFrame): id, task, source,
+    bucket, stage, reason, n, c, p_hat, posterior_mean, ci_low, ci_high, pass_at_{k}, run_id.
+
+    `store` is a path or a ProbeStore; `out` optionally writes the table as parquet (atomically).
+    Example: `sw.route("run.duckdb", policy="band", low=0.1, high=0.9)`.
+    """
+    router = make_router(policy, low=low, high=high, seed=seed)
+    st, opened = open_store(store)
+    try:
+        rid = resolve_run(st, run_id)
+        mastery = st.mastery(rid)
+        problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
+    finally:
+        if opened:
+            st.close()
+    table = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
+                                     require_samples=require_samples, seed=seed, run_id=rid)
+    if out is not None:
+        write_parquet_atomic(table, out)
+    return table
+
+
+def write_parquet_atomic(frame, path) -> None:
+    """Write a polars frame to parquet via a temp file + rename: readers never see half a file."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_mastered: int = 0,
+                             require_samples: int | None = None, seed: int = 0, run_id: str | None = None):
+    """The assignments table from a mastery frame (one row per problem) and the problems by id."""
+    import polars as pl
+
+    mastery = mastery.sort("problem_id")  # a stable order, so seeded draws repeat across runs
+    items = [Item(str(r["problem_id"]), int(r["n"]), int(r["c"])) for r in mastery.iter_rows(named=True)]
+    decisions = assign(items, router, keep_mastered=keep_mastered, require_samples=require_samples, seed=seed)
+    pass_cols = sorted((c for c in mastery.columns if c.startswith("pass_at_")), key=lambda c: int(c[8:]))
+    stats = ["n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high"]
+    out = pl.DataFrame({
+        "id": [it.id for it in items],
+        "task": [getattr(problems.get(it.id), "task", None) for it in items],
+        "source": [getattr(problems.get(it.id), "source", None) for it in items],
+        "bucket": [it.bucket for it in items],
+        "stage": [d.stage for d in decisions],
+        "reason": [d.reason for d in decisions],
+    }, schema={"id": pl.Utf8, "task": pl.Utf8, "source": pl.Utf8, "bucket": pl.Utf8, "stage": pl.Utf8,
+               "reason": pl.Utf8})
+    cols = mastery.select(stats + pass_cols).with_columns(
+        pl.col("n").cast(pl.Int64), pl.col("c").cast(pl.Int64),
+        *[pl.col(c).cast(pl.Float64) for c in stats[2:] + pass_cols])
+    out = pl.concat([out, cols], how="horizontal")
+    if run_id is not None:
+        out = out.with_columns(pl.lit(run_id).alias("run_id"))
+    return out
+
+
+# --------------------------------------------------------------------------------------- the summary
+
+@dataclass
+class RouteSummary:
+    """Buckets × stages counts and warnings (an empty or tiny split, with what to change)."""
+
+    counts: dict = field(default_factory=dict)  # {bucket: {stage: count}}
+    stage_totals: dict = field(default_factory=dict)
+    bucket_totals: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"counts": self.counts, "stages": self.stage_totals, "buckets": self.bucket_totals,
+                "warnings": self.warnings}
+
+
+def summarize(assignments, policy: str = "stage") -> RouteSummary:
+    """Count buckets × stages and warn about splits a trainer cannot use."""
+    counts = {b: {s: 0 for s in STAGES} for b in BUCKETS}
+    for b, s in zip(assignments["bucket"].to_list(), assignments["stage"].to_list()):
+        # n = 0 (every sample unverifiable) has no bucket; it is counted, not hidden.
+        counts.setdefault(b or UNVERIFIED, {s: 0 for s in STAGES})[s] += 1
+    stage_totals = {s: sum(row[s] for row in counts.values()) for s in STAGES}
+    bucket_totals = {b: sum(row.values()) for b, row in counts.items()}
+    total = len(assignments)
+    n_max = int(assignments["n"].max()) if total else 0
+    warnings = []
+    sft = stage_totals["sft"] + stage_totals["both"]
+    rl = stage_totals["rl"] + stage_totals["both"]
+    expects_sft = policy in ("stage", "relift", "sft-only", "all", "random")
+    expects_rl = policy != "sft-only"
+    if total == 0:
+        warnings.append("no items to route: the run has no samples yet; run `stagewise probe` first")
+    if total and expects_rl and rl == 0:
+        warnings.append(
+            "the RL split is empty: no item has a mix of right and wrong samples. Draw more samples "
+            f"(n is {n_max}; try --num-samples 16 or --adaptive), widen the band, or pick a model or "
+            "problems closer in difficulty")
+    elif total and expects_rl and rl < TINY_SPLIT:
+        warnings.append(f"the RL split has only {rl} items: probe more problems or draw more samples "
+                        "so more items show a mix of right and wrong answers")
+    if total and expects_sft and policy not in ("all",) and sft == 0:
+        warnings.append("the SFT split is empty: the model gets at least one sample right on every item; "
+                        "fine for RL only, otherwise add harder problems")
+    elif total and expects_sft and 0 < sft < TINY_SPLIT:
+        warnings.append(f"the SFT split has only {sft} items: add harder problems or route with a "
+                        "different policy")
+    if stage_totals["unrouted"]:
+        warnings.append(f"{stage_totals['unrouted']} items are unrouted (see their reason)")
+    return RouteSummary(counts, stage_totals, bucket_totals, warnings)

@@ -1,0 +1,145 @@
+"""Routing policies on real probe stores: buckets, stages, reasons in words, options and bad input."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from stages_helpers import CONFIG, build_store, item, mixed_items
+
+import stagewise as sw
+from stagewise.cli import cli
+from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.store import ProbeStore
+from stagewise.stages.routing import summarize
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "run.duckdb"
+    build_store(path, mixed_items())
+    return str(path)
+
+
+def _stages(df):
+    return dict(zip(df["id"].to_list(), df["stage"].to_list()))
+
+
+def test_stage_policy_routes_by_c_against_n_with_reasons_in_words(store):
+    df = sw.route(store)
+    assert df.columns[:6] == ["id", "task", "source", "bucket", "stage", "reason"]
+    assert {"n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high", "pass_at_1", "pass_at_4"} <= set(df.columns)
+    by = {r["id"]: r for r in df.iter_rows(named=True)}
+    assert (by["q00"]["bucket"], by["q00"]["stage"]) == ("unmastered", "sft")
+    assert by["q00"]["reason"].startswith("0/4 correct")
+    assert (by["q09"]["bucket"], by["q09"]["stage"]) == ("partial", "rl")
+    assert by["q09"]["reason"].startswith("2/4 correct")
+    assert (by["q20"]["bucket"], by["q20"]["stage"]) == ("mastered", "drop")
+    assert df.group_by("stage").len().sort("stage").rows() == [("drop", 8), ("rl", 8), ("sft", 8)]
+    assert by["q09"]["ci_low"] < 0.5 < by["q09"]["ci_high"]
+
+
+def test_band_policy_keeps_the_open_band_and_says_which_bound_failed(store):
+    df = sw.route(store, policy="band", low=0.3, high=0.9)
+    by = {r["id"]: r for r in df.iter_rows(named=True)}
+    assert by["q09"]["stage"] == "rl" and "in (0.3, 0.9)" in by["q09"]["reason"]  # 2/4
+    assert by["q08"]["stage"] == "drop" and "p̂ 0.25 ≤ low 0.3" in by["q08"]["reason"]  # 1/4
+    assert by["q20"]["stage"] == "drop" and "p̂ 1.00 ≥ high 0.9" in by["q20"]["reason"]
+    assert set(df["stage"]) == {"rl", "drop"}
+
+
+@pytest.mark.parametrize("low,high", [(0.5, 0.5), (0.9, 0.1), (-0.1, 0.5)])
+def test_band_with_an_empty_or_invalid_band_is_a_config_error(store, low, high):
+    with pytest.raises(ConfigError, match="--low"):
+        sw.route(store, policy="band", low=low, high=high)
+
+
+def test_all_sft_only_rl_only(store):
+    assert set(sw.route(store, policy="all")["stage"]) == {"both"}
+    assert set(sw.route(store, policy="sft-only")["stage"]) == {"sft"}
+    assert set(sw.route(store, policy="rl-only")["stage"]) == {"rl"}
+
+
+def test_random_keeps_stage_pool_sizes_and_is_seeded(store):
+    stage = sw.route(store).group_by("stage").len().sort("stage").rows()
+    a, b, c = (sw.route(store, policy="random", seed=s) for s in (1, 1, 2))
+    assert a.group_by("stage").len().sort("stage").rows() == stage
+    assert _stages(a) == _stages(b)
+    assert _stages(a) != _stages(c)
+    # random means the mastery signal is gone: some non-partial items land in RL
+    assert (a.filter(pl.col("stage") == "rl")["bucket"] != "partial").any()
+
+
+def test_relift_buckets_on_p_hat(tmp_path):
+    path = tmp_path / "r.duckdb"
+    build_store(path, [item(0, "wwww"), item(1, "cwww"), item(2, "ccww"), item(3, "cccw"), item(4, "cccc")])
+    by = {r["id"]: r for r in sw.route(path, policy="relift").iter_rows(named=True)}
+    assert [by[f"q0{i}"]["stage"] for i in range(5)] == ["sft", "rl", "rl", "drop", "drop"]
+    assert "hard" in by["q01"]["reason"] and "medium" in by["q02"]["reason"] and "easy" in by["q03"]["reason"]
+
+
+def test_keep_mastered_makes_a_replay_split_never_rl(store):
+    for policy in ("stage", "rl-only", "all"):
+        df = sw.route(store, policy=policy, keep_mastered=3, seed=7)
+        replay = df.filter(pl.col("stage") == "replay")
+        assert len(replay) == 3 and set(replay["bucket"]) == {"mastered"}
+        assert "forgetting" in replay["reason"][0]
+    # asking for more than there are keeps all mastered items, no more
+    assert len(sw.route(store, keep_mastered=100).filter(pl.col("stage") == "replay")) == 8
+
+
+def test_require_samples_leaves_thin_items_unrouted(tmp_path):
+    path = tmp_path / "r.duckdb"
+    build_store(path, [item(0, "cw"), item(1, "cwcw"), item(2, "xxxx")])
+    by = {r["id"]: r for r in sw.route(path, require_samples=4).iter_rows(named=True)}
+    assert by["q00"]["stage"] == "unrouted" and "fewer than --require-samples 4" in by["q00"]["reason"]
+    assert by["q01"]["stage"] == "rl"
+    # every sample timed out: nothing verified, so no bucket and never a guess
+    assert by["q02"]["stage"] == "unrouted" and by["q02"]["bucket"] is None
+
+
+def test_summary_warns_when_a_split_is_empty_and_says_what_to_change(tmp_path):
+    path = tmp_path / "r.duckdb"
+    build_store(path, [item(i, "wwww") for i in range(3)] + [item(9, "cccc")])
+    summary = summarize(sw.route(path))
+    assert summary.counts["unmastered"]["sft"] == 3 and summary.counts["mastered"]["drop"] == 1
+    text = " ".join(summary.warnings)
+    assert "RL split is empty" in text and "--num-samples" in text
+    assert "SFT split has only 3" in text
+
+
+def test_store_without_a_run_and_missing_store_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    ProbeStore(empty).close()
+    with pytest.raises(InputError, match="no probe run"):
+        sw.route(empty)
+    with pytest.raises(InputError, match="does not exist"):
+        sw.route(tmp_path / "nope.duckdb")
+
+
+def test_several_runs_ask_which_and_run_id_picks_one(tmp_path):
+    path = tmp_path / "two.duckdb"
+    first = build_store(path, [item(0, "wwww")])
+    other = dict(CONFIG, model={"name": "other-model", "sha256": "cd" * 32})
+    second = build_store(path, [item(0, "cccc")], config=other)
+    with pytest.raises(ConfigError) as exc:
+        sw.route(path)
+    assert first in str(exc.value) and second in str(exc.value) and "--run-id" in str(exc.value)
+    assert "2 different models" in str(exc.value)
+    assert sw.route(path, run_id=second)["stage"].to_list() == ["drop"]
+    with pytest.raises(ConfigError, match="not in"):
+        sw.route(path, run_id="nope")
+
+
+def test_cli_route_prints_the_table_and_writes_assignments(store, tmp_path):
+    out = tmp_path / "a.parquet"
+    res = CliRunner().invoke(cli, ["route", "--store", store, "--keep-mastered", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "buckets × stages" in res.output and "0/4 correct" in res.output
+    assert len(pl.read_parquet(out)) == 24
+
+
+def test_cli_route_bad_band_is_one_line_not_a_traceback(store):
+    res = CliRunner().invoke(cli, ["route", "--store", store, "--policy", "band", "--low", "0.9", "--high", "0.1"])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output and "--low 0.9 ≥ --high 0.1" in res.output
