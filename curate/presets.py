@@ -149,14 +149,14 @@ class ColumnPlan:
     def describe(self) -> dict:
         answer = self.answer
         if self.preset == "gsm8k":
-            answer = f"{self.answer} (after '####', separators removed)"
+            answer = f"{self.answer} after ####"
         elif self.answer is None and self.solution:
-            answer = f"last \\boxed{{}} of {self.solution}"
+            answer = f"\\boxed in {self.solution}"
         elif self.preset == "math":
-            answer = f"{self.answer}, else last \\boxed{{}} of {self.solution}"
+            answer = f"{self.answer} or \\boxed in {self.solution}"
         solution = self.solution
         if self.preset == "gsm8k":
-            solution = f"{self.answer} (before '####', <<calc>> stripped)"
+            solution = f"{self.answer} before ####"
         return {"preset": self.preset or "generic", "prompt": self.prompt, "answer": answer,
                 "solution": solution, "id": self.id, "task": self.task_col or self.task,
                 "notes": list(self.notes)}

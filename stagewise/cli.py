@@ -50,6 +50,120 @@ def main(argv=None):
 # curate: profile (issue 2)
 # ---------------------------------------------------------------------------------------------------
 
+def source_options(f):
+    """The column and bad-input flags every command that reads problems shares."""
+    options = [
+        click.option("--prompt-col", help="Column holding the question (default: auto-detect)."),
+        click.option("--answer-col", help="Column holding the gold final answer (default: auto-detect)."),
+        click.option("--solution-col", help="Column holding a worked solution (default: auto-detect)."),
+        click.option("--id-col", help="Column holding a stable id (default: hash of prompt + answer)."),
+        click.option("--task", help="Verifier for every row: gsm8k, math, exact, rg:NAME or module:function."),
+        click.option("--skip-bad", is_flag=True, help="Count and skip unusable rows instead of stopping."),
+        click.option("--rejects", type=click.Path(dir_okay=False),
+                     help="With --skip-bad: write the skipped rows here (JSON Lines)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@cli.command("profile")
+@click.argument("data", nargs=-1, required=True)
+@source_options
+@click.option("--tokenizer", help="Also count tokens with this tokenizer (local model directory).")
+@click.option("--card", type=click.Path(dir_okay=False),
+              help="Write a Markdown data card here (and a length histogram PNG beside it).")
+@click.option("--samples", default=3, show_default=True, help="Sample rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, tokenizer, card,
+                samples, as_json):
+    """Profile a dataset before spending GPU hours on it.
+
+    Rows, sources and tasks, duplicate prompts, missing answers and solutions, prompt and solution
+    lengths (characters; tokens with --tokenizer), answer types, answer parse failures per preset,
+    and sample rows. Large JSONL/Parquet files are streamed, so memory stays flat.
+
+    DATA is one or more sources: a .jsonl/.json/.parquet/.csv file, a directory of them, a datasets
+    save_to_disk directory (DIR@SPLIT picks a split), hf:NAME[:CONFIG][@SPLIT], or
+    rg:NAME?size=N&seed=S&KNOB=VALUE (reasoning-gym). A preset prefix parses a known format:
+    gsm8k:PATH (answer after ####), math:PATH (last \\boxed{}), reasoning-gym:PATH.
+    gsm8k:test and gsm8k:train name the GSM8K files shipped with stagewise.
+
+    \b
+    Example:
+        stagewise profile gsm8k:test
+        stagewise profile data/train.jsonl --answer-col target --card cards/train.md
+        stagewise profile gsm8k:test --tokenizer ~/.cache/stagewise/models/smollm2-135m-instruct
+        stagewise profile broken.jsonl --skip-bad --rejects rejects.jsonl --json
+    """
+    import json
+
+    import stagewise as sw
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    with err.status("Profiling…", spinner="dots") if not as_json else _nullcontext():
+        result = sw.profile(*data, prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
+                            id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects, tokenizer=tokenizer,
+                            samples=samples, card=card)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    _print_profile(result.to_dict(), Console())
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _print_profile(p: dict, console) -> None:
+    from rich.table import Table
+
+    summary = Table(title=f"Profile: {p['rows']:,} rows", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("sources", ", ".join(f"{k} ({v:,})" for k, v in p["sources"].items()))
+    summary.add_row("tasks", ", ".join(f"{k} ({v:,})" for k, v in p["tasks"].items()))
+    summary.add_row("duplicate prompts", f"{p['duplicates']['exact']:,} exact, "
+                                         f"{p['duplicates']['normalised']:,} after normalising")
+    summary.add_row("missing", f"{p['missing']['answer']:,} answers, {p['missing']['solution']:,} solutions")
+    summary.add_row("answer types", ", ".join(f"{k} {v:,}" for k, v in p["answer_types"].items() if v))
+    summary.add_row("parse failures", ", ".join(f"{k} {v:,}" for k, v in p["parse_failures"].items()))
+    summary.add_row("bad rows skipped", f"{p['bad_rows']:,}" + (f" (written to {p['rejects']})" if p["rejects"] else ""))
+    console.print(summary)
+
+    cols = Table(title="Columns chosen", title_justify="left")
+    for name in ("source", "preset", "prompt", "answer", "solution", "id", "task"):
+        cols.add_column(name)
+    for c in p["columns"]:
+        cols.add_row(*(str(c.get(k) or "-") for k in ("source", "preset", "prompt", "answer", "solution", "id",
+                                                      "task")))
+    console.print(cols)
+
+    lengths = Table(title="Lengths", title_justify="left")
+    for name in ("field", "count", "min", "p50", "p90", "p99", "max", "mean"):
+        lengths.add_column(name, justify="left" if name == "field" else "right")
+    for name, d in p["lengths"].items():
+        if isinstance(d, dict):
+            lengths.add_row(name, *(str(d.get(k, "-")) for k in ("count", "min", "p50", "p90", "p99", "max", "mean")))
+    console.print(lengths)
+
+    if p["samples"]:
+        samples = Table(title="Sample rows", title_justify="left")
+        samples.add_column("id", no_wrap=True, min_width=16)
+        samples.add_column("prompt", overflow="ellipsis", no_wrap=True, max_width=60)
+        samples.add_column("answer", no_wrap=True, min_width=6, max_width=20, overflow="ellipsis")
+        for r in p["samples"]:
+            samples.add_row(r["id"], (r["prompt"] or "").replace("\n", " "), str(r["answer"]))
+        console.print(samples)
+    if p.get("card"):
+        console.print(f"Card: {p['card']} (plots: {', '.join(p['plots'])})")
+
 
 # ---------------------------------------------------------------------------------------------------
 # curate: probe, eval, merge (issue 3)

@@ -1,0 +1,109 @@
+"""Data cards: Markdown in the Hugging Face dataset-card format (YAML front matter) plus PNG plots.
+
+`profile` and `export` both write cards, so rendering lives here in the lowest layer. Every write is
+atomic (temp file + os.replace): a reader never sees half a card or half an image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+
+def _atomic_target(path) -> tuple[str, str]:
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return path, os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
+def write_text_atomic(path, text: str) -> str:
+    path, tmp = _atomic_target(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def render_card(*, front_matter: dict, title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """The card text: `---` YAML `---`, a title, then one `## heading` per section."""
+    import yaml
+
+    head = yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    parts = ["---", head.rstrip("\n"), "---", "", f"# {title}", ""]
+    for heading, body in sections:
+        parts += [f"## {heading}", "", body.rstrip("\n"), ""]
+    return "\n".join(parts)
+
+
+def write_card(path, *, front_matter: dict, title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """Write a Markdown data card with YAML front matter (Hugging Face dataset-card format)."""
+    return write_text_atomic(path, render_card(front_matter=front_matter, title=title, sections=sections))
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A GitHub-flavoured Markdown table; pipes and newlines in cells are escaped."""
+
+    def cell(v) -> str:
+        return str("" if v is None else v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def size_category(n: int) -> str:
+    """The Hugging Face `size_categories` bucket for n rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "10M<n<100M"
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> str:
+    plt = _figure()
+    path, tmp = _atomic_target(path)
+    fig.tight_layout()
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def histogram_png(values, path, *, title: str, xlabel: str, bins=30, labels: Sequence[str] | None = None) -> str:
+    """A histogram of `values` (one sequence, or several overlaid with `labels`) saved as PNG."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    series = values if labels else [values]
+    for i, vals in enumerate(series):
+        ax.hist(list(vals) if not hasattr(vals, "__array__") else vals, bins=bins, alpha=0.6 if labels else 0.9,
+                label=labels[i] if labels else None)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    if labels:
+        ax.legend()
+    return _save(fig, path)
+
+
+def bar_png(labels: Sequence[str], values: Sequence[float], path, *, title: str, ylabel: str) -> str:
+    """A bar chart saved as PNG."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), 3.5))
+    ax.bar([str(x) for x in labels], values)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    for tick in ax.get_xticklabels():
+        tick.set_rotation(30 if len(labels) > 5 else 0)
+    return _save(fig, path)
