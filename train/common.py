@@ -1,0 +1,178 @@
+"""Pieces both recipes share: model loading, metrics.jsonl and progress callbacks, checkpoint/resume
+decisions, the final save, and the result record."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from stagewise.curate.errors import ConfigError, InputError
+
+
+@dataclass
+class TrainResult:
+    """What one stage produced. `model_dir` loads with from_pretrained; `metrics` holds the last logs."""
+
+    stage: str
+    out: str
+    model_dir: str | None
+    global_step: int = 0
+    metrics: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    resumed_from: str | None = None
+    step_time_s: float | None = None  # mean wall time of an optimizer step (first step excluded when > 1)
+    dry_run: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_model_and_tokenizer(model: str, cfg: dict):
+    """Resolve `model` (alias, directory, hub id) and load it at the resolved precision."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stagewise.curate.models import resolve_model
+
+    path = resolve_model(model)
+    quiet_libraries()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["resolved_precision"], torch.float32)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        net = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as exc:
+        raise InputError(f"cannot load the model ({exc})", path=path,
+                         fix="pass a transformers model directory, a hub id, or smollm2-135m") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # batching needs a pad token; eos is the usual stand-in
+    if tok.chat_template is None:
+        raise InputError("the tokenizer has no chat template; exported prompts are chat messages", path=path,
+                         fix="use an instruct/chat model or add a chat_template to tokenizer_config.json")
+    return path, net, tok
+
+
+def quiet_libraries() -> None:
+    """The per-map progress bars of datasets and the weight-loading bar of transformers drown the one
+    progress line a stage shows; turn them off."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def quiet_trainer(trainer) -> None:
+    """transformers prints every log dict when tqdm is off; metrics.jsonl and the progress line replace it."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+class MetricsJsonl(TrainerCallback):
+    """Appends every log record to OUT/metrics.jsonl (one JSON object per line, flushed at once), with the
+    stage name and step, and times optimizer steps."""
+
+    def __init__(self, path: Path, stage: str):
+        self.path, self.stage = Path(path), stage
+        self.step_times: list[float] = []
+        self.last_logs: dict = {}
+        self._t0 = None
+
+    def write(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._t0 is not None:
+            self.step_times.append(time.perf_counter() - self._t0)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        self.last_logs.update(logs)
+        self.write({"stage": self.stage, "step": state.global_step, "time": time.time(), **logs})
+
+    def mean_step_time(self) -> float | None:
+        times = self.step_times[1:] if len(self.step_times) > 1 else self.step_times
+        return sum(times) / len(times) if times else None
+
+
+class RichProgress(TrainerCallback):
+    """One progress line per stage (transformers' tqdm is turned off)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._progress = self._task = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn(f"[bold]{self.stage}[/]"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total} steps {task.fields[loss]}"),
+                                  TimeRemainingColumn(), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(self.stage, total=state.max_steps, completed=state.global_step,
+                                             loss="")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self._progress is not None and logs:
+            key = next((k for k in ("loss", "reward") if k in logs), None)
+            if key:
+                self._progress.update(self._task, loss=f"{key} {logs[key]:.4f}")
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def checkpoint_to_resume(out: Path, resume: bool) -> str | None:
+    """The checkpoint to continue from. Refuses to train over existing checkpoints without --resume."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = out / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last and not resume:
+        raise ConfigError(f"{out} already holds checkpoints ({Path(last).name}); pass --resume to continue "
+                          "from it, or choose another --out")
+    return last if resume else None
+
+
+def save_final(trainer, tokenizer, out: Path) -> str:
+    """Save the trained model (LoRA merged into the weights, adapter kept beside) to OUT/model atomically."""
+    import shutil
+
+    target = out / "model"
+    tmp = out / f".model.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # peft: keep the adapter, ship merged weights RL can load
+        model.save_pretrained(str(out / "adapter"))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def callbacks_for(out: Path, stage: str, progress: bool) -> tuple[MetricsJsonl, list]:
+    metrics = MetricsJsonl(out / "metrics.jsonl", stage)
+    cbs = [metrics]
+    if progress:
+        cbs.append(RichProgress(stage))
+    return metrics, cbs

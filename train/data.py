@@ -1,0 +1,197 @@
+"""Reading an export (DESIGN.md "Exports", TRL format) for training: the splits and the manifest.
+
+`data` is an export directory (sft.parquet, rl.parquet, replay.parquet, assignments.parquet,
+manifest.json) or one parquet file; next to a single file the manifest is looked up in the same folder.
+Every problem a trainer cannot use raises an InputError naming the file, the row, the column and the fix,
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stagewise.curate.errors import InputError
+
+SPLIT_FILES = {"sft": "sft.parquet", "rl": "rl.parquet", "replay": "replay.parquet"}
+# The gold answer of an exported row: `solution` in rl.parquet (the agreed TRL column GRPOTrainer passes
+# to reward functions); SFT rows may carry it as `answer`. Looked up in this order.
+ANSWER_COLUMNS = ("solution", "answer", "ground_truth")
+
+
+@dataclass
+class Export:
+    """An export directory (or a lone parquet file) and its manifest."""
+
+    root: Path
+    manifest: dict = field(default_factory=dict)
+    single_file: Path | None = None
+
+    @property
+    def probe(self) -> dict:
+        """The probe's run config (sampling, system_prompt, prompt_template, model); {} if unknown."""
+        return dict(self.manifest.get("probe") or {})
+
+    @property
+    def sampling(self) -> dict:
+        return dict(self.probe.get("sampling") or {})
+
+    def path(self, split: str) -> Path:
+        if self.single_file is not None:
+            return self.single_file
+        return self.root / SPLIT_FILES[split]
+
+    def has(self, split: str) -> bool:
+        if self.single_file is not None:
+            return _split_of(self.single_file) == split
+        return self.path(split).exists()
+
+
+def _split_of(path: Path) -> str:
+    stem = path.stem.lower()
+    return stem if stem in SPLIT_FILES else "unknown"
+
+
+def open_export(data: str | Path) -> Export:
+    """Locate the export and read its manifest (missing manifest -> {} : TRL defaults are used)."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise InputError("training data not found", path=str(path),
+                         fix="pass an export directory written by `stagewise export` or a parquet file")
+    if path.is_dir():
+        root, single = path, None
+        if not any((path / f).exists() for f in SPLIT_FILES.values()):
+            raise InputError("no sft.parquet, rl.parquet or replay.parquet in this directory", path=str(path),
+                             fix="pass the directory written by `stagewise export --format trl`")
+    else:
+        if path.suffix != ".parquet":
+            raise InputError("training data must be a parquet file or an export directory", path=str(path),
+                             fix="convert it with `stagewise export --format trl`")
+        root, single = path.parent, path
+    manifest = {}
+    mpath = root / "manifest.json"
+    if mpath.exists():
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"manifest is not valid JSON ({exc.msg})", path=str(mpath), line=exc.lineno,
+                             fix="re-run `stagewise export`") from None
+    return Export(root=root, manifest=manifest, single_file=single)
+
+
+def read_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise InputError(f"cannot read parquet ({exc})", path=str(path), fix="re-run `stagewise export`") from None
+
+
+def _check_messages(value, path: Path, row: int, column: str, *, fix: str) -> None:
+    if isinstance(value, str):
+        return  # a plain-text prompt is valid TRL input too
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) and "content" in m for m in value):
+        raise InputError("expected a list of chat messages ({role, content})", path=str(path), line=row + 1,
+                         column=column, fix=fix)
+
+
+def answer_of(row: dict, prefer_answer: bool = False) -> str | None:
+    """The gold answer. SFT rows keep it in `answer` (their `solution`, if any, may be a worked
+    solution), so evaluation asks with prefer_answer=True."""
+    cols = ("answer", "solution", "ground_truth") if prefer_answer else ANSWER_COLUMNS
+    for col in cols:
+        if row.get(col) not in (None, ""):
+            return str(row[col])
+    return None
+
+
+def load_sft_rows(export: Export, split: str = "sft") -> list[dict]:
+    """Rows with `prompt` + `completion` (one assistant message), validated."""
+    path = export.path(split)
+    if not path.exists():
+        raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
+                         fix="export with a routing policy that sends items to SFT, or skip the SFT stage")
+    rows = read_rows(path)
+    if not rows:
+        raise InputError("the SFT split is empty (0 rows): there is nothing to train on", path=str(path),
+                         fix="check the export's counts (manifest.json) or lower the routing threshold")
+    cols = set(rows[0])
+    if "messages" in cols and "completion" not in cols:
+        return rows  # TRL's conversational language-modelling format is accepted as is
+    for col in ("prompt", "completion"):
+        if col not in cols:
+            raise InputError("the SFT split has no completions" if col == "completion" else "missing column",
+                             path=str(path), column=col,
+                             fix=f"SFT needs `prompt` + `completion` columns (columns here: {sorted(cols)}); "
+                                 "export with demonstrations (`stagewise export --demos solution`)")
+    for i, row in enumerate(rows):
+        _check_messages(row["prompt"], path, i, "prompt", fix="re-export in the TRL format")
+        comp = row["completion"]
+        if comp is None or comp == "" or comp == []:
+            raise InputError("empty completion: SFT needs a demonstration for every row", path=str(path),
+                             line=i + 1, column="completion",
+                             fix="drop the row or export it as unrouted (no verified demonstration)")
+        _check_messages(comp, path, i, "completion", fix="re-export in the TRL format")
+    return rows
+
+
+def load_rl_rows(export: Export, split: str = "rl") -> list[dict]:
+    """Rows with `prompt` messages and a gold answer in `solution`, plus id/task/meta, validated."""
+    path = export.path(split)
+    if not path.exists():
+        raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
+                         fix="export with a routing policy that sends items to RL, or skip the RL stage")
+    rows = read_rows(path)
+    if not rows:
+        raise InputError("the RL split is empty (0 rows): there is nothing to train on", path=str(path),
+                         fix="check the export's counts (manifest.json); RL needs partially mastered items")
+    cols = set(rows[0])
+    if "prompt" not in cols:
+        raise InputError("missing column", path=str(path), column="prompt",
+                         fix=f"RL needs `prompt` messages (columns here: {sorted(cols)})")
+    if not cols & set(ANSWER_COLUMNS):
+        raise InputError("the RL split has no answers: the reward needs the gold answer", path=str(path),
+                         column="solution", fix=f"re-export in the TRL format (columns here: {sorted(cols)})")
+    for i, row in enumerate(rows):
+        _check_messages(row["prompt"], path, i, "prompt", fix="re-export in the TRL format")
+        if answer_of(row) is None:
+            raise InputError("no gold answer: the verifier cannot score this row", path=str(path), line=i + 1,
+                             column="solution", fix="drop the row or fill its answer")
+    return rows
+
+
+def rl_dataset_rows(rows: list[dict]) -> list[dict]:
+    """The columns GRPOTrainer passes on to the reward: prompt, solution, task, meta, id."""
+    out = []
+    for row in rows:
+        meta = row.get("meta")
+        out.append({
+            "prompt": row["prompt"],
+            "solution": answer_of(row),
+            "task": row.get("task") or "exact",
+            "meta": meta if isinstance(meta, str) else json.dumps(meta or {}),
+            "id": str(row.get("id", "")),
+        })
+    return out
+
+
+def sft_dataset_rows(rows: list[dict]) -> list[dict]:
+    """Only the columns SFTTrainer reads, so stray statistics columns never reach the collator."""
+    if rows and "messages" in rows[0] and "completion" not in rows[0]:
+        return [{"messages": r["messages"]} for r in rows]
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+
+
+def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministically hold out `fraction` of rows (at least one when fraction > 0 and len >= 2)."""
+    import random
+
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    k = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+    held = set(idx[:k])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]

@@ -1,0 +1,144 @@
+"""RL recipe on TRL's GRPOTrainer: validate config -> load data and model -> build trainer -> train ->
+save. Loss types grpo / dr_grpo / dapo (TRL's); reward = the stagewise verifier (train/rewards.py);
+sampling (temperature, top_p, max_new_tokens) defaults to the probe's, from the export's manifest.json.
+
+    train_rl("export/", "runs/sft/model", "runs/rl", loss_type="dr_grpo", num_generations=8)
+
+GPU notes: with a GPU, precision auto -> bf16 and `use_vllm: auto` turns on vLLM colocate generation when
+vLLM is installed in a version TRL supports (TRL 1.16 accepts vLLM 0.22-0.31; see
+`trl.import_utils.is_vllm_available`). Multi-GPU / multi-node: `accelerate launch -m stagewise.cli train rl
+...` with any accelerate/DeepSpeed/FSDP config, exactly as for a bare TRL script.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import GRPOConfig, GRPOTrainer
+
+from stagewise.curate.errors import ConfigError
+from stagewise.train import config as C
+from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, load_model_and_tokenizer,
+                                    quiet_trainer, save_final)
+from stagewise.train.data import load_rl_rows, open_export, rl_dataset_rows
+
+SAMPLING_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256}
+
+
+def resolve_sampling(cfg: dict, probe_sampling: dict) -> dict:
+    """Flag/config value, else the probe's (manifest.json), else the fallback; records where each came from."""
+    cfg = dict(cfg)
+    source = {}
+    for key, fallback in SAMPLING_FALLBACK.items():
+        if cfg.get(key) is not None:
+            source[key] = "config"
+        elif probe_sampling.get(key) is not None:
+            cfg[key], source[key] = probe_sampling[key], "probe manifest"
+        else:
+            cfg[key], source[key] = fallback, "default"
+    cfg["sampling_source"] = source
+    return cfg
+
+
+def _use_vllm(cfg: dict) -> bool:
+    if cfg["use_vllm"] is False:
+        return False
+    from trl.import_utils import is_vllm_available
+
+    available = cfg["device"] == "cuda" and is_vllm_available()
+    if cfg["use_vllm"] is True and not available:
+        raise ConfigError("use_vllm=true needs a GPU and vLLM 0.22-0.31 (TRL 1.16's supported range); "
+                          "set use_vllm: auto or false")
+    return available
+
+
+def grpo_config(cfg: dict, out: Path) -> GRPOConfig:
+    """The GRPOConfig our recipe uses; the benchmark builds its bare-TRL baseline from the same object."""
+    use_vllm = _use_vllm(cfg)
+    extra = {"vllm_mode": cfg["vllm_mode"], "vllm_gpu_memory_utilization": cfg["vllm_gpu_memory_utilization"]} \
+        if use_vllm else {}
+    return GRPOConfig(
+        **C.trainer_args(cfg, out),
+        per_device_train_batch_size=cfg["batch_size"] * cfg["num_generations"],
+        num_generations=cfg["num_generations"],
+        loss_type=cfg["loss_type"],
+        beta=float(cfg["beta"]),
+        epsilon=float(cfg["epsilon"]),
+        scale_rewards=cfg["scale_rewards"],
+        temperature=float(cfg["temperature"]),
+        top_p=float(cfg["top_p"]),
+        max_completion_length=int(cfg["max_new_tokens"]),
+        use_vllm=use_vllm,
+        log_completions=False,
+        **extra,
+    )
+
+
+def check_rl_model(cfg: dict, model) -> None:
+    if float(cfg["beta"]) > 0 and not (isinstance(model, str) and Path(model).is_dir()):
+        raise ConfigError(f"beta={cfg['beta']} needs the reference model as a saved directory (TRL reloads it "
+                          "from the --model path and cannot use an in-memory model); save the model first "
+                          "or set --beta 0")
+
+
+def build_grpo_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, reward, *, callbacks=(),
+                       trainer_cls=GRPOTrainer, **kwargs):
+    """A GRPOTrainer (or subclass) on exported RL rows with the stagewise verifier as the reward."""
+    from datasets import Dataset
+
+    args = grpo_config(cfg, out)
+    dataset = Dataset.from_list(rl_dataset_rows(rows))
+    trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=list(callbacks),
+                          peft_config=C.peft_config(cfg), **kwargs)
+    quiet_trainer(trainer)
+    return trainer
+
+
+def train_rl(data, model, out, *, loss_type: str | None = None, num_generations: int | None = None,
+             beta: float | None = None, max_steps: int | None = None, learning_rate: float | None = None,
+             batch_size: int | None = None, seed: int | None = None, resume: bool = False, config=None,
+             dry_run: bool = False, progress: bool = True, sft_eval_rows: list[dict] | None = None,
+             rows: list[dict] | None = None, **overrides) -> TrainResult:
+    """GRPO-family RL on an export's RL split (`data`: export dir or rl.parquet).
+
+    `sft_eval_rows` (held-out SFT demonstrations) makes the run log the held-out SFT loss every
+    `sft_eval_steps` steps. Other options: see stagewise/configs/train_rl.yaml."""
+    from transformers import set_seed
+
+    from stagewise.train.evaluation import HeldoutSFTLoss
+    from stagewise.train.rewards import VerifierReward
+
+    cfg = C.build_config("rl", config, loss_type=loss_type, num_generations=num_generations, beta=beta,
+                         max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                         **overrides)
+    cfg = C.resolve_device(cfg)
+    out = Path(out)
+    export = open_export(data)
+    cfg = resolve_sampling(cfg, export.sampling)
+    if rows is None:
+        rows = load_rl_rows(export)
+    resume_from = checkpoint_to_resume(out, resume)
+    set_seed(cfg["seed"])
+    model_path, net, tok = load_model_and_tokenizer(model, cfg)
+    check_rl_model(cfg, model_path)
+    resolved = {"stage": "rl", "data": str(data), "model": model_path, "out": str(out), "n_train": len(rows),
+                "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe}
+    metrics_cb, cbs = callbacks_for(out, "rl", progress and not dry_run)
+    if sft_eval_rows and cfg["sft_eval_steps"]:
+        cbs.append(HeldoutSFTLoss(sft_eval_rows, tok, every=cfg["sft_eval_steps"], sink=metrics_cb))
+    reward = VerifierReward(workers=cfg["verifier_workers"], timeout_s=cfg["verifier_timeout_s"])
+    try:
+        trainer = build_grpo_trainer(rows, net, tok, cfg, out, reward, callbacks=cbs)
+        C.write_resolved(resolved, out)
+        if dry_run:
+            return TrainResult("rl", str(out), None, config=resolved, dry_run=True)
+        if resume_from:
+            metrics_cb.write({"stage": "rl", "event": "resume", "checkpoint": resume_from})
+        output = trainer.train(resume_from_checkpoint=resume_from)
+        model_dir = save_final(trainer, tok, out)
+    finally:
+        reward.close()
+    metrics = {**metrics_cb.last_logs, **output.metrics}
+    return TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
+                       metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts)})
