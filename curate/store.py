@@ -428,7 +428,6 @@ def merge(stores, out, *, overwrite: bool = False) -> MergeResult:
     completion, score or status. Samples stored identically in several inputs are kept once and counted
     in the report's `duplicate_samples`.
     """
-    import duckdb
 
     paths = [str(Path(s)) for s in stores]
     out = str(Path(out))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from stagewise.curate.statistics import (
     bucket,
     mastery_row,
@@ -94,7 +94,7 @@ def test_pass_at_k_properties(n_c):
     assert pass_at_k(n, c, 1) == pytest.approx(c / n)
     values = [pass_at_k(n, c, k) for k in range(1, n + 1)]
     assert all(0.0 <= v <= 1.0 for v in values)
-    assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))  # more tries never hurt
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))  # more tries never hurt
     if c < n:
         assert pass_at_k(n, c + 1, 1) > pass_at_k(n, c, 1)
 

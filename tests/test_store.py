@@ -10,7 +10,6 @@ import textwrap
 
 import duckdb
 import pytest
-
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.schema import Problem
 from stagewise.curate.store import ProbeStore, StoreBusyError, merge, run_id_for

@@ -1,0 +1,133 @@
+"""Verifiers: `score(completion, problem) -> Verdict`, named by the problem's task (DESIGN.md Interfaces).
+
+    from stagewise.curate.verifiers import score, VerifierPool
+    score("... so the answer is \\boxed{2125}", {"answer": "2,125", "task": "gsm8k"})
+    with VerifierPool(workers=2, timeout_s=5.0) as pool:
+        verdicts = pool.score_many([(completion, problem), ...])
+
+Tasks: `gsm8k` / `numeric`, `math` (math-verify), `rg:<name>` (reasoning-gym), `exact`, and custom
+verifiers named explicitly as `module:function`. The probe and the RL reward call exactly this code.
+
+Verifiers never raise on an answer: a crash is status "error" with the reason, an overrun is status
+"timeout". In `score()`, the time limit is a main-thread alarm; `VerifierPool` runs the verifiers that
+can hang (math, reasoning-gym, custom) in worker processes that are killed and replaced on overrun.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+
+from stagewise.curate.errors import ConfigError
+from stagewise.curate.verifiers.base import STATUSES, Verdict, Verifier
+from stagewise.curate.verifiers.guard import VerifierTimeout, time_limit
+
+BUILTIN_TASKS = ("gsm8k", "numeric", "math", "exact", "rg:<name>", "module:function")
+
+
+@dataclass(frozen=True)
+class ProblemView:
+    """What a verifier sees of a problem: the gold answer, the task, and meta as a dict."""
+
+    answer: str
+    task: str
+    meta: dict = field(default_factory=dict)
+    id: str = ""
+    prompt: str = ""
+
+
+def as_problem(problem) -> ProblemView:
+    """Accept a curate.schema.Problem, a ProblemView, or a dict with answer / task / meta."""
+    if isinstance(problem, ProblemView):
+        return problem
+    get = problem.get if isinstance(problem, dict) else lambda k, d=None: getattr(problem, k, d)
+    meta = get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta) if meta.strip() else {}
+        except json.JSONDecodeError:
+            meta = {}
+    answer = get("answer")
+    return ProblemView(answer="" if answer is None else str(answer), task=str(get("task") or "exact"),
+                       meta=meta if isinstance(meta, dict) else {}, id=str(get("id") or ""),
+                       prompt=str(get("prompt") or ""))
+
+
+@functools.cache
+def get_verifier(task: str) -> Verifier:
+    """The verifier for a task name; ConfigError (listing the choices) for an unknown one."""
+    from stagewise.curate.verifiers.exact import ExactVerifier
+    from stagewise.curate.verifiers.math import MathVerifier
+    from stagewise.curate.verifiers.numeric import NumericVerifier
+
+    if task in ("gsm8k", "numeric"):
+        return NumericVerifier()
+    if task == "math":
+        return MathVerifier()
+    if task == "exact":
+        return ExactVerifier()
+    if task.startswith("rg:") and len(task) > 3:
+        from stagewise.curate.verifiers.rg import ReasoningGymVerifier
+
+        return ReasoningGymVerifier(task[3:])
+    module, sep, func = task.partition(":")
+    if sep and module and func and all(part.isidentifier() for part in module.split(".")) and func.isidentifier():
+        from stagewise.curate.verifiers.custom import CustomVerifier
+
+        return CustomVerifier(task)
+    raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(BUILTIN_TASKS)} "
+                      "(set it with --task or the data's task column)")
+
+
+def score(completion: str, problem, *, timeout_s: float | None = 5.0) -> Verdict:
+    """Score one completion in this process. Never raises: failures come back as status error/timeout.
+
+    The time limit needs the main thread (SIGALRM); in other threads there is none, so use
+    VerifierPool there (or for anything that may hang, e.g. the RL reward on untrusted output).
+    """
+    try:
+        view = as_problem(problem)
+        verifier = get_verifier(view.task)
+    except Exception as exc:  # noqa: BLE001 - a bad task marks the sample, it does not stop the run
+        return Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}")
+    return run_verifier(verifier, completion, view, timeout_s)
+
+
+def run_verifier(verifier: Verifier, completion: str, view: ProblemView, timeout_s: float | None) -> Verdict:
+    """Call one verifier under a time limit, turning every failure into a Verdict."""
+    try:
+        with time_limit(timeout_s):
+            verdict = verifier.score("" if completion is None else str(completion), view)
+    except VerifierTimeout:
+        return Verdict(0.0, None, "timeout", f"{verifier.name} verifier exceeded {timeout_s:g}s")
+    except RecursionError:
+        return Verdict(0.0, None, "error", f"{verifier.name} verifier: RecursionError (answer too deeply nested)")
+    except MemoryError:
+        return Verdict(0.0, None, "error", f"{verifier.name} verifier: MemoryError")
+    except Exception as exc:  # noqa: BLE001 - a verifier crash marks the sample, it does not stop the run
+        return Verdict(0.0, None, "error", f"{verifier.name} verifier: {type(exc).__name__}: {exc}"[:500])
+    if verdict.status not in STATUSES:
+        return Verdict(0.0, verdict.extracted, "error", f"{verifier.name} returned status {verdict.status!r}")
+    return verdict
+
+
+def __getattr__(name):
+    if name == "VerifierPool":  # lazy: the pool module pulls in subprocess machinery
+        from stagewise.curate.verifiers.pool import VerifierPool
+
+        return VerifierPool
+    raise AttributeError(name)
+
+
+__all__ = [
+    "STATUSES",
+    "ProblemView",
+    "Verdict",
+    "Verifier",
+    "VerifierPool",
+    "as_problem",
+    "get_verifier",
+    "run_verifier",
+    "score",
+]

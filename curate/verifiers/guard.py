@@ -1,0 +1,35 @@
+"""A main-thread time limit (SIGALRM) that raises an exception nothing in sympy/math-verify catches."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class VerifierTimeout(BaseException):
+    """Raised by the alarm. A BaseException on purpose: libraries' `except Exception` must not swallow it
+    (math-verify's own timeout is swallowed and scored as a wrong answer)."""
+
+
+def can_alarm() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise VerifierTimeout after `seconds` (main thread only; elsewhere, or with None, no limit)."""
+    if not seconds or seconds <= 0 or not can_alarm():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise VerifierTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
