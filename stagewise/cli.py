@@ -297,6 +297,196 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
 # ---------------------------------------------------------------------------------------------------
 
 
+def _parse_sets(pairs) -> dict:
+    """--set KEY=VALUE (repeatable): any option of the stage's YAML config; VALUE is read as YAML."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE, e.g. --set gradient_accumulation_steps=4",
+                                     param_hint="--set")
+        key, value = pair.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _train_common(f):
+    """Options every training command shares (keys of stagewise/configs/train_*.yaml)."""
+    opts = [
+        click.option("--data", type=click.Path(), help="Export directory (stagewise export) or one parquet split."),
+        click.option("--model", default="smollm2-135m", show_default=True,
+                     help="Starting model: smollm2-135m, a transformers directory or a hub id."),
+        click.option("--out", type=click.Path(file_okay=False), help="Run directory (checkpoints, model, metrics)."),
+        click.option("--config", "config", type=click.Path(dir_okay=False),
+                     help="YAML config (stagewise/configs/train_*.yaml documents every key); flags override it."),
+        click.option("--max-steps", type=int, default=None, help="Optimizer steps."),
+        click.option("--learning-rate", type=float, default=None, help="Peak learning rate."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Per device: rows for SFT, prompts for RL (x num_generations completions)."),
+        click.option("--seed", type=int, default=None, help="Random seed (data order, sampling, init)."),
+        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT."),
+        click.option("--dry-run", is_flag=True,
+                     help="Build the trainers and print the resolved config; no training."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _need(**values):
+    missing = [f"--{k.replace('_', '-')}" for k, v in values.items() if not v]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)}; see `stagewise train --help`")
+
+
+def _print_stage(res) -> None:
+    import yaml
+
+    if res.dry_run:
+        click.echo(yaml.safe_dump(res.config, sort_keys=False).rstrip())
+        click.echo(f"dry run: {res.stage} trainer built; resolved config in {res.out}/config.yaml; nothing trained")
+        return
+    m = res.metrics
+    parts = [f"{res.stage}: {res.global_step} steps"]
+    if m.get("train_loss") is not None:
+        parts.append(f"train loss {m['train_loss']:.4f}")
+    if m.get("reward") is not None:
+        parts.append(f"last reward {m['reward']:.3f}")
+    if res.step_time_s:
+        parts.append(f"{res.step_time_s:.2f} s/step")
+    if res.resumed_from:
+        parts.append(f"resumed from {res.resumed_from}")
+    click.echo(", ".join(parts))
+    click.echo(f"  model: {res.model_dir}   metrics: {res.out}/metrics.jsonl   config: {res.out}/config.yaml")
+
+
+@cli.group("train", cls=_Group, invoke_without_command=True)
+@_train_common
+@click.option("--reprobe", is_flag=True,
+              help="Re-probe the SFT model on the SFT items; those now partially mastered join RL.")
+@click.option("--eval-data", multiple=True, help="Held-out problems evaluated before/after each stage (spec).")
+@click.option("--no-eval", is_flag=True, help="Skip the before/after evaluation.")
+@click.pass_context
+def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                reprobe, eval_data, no_eval):
+    """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
+
+    Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
+    On a GPU the same command runs under `accelerate launch -m stagewise.cli train ...`.
+
+    \b
+    Example:
+        stagewise train --data export/ --model smollm2-135m --out runs/t
+        stagewise train --data export/ --out runs/t --reprobe --eval-data "rg:chain_sum?size=20&seed=9"
+        stagewise train --data export/ --out runs/t --dry-run
+        accelerate launch -m stagewise.cli train --data export/ --model M --out runs/t --set lora=true
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _need(data=data, out=out)
+    import stagewise as sw
+
+    per_stage = _route_sets(_parse_sets(sets))
+    if no_eval:
+        per_stage["eval"]["enabled"] = False
+    res = sw.train(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None, config=config,
+                   sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"], max_steps=max_steps,
+                   learning_rate=learning_rate, batch_size=batch_size, seed=seed, resume=resume,
+                   dry_run=dry_run)
+    for stage_res in (res.sft, res.rl):
+        if stage_res is not None:
+            _print_stage(stage_res)
+    for stage, why in res.skipped.items():
+        click.echo(f"{stage}: skipped ({why})")
+    if res.moved:
+        click.echo(f"re-probe: moved {len(res.moved)} SFT items into RL")
+    if res.table:
+        _print_eval_table(res.table)
+    if not dry_run:
+        click.echo(f"report: {out}/report.md   final model: {res.model_dir}")
+
+
+def _route_sets(extra: dict) -> dict:
+    """`--set sft.loss=dft` goes to one stage; an unprefixed key to every stage whose config has it."""
+    from stagewise.train.config import default_config
+
+    known = {kind: set(default_config(kind)) for kind in ("sft", "rl", "eval")}
+    out = {kind: {} for kind in known}
+    for key, value in extra.items():
+        kind, _, name = key.partition(".")
+        if name and kind in out:
+            out[kind][name] = value
+            continue
+        targets = [k for k in known if key in known[k]] or ["sft"]  # unknown: let the stage report it
+        for k in targets:
+            out[k][key] = value
+    return out
+
+
+def _print_eval_table(rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    table = Table(title="pass@1 before / after each stage")
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols])
+    Console().print(table)
+
+
+@train_group.command("sft")
+@_train_common
+@click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
+              help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
+def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets, loss):
+    """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
+
+    \b
+    Example:
+        stagewise train sft --data export/ --model smollm2-135m --out runs/sft
+        stagewise train sft --data export/sft.parquet --out runs/sft --loss iw-sft --max-steps 50
+        stagewise train sft --data export/ --out runs/sft --set gradient_accumulation_steps=4 --resume
+    """
+    _need(data=data, out=out)
+    import stagewise as sw
+
+    res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
+                       batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                       **_parse_sets(sets))
+    _print_stage(res)
+
+
+@train_group.command("rl")
+@_train_common
+@click.option("--loss-type", type=click.Choice(["grpo", "dr_grpo", "dapo"]), default=None,
+              help="GRPO-family loss (TRL's).")
+@click.option("--num-generations", type=int, default=None, help="Completions per prompt (the GRPO group).")
+@click.option("--beta", type=float, default=None,
+              help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
+def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                 loss_type, num_generations, beta):
+    """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
+
+    \b
+    Example:
+        stagewise train rl --data export/ --model runs/sft/model --out runs/rl
+        stagewise train rl --data export/rl.parquet --out runs/rl --loss-type dr_grpo --num-generations 8
+        stagewise train rl --data export/ --out runs/rl --set temperature=0.8 --dry-run
+    """
+    _need(data=data, out=out)
+    import stagewise as sw
+
+    res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
+                      max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                      resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
+    _print_stage(res)
+
+
 # ---------------------------------------------------------------------------------------------------
 # run, experiment (issues 6, 7)
 # ---------------------------------------------------------------------------------------------------

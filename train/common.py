@@ -60,9 +60,13 @@ def load_model_and_tokenizer(model: str, cfg: dict):
 def quiet_libraries() -> None:
     """The per-map progress bars of datasets and the weight-loading bar of transformers drown the one
     progress line a stage shows; turn them off."""
+    import warnings
+
     import datasets
     from transformers.utils import logging as hf_logging
 
+    # TRL 1.16 itself still calls the renamed gradient_checkpointing API; nothing for a user to change.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
 
-KINDS = ("sft", "rl", "joint")
+KINDS = ("sft", "rl", "joint", "eval")
 _CHOICES = {
     "loss": ("nll", "dft", "iw-sft"),
     "loss_type": ("grpo", "dr_grpo", "dapo"),
