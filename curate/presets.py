@@ -307,7 +307,8 @@ def choose_columns(columns: list[str], first: dict | None, *, where: str, preset
             answer = answer_col or _find(columns, ("answer",))
             solution = None
         elif preset == "math":
-            answer = answer_col or _find(columns, ("answer",))
+            # MATH rows may or may not carry an 'answer'; absent or empty, the last \boxed{} is used.
+            answer = answer_col or _find(columns, ("answer",)) or "answer"
             solution = solution_col or _find(columns, ("solution",))
         else:
             answer = answer_col or _find(columns, ANSWER_NAMES)

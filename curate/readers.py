@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from stagewise.curate.errors import InputError, require
 
@@ -273,9 +273,9 @@ def rg_dataset(name: str, params: dict):
     try:
         return rg.create_dataset(name, **params)
     except (TypeError, ValueError, AssertionError) as exc:
-        from reasoning_gym.factory import DATASETS
-
         import dataclasses
+
+        from reasoning_gym.factory import DATASETS
 
         cfg = DATASETS[name][1]
         knobs = [f.name for f in dataclasses.fields(cfg)] if dataclasses.is_dataclass(cfg) else []
@@ -308,5 +308,18 @@ def sniff_columns(path: str) -> list[str]:
     return cols
 
 
-__all__ = ["BadRow", "FORMATS", "iter_file", "iter_rg", "data_files", "file_format", "is_hf_disk_dir",
-           "load_hf_disk", "load_hf_hub", "iter_hf_dataset", "parse_value", "rg_dataset", "check_file"]
+__all__ = [
+    "FORMATS",
+    "BadRow",
+    "check_file",
+    "data_files",
+    "file_format",
+    "is_hf_disk_dir",
+    "iter_file",
+    "iter_hf_dataset",
+    "iter_rg",
+    "load_hf_disk",
+    "load_hf_hub",
+    "parse_value",
+    "rg_dataset",
+]

@@ -15,16 +15,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Iterator
 from urllib.parse import parse_qsl
 
 from stagewise.curate.errors import InputError
 from stagewise.curate.presets import PRESETS, RowError, choose_columns
-from stagewise.curate.readers import (BadRow, check_file, data_files, file_format, is_hf_disk_dir,
-                                      iter_file, iter_hf_dataset, iter_rg, load_hf_disk, load_hf_hub,
-                                      parse_value)
+from stagewise.curate.readers import (
+    BadRow,
+    check_file,
+    data_files,
+    file_format,
+    is_hf_disk_dir,
+    iter_file,
+    iter_hf_dataset,
+    iter_rg,
+    load_hf_disk,
+    load_hf_hub,
+    parse_value,
+)
 from stagewise.curate.schema import Problem, normalise_text
 
 SHIPPED = {"gsm8k": {"test": "gsm8k/test.jsonl", "train": "gsm8k/train_head500.jsonl"}}
@@ -86,7 +96,9 @@ def parse_spec(text: str) -> SourceSpec:
             spec = _hf_spec(text, rest)
             spec.preset = head
             return spec
-        if not os.path.exists(rest) and shipped_path(head, rest):
+        if shipped_path(head, rest):
+            # A bare shipped name wins over a same-named folder (the repo has a train/ package);
+            # write gsm8k:./train for a local folder.
             return _path_spec(text, shipped_path(head, rest), head)
         return _path_spec(text, rest, head)
     if sep and head == "hf":
@@ -173,6 +185,8 @@ def plan_for(spec: SourceSpec, first: dict | None, *, prompt_col=None, answer_co
         from stagewise.curate.readers import sniff_columns
 
         columns = sniff_columns(spec.target)
+    if first is None and not columns:
+        return None  # no usable record at all: the caller reports the bad rows, or an empty dataset
     return choose_columns([c for c in columns if not c.startswith("_rg")], first, where=spec.where,
                           preset=spec.preset, prompt_col=prompt_col, answer_col=answer_col,
                           solution_col=solution_col, id_col=id_col, task=task)
@@ -237,7 +251,7 @@ def load_problems(*specs, prompt_col=None, answer_col=None, solution_col=None, i
         plan = plan_for(spec, first, prompt_col=prompt_col, answer_col=answer_col,
                         solution_col=solution_col, id_col=id_col, task=task)
         src = {"spec": spec.text, "source": spec.label, "kind": spec.kind, "rows": 0, "bad_rows": 0,
-               "columns": plan.describe()}
+               "columns": plan.describe() if plan else None}
         report["sources"].append(src)
         for line, rec in rows:
             src["rows"] += 1
@@ -245,6 +259,7 @@ def load_problems(*specs, prompt_col=None, answer_col=None, solution_col=None, i
             if isinstance(rec, BadRow):
                 bad(spec, line, rec.message, fix="fix or delete that line", raw=rec.raw, reason="malformed")
                 continue
+            assert plan is not None  # a good record exists, so peek() found it
             try:
                 fields = plan.convert(rec)
             except RowError as exc:
@@ -294,6 +309,5 @@ def write_jsonl(path, rows) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
     os.replace(tmp, path)
