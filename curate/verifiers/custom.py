@@ -46,7 +46,7 @@ def to_verdict(value, name: str) -> Verdict:
         value = value.get("score")
     elif isinstance(value, tuple) and len(value) == 2:
         value, extracted = value
-    if isinstance(value, bool) or isinstance(value, (int, float)):
+    if isinstance(value, (int, float)):  # bool is an int
         score = float(value)
     else:
         return Verdict(0.0, None, "error", f"custom verifier {name} returned {type(value).__name__}, "

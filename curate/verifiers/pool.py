@@ -1,0 +1,307 @@
+"""VerifierPool: run the verifiers that can hang (math-verify, reasoning-gym, custom) in worker processes
+with a per-answer time limit; a worker that overruns is killed and replaced, and the run goes on.
+
+Why not `concurrent.futures.ProcessPoolExecutor`: killing one of its workers marks the whole pool
+broken (every pending future fails), and its spawn/forkserver children re-import the parent's
+`__main__`, which re-runs an unguarded training script. Here each worker is a fresh interpreter
+(`python -m stagewise.curate.verifiers.worker`) talking JSON lines over pipes, so:
+
+- one worker can be killed without touching the others;
+- it is safe inside a trainer's process (threads, CUDA, accelerate/torchrun launchers, daemonic
+  processes that may not have multiprocessing children);
+- the time limit inside a worker is a SIGALRM in its main thread (math-verify's own alarm fails in
+  threads and, on timeout, scores "wrong"); the parent's deadline is the backstop for hangs in C code.
+
+Budget per answer: the worker's alarm fires at 0.9 x timeout_s and the parent kills the worker at
+timeout_s, so no answer costs a worker more than timeout_s. The replacement starts in the background.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+
+from stagewise.curate.verifiers import ProblemView, as_problem, get_verifier, run_verifier
+from stagewise.curate.verifiers.base import Verdict
+
+_SOFT_FRACTION = 0.9  # worker-side alarm, as a fraction of timeout_s
+_STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core machine can take a while
+_MAX_START_FAILURES = 3
+
+
+class _Worker:
+    def __init__(self, preload, memory_limit_mb):
+        self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        # The parent's import path, so `module:function` verifiers and a source checkout resolve alike.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = "1"
+        cmd = [sys.executable, "-m", "stagewise.curate.verifiers.worker",
+               "--memory-limit-mb", str(memory_limit_mb)]
+        for task in preload:
+            cmd += ["--preload", task]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     env=env, close_fds=True)
+        self.fd = self.proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.buffer = b""
+        self.ready = False
+        self.started = time.monotonic()
+        self.inflight: collections.deque[int] = collections.deque()  # request ids, oldest first
+        self.head_since = 0.0  # when the oldest in-flight request started running
+
+    def send(self, payload: dict, now: float) -> None:
+        if not self.inflight:
+            self.head_since = now
+        self.inflight.append(payload["id"])
+        self.proc.stdin.write((json.dumps(payload) + "\n").encode("utf-8"))
+        self.proc.stdin.flush()
+
+    def read_lines(self) -> list[bytes] | None:
+        """Complete lines available now; None at end of file (the worker died)."""
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return lines
+
+    def stderr_tail(self, limit: int = 800) -> str:
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read().decode("utf-8", "replace")[-limit:].strip()
+        except (OSError, ValueError):
+            return ""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError, BrokenPipeError):
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+            pass
+        self.stderr.close()
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Close stdin (the worker exits at end of input); kill it if it does not."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=grace_s)
+        except (OSError, ValueError, BrokenPipeError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class VerifierPool:
+    """Score many (completion, problem) pairs; hang-prone verifiers run in `workers` processes.
+
+    `timeout_s` bounds the time one answer may cost. Fast verifiers (gsm8k/numeric, exact) run inline.
+    Workers start on first use and are reused across `score_many` calls; `close()` (or the context
+    manager) stops them. `stats` counts timeouts, worker restarts and errors.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 2,
+                 memory_limit_mb: int = 4096, preload: tuple[str, ...] = ("math",)):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.n_workers = workers
+        self.timeout_s = float(timeout_s)
+        self.max_in_flight = max(1, max_in_flight)
+        self.memory_limit_mb = memory_limit_mb
+        self.preload = tuple(preload)
+        self.stats = {"scored": 0, "in_workers": 0, "timeouts": 0, "errors": 0, "restarts": 0}
+        self._workers: list[_Worker] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._start_failures = 0
+        self._finalizer = weakref.finalize(self, VerifierPool._stop_all, self._workers)
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def score(self, completion: str, problem) -> Verdict:
+        return self.score_many([(completion, problem)])[0]
+
+    def score_many(self, items, on_result=None) -> list[Verdict]:
+        """Verdicts in input order. Never raises for a bad answer; `on_result(i, verdict)` as each lands."""
+        items = list(items)
+        results: list[Verdict | None] = [None] * len(items)
+        queued: collections.deque[int] = collections.deque()
+        payloads: dict[int, dict] = {}
+        for i, (completion, problem) in enumerate(items):
+            try:
+                view = as_problem(problem)
+                verifier = get_verifier(view.task)
+            except Exception as exc:  # noqa: BLE001 - an unknown task marks the sample
+                self._finish(results, i, Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}"), on_result)
+                continue
+            if getattr(verifier, "isolate", True):
+                payloads[i] = {"id": i, "completion": "" if completion is None else str(completion),
+                               "problem": view.__dict__, "timeout_s": self.timeout_s * _SOFT_FRACTION}
+                queued.append(i)
+            else:
+                self._finish(results, i, run_verifier(verifier, completion, view, self.timeout_s), on_result)
+        if queued:
+            with self._lock:
+                self._run(queued, payloads, results, on_result)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def _finish(self, results, i, verdict, on_result):
+        results[i] = verdict
+        self.stats["scored"] += 1
+        if verdict.status == "timeout":
+            self.stats["timeouts"] += 1
+        elif verdict.status == "error":
+            self.stats["errors"] += 1
+        if on_result is not None:
+            on_result(i, verdict)
+
+    def _ensure_workers(self) -> None:
+        if os.getpid() != self._pid:  # used in a forked child: the parent's workers are not ours
+            self._workers.clear()
+            self._pid = os.getpid()
+        while len(self._workers) < self.n_workers:
+            self._workers.append(_Worker(self.preload, self.memory_limit_mb))
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers.remove(worker)
+        self.stats["restarts"] += 1
+        if self._start_failures < _MAX_START_FAILURES:
+            self._workers.append(_Worker(self.preload, self.memory_limit_mb))
+
+    def _run(self, queued, payloads, results, on_result) -> None:
+        self.stats["in_workers"] += len(queued)
+        self._ensure_workers()
+        sel = selectors.DefaultSelector()
+        registered: set[int] = set()
+        try:
+            while queued or any(w.inflight for w in self._workers):
+                if not self._workers:  # workers cannot start: fail what is left, with the reason
+                    for i in list(queued):
+                        self._finish(results, i, Verdict(0.0, None, "error", self._give_up_reason), on_result)
+                    queued.clear()
+                    break
+                now = time.monotonic()
+                for w in self._workers:
+                    if id(w) not in registered:
+                        sel.register(w.fd, selectors.EVENT_READ, w)
+                        registered.add(id(w))
+                    while w.ready and queued and len(w.inflight) < self.max_in_flight:
+                        i = queued.popleft()
+                        try:
+                            w.send(payloads[i], now)
+                        except (BrokenPipeError, OSError):
+                            queued.appendleft(i)  # the worker died; its end-of-file is handled below
+                            break
+                deadline = min([w.head_since + self.timeout_s for w in self._workers if w.inflight]
+                               + [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready],
+                               default=now + 1.0)
+                events = sel.select(timeout=max(0.0, deadline - now))
+                dead: list[_Worker] = []
+                for key, _ in events:
+                    w = key.data
+                    lines = w.read_lines()
+                    if lines is None:
+                        dead.append(w)
+                        continue
+                    for line in lines:
+                        self._on_line(w, line, results, on_result)
+                now = time.monotonic()
+                for w in list(self._workers):
+                    if w in dead:
+                        self._on_death(w, queued, results, on_result, sel, registered)
+                    elif w.inflight and now >= w.head_since + self.timeout_s:
+                        i = w.inflight.popleft()
+                        queued.extendleft(reversed(w.inflight))  # innocent bystanders go back first
+                        w.inflight.clear()
+                        self._detach(w, sel, registered)
+                        self._replace(w)
+                        self._finish(results, i, Verdict(0.0, None, "timeout",
+                                                         f"verifier exceeded {self.timeout_s:g}s; worker "
+                                                         "killed and replaced"), on_result)
+                    elif not w.ready and now >= w.started + _STARTUP_TIMEOUT_S:
+                        self._start_failures += 1
+                        self._give_up_reason = f"verifier worker did not start in {_STARTUP_TIMEOUT_S:g}s"
+                        self._detach(w, sel, registered)
+                        self._replace(w)
+        finally:
+            sel.close()
+
+    def _on_line(self, w: _Worker, line: bytes, results, on_result) -> None:
+        if not line.strip():
+            return
+        msg = json.loads(line)
+        if isinstance(msg, dict) and msg.get("ready"):
+            w.ready = True
+            self._start_failures = 0
+            return
+        rid, score, extracted, status, reason = msg
+        if rid in w.inflight:
+            w.inflight.remove(rid)
+            w.head_since = time.monotonic()
+            if status == "timeout":
+                reason = f"verifier exceeded {self.timeout_s:g}s"
+            self._finish(results, rid, Verdict(float(score), extracted, status, reason), on_result)
+
+    def _on_death(self, w: _Worker, queued, results, on_result, sel, registered) -> None:
+        code = w.proc.poll()
+        tail = w.stderr_tail()
+        if not w.ready:
+            self._start_failures += 1
+            self._give_up_reason = f"verifier worker failed to start (exit code {code}): {tail}"
+        if w.inflight:
+            i = w.inflight.popleft()
+            queued.extendleft(reversed(w.inflight))
+            w.inflight.clear()
+            self._finish(results, i, Verdict(0.0, None, "error",
+                                             f"verifier worker died (exit code {code}): {tail[-300:]}"),
+                         on_result)
+        self._detach(w, sel, registered)
+        self._replace(w)
+
+    @staticmethod
+    def _detach(w: _Worker, sel, registered) -> None:
+        if id(w) in registered:
+            sel.unregister(w.fd)
+            registered.discard(id(w))
+
+    _give_up_reason = "verifier workers cannot start"
+
+    @staticmethod
+    def _stop_all(workers: list[_Worker]) -> None:
+        for w in workers:
+            w.stop()
+        workers.clear()
+
+
+__all__ = ["ProblemView", "VerifierPool"]

@@ -1,0 +1,65 @@
+"""A verifier worker process: reads JSON requests on stdin, writes JSON verdicts on a private stdout.
+
+Started by VerifierPool as `python -m stagewise.curate.verifiers.worker` (a fresh interpreter, not a
+fork: safe from a process that holds threads, CUDA or a training loop, and it never re-runs the
+parent's `__main__`). Each request runs under a SIGALRM limit in this process's main thread, which
+works here, unlike in the threads of the parent; the pool kills the worker if even that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preload", action="append", default=[])
+    parser.add_argument("--memory-limit-mb", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    if args.memory_limit_mb > 0:
+        try:
+            import resource
+
+            limit = args.memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        except (ImportError, ValueError, OSError):  # pragma: no cover - platform dependent
+            pass
+
+    from stagewise.curate.verifiers import ProblemView, Verdict, get_verifier, run_verifier
+
+    # Warm the heavy imports before saying "ready", so the first answer's time limit is not spent on them.
+    for task in args.preload:
+        try:
+            verifier = get_verifier(task)
+            if task == "math":
+                run_verifier(verifier, "\\boxed{\\frac{1}{2}}", ProblemView(answer="0.5", task="math"), None)
+        except Exception as exc:  # noqa: BLE001 - reported per request later
+            print(f"verifier worker: preloading {task!r} failed: {exc}", file=sys.stderr)
+    channel.write('{"ready": true}\n')
+
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            rid = req["id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        try:
+            view = ProblemView(**req["problem"])
+            verdict = run_verifier(get_verifier(view.task), req["completion"], view, req.get("timeout_s"))
+        except Exception as exc:  # noqa: BLE001 - e.g. an unknown task: the verdict says so
+            verdict = Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}"[:500])
+        channel.write(json.dumps([rid, verdict.score, verdict.extracted, verdict.status, verdict.reason]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
