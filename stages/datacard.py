@@ -1,0 +1,247 @@
+"""The export's dataset card: a Hugging Face README.md whose YAML `configs:` list the splits, so
+`datasets.load_dataset(DIR, "rl")` works, plus provenance, the routing rule in words, counts, the
+mastery histogram (PNG), pass rate by source, known limitations and the trainer command lines.
+
+Rendering (front matter, atomic write, matplotlib) lives in curate/cards.py; this module decides
+what an export's card says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stagewise.stages.formats import SPLITS
+
+MASTERY_PNG = "mastery.png"
+SOURCE_PNG = "pass_rate_by_source.png"
+SPLIT_HELP = {
+    "sft": "SFT items with a verified demonstration",
+    "rl": "RL items (prompt + gold answer)",
+    "replay": "mastered items kept to measure forgetting (never RL)",
+    "unrouted": "items that could not be routed, with the reason",
+    "assignments": "every probed item: bucket, stage, reason, statistics",
+}
+
+
+def front_matter(manifest: dict) -> dict:
+    """HF dataset-card metadata: one config per split (each a `train` split of one parquet file)."""
+    from stagewise.curate.cards import size_category
+
+    size = size_category(manifest["counts"]["items"])
+    # `datasets` cannot load a 0-row parquet split ("corresponds to no data"), so an empty split keeps
+    # its file (with the schema, for trainers reading parquet) but is left out of `configs`.
+    splits = manifest["counts"]["splits"]
+    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}.parquet"}]}
+               for name in ("assignments", *SPLITS) if name == "assignments" or splits.get(name)]
+    configs[0]["default"] = True
+    # `datasets` keys its cache on this metadata, not on the files' paths or contents: without per-export
+    # sizes, two exports into folders of the same name (or a re-export with --overwrite) would load the
+    # first one's cached rows.
+    files = manifest.get("files") or {}
+    infos = [{"config_name": c["config_name"],
+              "splits": [{"name": "train", "num_examples": files[f"{c['config_name']}.parquet"]["rows"]}],
+              "download_size": files[f"{c['config_name']}.parquet"]["bytes"]}
+             for c in configs if f"{c['config_name']}.parquet" in files]
+    return {"pretty_name": f"stagewise export ({manifest['format']}) of {_model(manifest)}",
+            "tags": ["stagewise", "reasoning", "post-training", manifest["format"]],
+            "task_categories": ["text-generation"], "size_categories": [size], "configs": configs,
+            **({"dataset_info": infos} if infos else {})}
+
+
+def _model(manifest: dict) -> str:
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        return str(model.get("name") or model.get("model") or "unknown model")
+    return str(model or "unknown model")
+
+
+def _model_path(manifest: dict) -> str:
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        return str(model.get("path") or model.get("name") or model.get("model") or "MODEL")
+    return str(model or "MODEL")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    from stagewise.curate.cards import markdown_table
+
+    return markdown_table(header, rows)
+
+
+def _sampling(manifest: dict) -> dict:
+    return dict(manifest["probe"].get("sampling") or {})
+
+
+def limitations(assignments) -> str:
+    """Known limitations, with numbers for this export's sample counts."""
+    from stagewise.curate.statistics import wilson_interval
+
+    ns = sorted({int(n) for n in assignments["n"].to_list() if n}) or [0]
+    n = ns[0]
+    lines = []
+    if n:
+        lines.append(f"- **{0}/{n} correct does not mean never solvable**: at p = 0.1, P(0/{n}) = "
+                     f"{0.9 ** n:.2f}; at p = 0.05, P(0/{n}) = {0.95 ** n:.2f}. Some `unmastered` items are "
+                     "reachable by sampling; more samples (or `--adaptive`) move them to `partial`.")
+        lines.append(f"- **{n}/{n} correct does not mean always solved**: at p = 0.9, P({n}/{n}) = "
+                     f"{0.9 ** n:.2f}.")
+        lo, hi = wilson_interval(n // 2, n)
+        lines.append(f"- **p̂ is noisy at n = {n}**: an item at {n // 2}/{n} has a 95% Wilson interval of "
+                     f"[{lo:.2f}, {hi:.2f}]. Thresholds on p̂ (band, relift) inherit this noise.")
+    if len(ns) > 1:
+        lines.append(f"- Items were probed a different number of times (n from {ns[0]} to {ns[-1]}, adaptive "
+                     "probing or a resumed run); buckets use all of an item's samples.")
+    lines += [
+        "- Routing is specific to the probed model, its sampling settings, chat template and prompt "
+        "template (see Provenance). Another model, or RL with other settings, needs a new probe.",
+        "- Verifiers check the final answer only. A reference solution or teacher answer whose reasoning is "
+        "flawed but whose final answer is right passes as a demonstration.",
+        "- Problems come from public benchmarks; check their licence and contamination before publishing "
+        "a model trained on them.",
+    ]
+    return "\n".join(lines)
+
+
+def _commands(manifest: dict, dirname: str = "DIR") -> str:
+    fmt, s = manifest["format"], _sampling(manifest)
+    model = _model_path(manifest)
+    num = manifest["probe"].get("num_samples") or manifest["probe"].get("k_max") or 8
+    splits = manifest["counts"]["splits"]
+    if fmt == "verl":
+        val = "replay" if splits.get("replay") else "rl"
+        return "\n".join([
+            "RL (GRPO) with verl, scored by the shipped `reward.py` (the stagewise verifier):", "", "```bash",
+            "python3 -m verl.trainer.main_ppo \\",
+            "  algorithm.adv_estimator=grpo \\",
+            f"  data.train_files={dirname}/rl.parquet data.val_files={dirname}/{val}.parquet \\",
+            f"  data.prompt_key=prompt data.max_response_length={s.get('max_new_tokens', 512)} \\",
+            f"  actor_rollout_ref.model.path={model} \\",
+            f"  actor_rollout_ref.rollout.n={num} actor_rollout_ref.rollout.temperature="
+            f"{s.get('temperature', 1.0)} actor_rollout_ref.rollout.top_p={s.get('top_p', 1.0)} \\",
+            f"  custom_reward_function.path={dirname}/reward.py custom_reward_function.name=compute_score",
+            "```", "", "SFT with verl's multi-turn SFT trainer:", "", "```bash",
+            "torchrun --nproc_per_node=1 -m verl.trainer.fsdp_sft_trainer \\",
+            f"  data.train_files={dirname}/sft.parquet data.val_files={dirname}/sft.parquet \\",
+            "  data.multiturn.enable=true data.multiturn.messages_key=messages \\",
+            f"  model.partial_pretrain={model} trainer.default_local_dir=checkpoints/sft",
+            "```"])
+    if fmt == "openrlhf":
+        return "\n".join([
+            "```bash",
+            f"deepspeed --module openrlhf.cli.train_sft --pretrain {model} --dataset {dirname}/sft.parquet \\",
+            "  --input_key input --output_key output --apply_chat_template --save_path checkpoints/sft",
+            f"python3 -m openrlhf.cli.train_ppo_ray --pretrain {model} --prompt_data {dirname}/rl.parquet \\",
+            f"  --input_key input --label_key label --apply_chat_template --advantage_estimator group_norm \\",
+            f"  --n_samples_per_prompt {num} --temperature {s.get('temperature', 1.0)} "
+            f"--generate_max_len {s.get('max_new_tokens', 512)} \\",
+            "  --remote_rm_url REWARD.py  # a reward function calling stagewise.curate.verifiers.score",
+            "```"])
+    style = manifest.get("sft_style", "prompt-completion")
+    cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
+    return "\n".join([
+        f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
+        "which GRPOTrainer passes to reward functions.", "", "```python",
+        "from datasets import load_dataset", "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
+        "from stagewise.curate.verifiers import score", "",
+        f'sft = load_dataset("{dirname}", "sft", split="train")',
+        f'rl = load_dataset("{dirname}", "rl", split="train")', "",
+        "def reward(completions, solution, task, meta, **kw):",
+        "    return [score(c[0][\"content\"], {\"answer\": a, \"task\": t, \"meta\": m}).score",
+        "            for c, a, t, m in zip(completions, solution, task, meta)]", "",
+        f'SFTTrainer(model="{model}", train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
+        f'GRPOTrainer(model="{model}", reward_funcs=reward, train_dataset=rl,',
+        f'            args=GRPOConfig(output_dir="rl", num_generations={num}, '
+        f'temperature={s.get("temperature", 1.0)},',
+        f'                            max_completion_length={s.get("max_new_tokens", 512)})).train()',
+        "```", "", f"Or with the bundled trainer: `stagewise train --data {dirname}`."])
+
+
+def _split_counts(counts: dict) -> str:
+    return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
+
+
+def write_export_card(out_dir, *, manifest: dict, assignments) -> Path:
+    """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path."""
+    import polars as pl
+
+    from stagewise.curate.cards import bar_png, histogram_png, write_card
+
+    out_dir = Path(out_dir)
+    p_hats = [v for v in assignments["p_hat"].to_list() if v is not None]
+    # One bar per possible value c/n (edges halfway between), so 0/n and n/n stand out.
+    n_max = max(1, int(assignments["n"].max() or 1))
+    edges = [(k - 0.5) / n_max for k in range(n_max + 2)]
+    histogram_png(p_hats, out_dir / MASTERY_PNG, title=f"Mastery of {_model(manifest)} ({len(p_hats)} items)",
+                  xlabel="p̂ = correct / samples", bins=edges)
+    by_source = (assignments.with_columns(pl.col("source").fill_null("(unknown)"))
+                 .group_by("source")
+                 .agg(pl.len().alias("items"), pl.col("p_hat").mean().alias("mean_p_hat"),
+                      (pl.col("bucket") == "unmastered").sum().alias("unmastered"),
+                      (pl.col("bucket") == "partial").sum().alias("partial"),
+                      (pl.col("bucket") == "mastered").sum().alias("mastered"))
+                 .sort("source"))
+    bar_png(by_source["source"].to_list(), [v or 0.0 for v in by_source["mean_p_hat"].to_list()],
+            out_dir / SOURCE_PNG, title="Pass rate (mean p̂) by source", ylabel="mean p̂")
+
+    counts, route = manifest["counts"], manifest["route"]
+    probe = manifest["probe"]
+    stages = [s for s in ("sft", "rl", "both", "replay", "drop", "unrouted")]
+    bucket_rows = [[b, *[row[s] for s in stages], sum(row.values())]
+                   for b, row in counts["buckets_by_stage"].items() if sum(row.values())]
+    bucket_rows.append(["**total**", *[counts["stages"][s] for s in stages], counts["items"]])
+    split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else
+                   " (empty: the file is there, but no `configs` entry, since `datasets` cannot load 0 rows)")]
+                  for s in SPLITS]
+    split_rows.append(["`assignments`", counts["items"], SPLIT_HELP["assignments"]])
+    source_rows = [[r["source"], r["items"], f"{r['mean_p_hat']:.3f}" if r["mean_p_hat"] is not None else "–",
+                    r["unmastered"], r["partial"], r["mastered"]] for r in by_source.iter_rows(named=True)]
+    thresholds = {k: v for k, v in route.items() if k not in ("policy", "rule") and v not in (None, 0)}
+    demo = manifest["demonstrations"]
+    demo_rows = [[name, rep.get("tried", 0), rep.get("verified", 0)] for name, rep in demo["report"].items()]
+    sampling = _sampling(manifest)
+    provenance = _table(["field", "value"], [
+        ["model", f"`{_model(manifest)}`"],
+        ["model identity", f"`{json.dumps(manifest.get('model'), default=str)}`"],
+        ["probe run", f"`{manifest['run_id']}` in `{Path(manifest['store']).name}`"],
+        ["samples per item", probe.get("num_samples") or probe.get("k_max")],
+        ["adaptive", probe.get("adaptive", False)],
+        ["sampling", ", ".join(f"{k}={v}" for k, v in sampling.items()) or "–"],
+        ["system prompt", f"`{probe.get('system_prompt')!r}`"],
+        ["prompt template", f"`{probe.get('prompt_template')!r}`" if probe.get("prompt_template")
+         else "the task's default template"],
+        ["seed", probe.get("seed")],
+        ["exported", f"{manifest['created_at']} by stagewise {manifest['versions'].get('stagewise')}"],
+    ])
+    warnings = "\n".join(f"- {w}" for w in manifest.get("warnings") or []) or "None."
+    sections = [
+        ("Summary", f"{counts['items']} problems probed with `{_model(manifest)}`, routed with policy "
+                    f"`{route['policy']}` and exported for **{manifest['format']}**. "
+                    f"Splits: {_split_counts(counts)}.\n\n"
+                    "```python\nfrom datasets import load_dataset\n"
+                    "rl = load_dataset(\"DIR\", \"rl\", split=\"train\")  # DIR = this folder\n```"),
+        ("Splits", _table(["config", "rows", "what"], split_rows)),
+        ("Routing rule", f"Policy **`{route['policy']}`**: {route['rule']}."
+                         + (f"\n\nOptions: {', '.join(f'`{k}` = {v}' for k, v in thresholds.items())}."
+                            if thresholds else "")
+                         + "\n\nEvery item's bucket (c = 0 unmastered, 0 < c < n partial, c = n mastered), "
+                           "stage and reason in words are in `assignments.parquet`."),
+        ("Counts (buckets × stages)", _table(["bucket", *stages, "total"], bucket_rows)
+         + f"\n\nWarnings:\n\n{warnings}"),
+        ("Mastery", f"![mastery histogram]({MASTERY_PNG})\n\nDistribution of p̂ over all probed items."),
+        ("Pass rate by source", _table(["source", "items", "mean p̂", "unmastered", "partial", "mastered"],
+                                       source_rows) + f"\n\n![pass rate by source]({SOURCE_PNG})"),
+        ("Demonstrations", "Every SFT target was accepted by the item's own verifier and ends with the answer in "
+                           "the format the probe's prompt asked for. Sources, in order:\n\n"
+         + _table(["source", "items tried", "verified"], demo_rows or [["–", 0, 0]])
+         + "\n\nProvenance per row: `demo_source`, `demo_provenance`. SFT items without a verified "
+           "demonstration are in `unrouted.parquet` with the reason."),
+        ("Provenance", provenance + "\n\nThe full configuration, file hashes and library versions are in "
+                                    "`manifest.json`; trainers read the sampling settings from there."),
+        ("How to train", _commands(manifest)),
+        ("Known limitations", limitations(assignments)),
+    ]
+    path = out_dir / "README.md"
+    write_card(path, front_matter=front_matter(manifest),
+               title=f"stagewise export: {_model(manifest)}, policy {route['policy']}", sections=sections)
+    return path

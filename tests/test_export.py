@@ -1,0 +1,245 @@
+"""Exports are judged by their consumers: `datasets`, verl's schema and reward signature, and TRL."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+from stages_helpers import SYSTEM, build_store, item, mixed_items
+
+import stagewise as sw
+from stagewise.cli import cli
+from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.store import ProbeStore
+
+SPLITS = ("sft", "rl", "replay", "unrouted")
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# verl's RLHFDataset layout (verl/utils/dataset/README.md), written out here independently of the exporter.
+VERL_RL_SCHEMA = pa.schema([
+    ("data_source", pa.string()),
+    ("prompt", MESSAGES),
+    ("ability", pa.string()),
+    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+    ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), ("id", pa.string()),
+                              ("task", pa.string()), ("p_hat", pa.float64()), ("n", pa.int64()),
+                              ("c", pa.int64()), ("model", pa.string()), ("meta", pa.string())])),
+])
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "run.duckdb"
+    items = mixed_items()
+    # one unmastered item whose reference solution reaches a wrong final answer: not a demonstration
+    items[0] = item(0, "wwww", solution="We add 1 and 1 to get \\boxed{3}.")
+    build_store(path, items)
+    return str(path)
+
+
+def _load(out, name):
+    import datasets
+
+    return datasets.load_dataset(str(out), name, split="train")
+
+
+def test_trl_export_loads_back_with_datasets_and_matches_the_manifest(store, tmp_path):
+    out = tmp_path / "export"
+    result = sw.export(store, out, keep_mastered=2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == json.loads(json.dumps(result.manifest, default=str))
+    configs = {c["config_name"] for c in yaml.safe_load((out / "README.md").read_text().split("---")[1])["configs"]}
+    for name in (*SPLITS, "assignments"):
+        rows = manifest["files"][f"{name}.parquet"]["rows"]
+        assert pq.read_table(out / f"{name}.parquet").num_rows == rows
+        if rows:
+            assert len(_load(out, name)) == rows, name
+        else:  # `datasets` cannot load a 0-row split, so the card does not offer it
+            assert name not in configs
+    assert manifest["counts"]["splits"] == {"sft": 7, "rl": 8, "replay": 2, "unrouted": 1}
+    for name, info in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == info["sha256"], name
+    # what the trainer needs to reproduce the probe's conditions
+    assert manifest["probe"]["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32}
+    assert manifest["probe"]["system_prompt"] == SYSTEM
+    assert manifest["route"]["policy"] == "stage" and manifest["route"]["keep_mastered"] == 2
+    assert manifest["versions"]["stagewise"] and manifest["model"]["name"] == "tiny-probe"
+    assert not list(tmp_path.glob(".export.tmp-*"))
+
+
+def test_trl_rows_carry_the_probe_prompt_gold_answer_and_a_verified_target(store, tmp_path):
+    from stagewise.curate.prompts import build_messages
+    from stagewise.curate.verifiers import score
+
+    out = tmp_path / "export"
+    sw.export(store, out)
+    with ProbeStore(store, read_only=True) as st:
+        problems = {p.id: p for p in st.problems()}
+    sft = _load(out, "sft")
+    assert set(sft.column_names) >= {"prompt", "completion", "id", "task", "answer", "meta", "demo_source"}
+    for row in sft:
+        p = problems[row["id"]]
+        assert row["prompt"] == build_messages(p, system_prompt=SYSTEM, prompt_template=None)
+        assert row["prompt"][0] == {"role": "system", "content": SYSTEM}
+        assert row["completion"][0]["role"] == "assistant"
+        assert score(row["completion"][0]["content"], p).correct
+        assert json.loads(row["demo_provenance"])["source"] == "solution"
+    rl = _load(out, "rl")
+    assert set(rl.column_names) >= {"prompt", "solution", "id", "task", "meta", "n", "c", "p_hat", "ci_low"}
+    assert all(0 < r["p_hat"] < 1 and r["solution"] == problems[r["id"]].answer for r in rl)
+    unrouted = _load(out, "unrouted")
+    assert unrouted["id"] == ["q00"]
+    assert "reference solution not accepted" in unrouted["reason"][0]
+
+
+def test_messages_style_and_all_policy(store, tmp_path):
+    out = tmp_path / "export"
+    result = sw.export(store, out, policy="all", sft_style="messages")
+    a = result.assignments
+    # every item to RL; the one with a rejected reference solution is RL only, and says why
+    assert set(a["stage"]) == {"both", "rl"}
+    assert a.filter(a["stage"] == "rl")["id"].to_list() == ["q00"]
+    assert "RL only" in a.filter(a["stage"] == "rl")["reason"][0]
+    assert len(_load(out, "rl")) == 24 and len(_load(out, "sft")) == 23
+    row = _load(out, "sft")[0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+
+
+def test_card_has_configs_for_every_split_and_a_png_that_decodes(store, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "export"
+    sw.export(store, out, keep_mastered=2)
+    text = (out / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert {c["config_name"] for c in front["configs"]} == {"assignments", *SPLITS}
+    for png in ("mastery.png", "pass_rate_by_source.png"):
+        assert f"]({png})" in text
+        with Image.open(out / png) as im:
+            im.load()
+            assert im.size[0] > 100
+    assert "P(0/4) = 0.66" in text  # at p = 0.1 with n = 4 samples
+    assert "0/4 correct does not mean never solvable" in text
+    assert "c = 0 (no sample correct) → SFT" in text
+
+
+def test_verl_rows_match_the_schema_and_the_shipped_reward_scores(store, tmp_path):
+    out = tmp_path / "verl"
+    sw.export(store, out, format="verl", keep_mastered=2)
+    for split in ("rl", "replay"):
+        schema = pq.read_schema(out / f"{split}.parquet").remove_metadata()
+        assert schema.equals(VERL_RL_SCHEMA), f"{split}: {schema}"
+    rows = pq.read_table(out / "rl.parquet").to_pylist()
+    assert rows[0]["data_source"] == "stagewise/gsm8k" and rows[0]["ability"] == "math"
+    assert rows[0]["extra_info"]["split"] == "rl" and rows[0]["extra_info"]["model"] == "tiny-probe"
+    assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
+    sft = pq.read_table(out / "sft.parquet").to_pylist()
+    assert sft[0]["messages"][-1]["role"] == "assistant"
+
+    spec = importlib.util.spec_from_file_location("verl_reward", out / "reward.py")
+    reward = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reward)
+    r = rows[0]
+    gold = r["reward_model"]["ground_truth"]
+    assert reward.compute_score(r["data_source"], f"so \\boxed{{{gold}}}", gold, r["extra_info"]) == 1.0
+    assert reward.compute_score(r["data_source"], "so \\boxed{12345}", gold, r["extra_info"]) == 0.0
+    assert "custom_reward_function.path=" in (out / "README.md").read_text()
+
+
+def test_openrlhf_layout(store, tmp_path):
+    out = tmp_path / "orl"
+    sw.export(store, out, format="openrlhf")
+    rl = pq.read_table(out / "rl.parquet").to_pylist()
+    sft = pq.read_table(out / "sft.parquet").to_pylist()
+    assert {"input", "label", "id", "task"} <= set(rl[0]) and rl[0]["input"][-1]["role"] == "user"
+    assert {"input", "output", "id", "task"} <= set(sft[0])
+    # OpenRLHF concatenates input + output messages when applying the chat template
+    assert sft[0]["output"][0]["role"] == "assistant"
+
+
+def test_existing_directory_is_never_clobbered_without_overwrite(store, tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        sw.export(store, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    sw.export(store, out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_bad_input_leaves_no_directory_behind(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    ProbeStore(empty).close()
+    out = tmp_path / "export"
+    with pytest.raises(InputError, match="no probe run"):
+        sw.export(empty, out)
+    with pytest.raises(ConfigError) as exc:  # all option problems reported at once
+        sw.export(empty, out, format="csv", policy="band", low=0.9, high=0.1)
+    assert "--format" in str(exc.value) and "--low" in str(exc.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == [empty]
+
+
+def test_several_runs_need_a_run_id(tmp_path):
+    from stages_helpers import CONFIG
+
+    path = tmp_path / "two.duckdb"
+    build_store(path, [item(0, "wwww")])
+    second = build_store(path, [item(0, "cwcw")], config=dict(CONFIG, model={"name": "other"}))
+    with pytest.raises(ConfigError, match="--run-id"):
+        sw.export(path, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    result = sw.export(path, tmp_path / "x", run_id=second)
+    assert result.manifest["counts"]["splits"]["rl"] == 1
+
+
+def test_cli_export_prints_summary_and_refuses_to_clobber(store, tmp_path):
+    out = tmp_path / "export"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["export", "--store", store, "--out", str(out), "--format", "verl"])
+    assert res.exit_code == 0, res.output
+    assert "buckets × stages" in res.output and "rl.parquet 8" in res.output
+    res = runner.invoke(cli, ["export", "--store", store, "--out", str(out)])
+    assert res.exit_code == 1 and "already exists" in res.output and "Traceback" not in res.output
+
+
+def test_one_real_trl_step_on_the_exported_files(store, tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from stagewise.curate.verifiers import score
+
+    out = tmp_path / "export"
+    sw.export(store, out)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    common = dict(max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to="none",
+                  save_strategy="no", logging_steps=1)
+
+    sft = _load(out, "sft")
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), processing_class=tok,
+                         train_dataset=sft, args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=256,
+                                                           **common))
+    assert trainer.train().global_step == 1
+
+    seen = []
+
+    def reward(completions, solution, task, meta, **kwargs):
+        seen.extend(solution)
+        return [score(c[0]["content"], {"answer": a, "task": t, "meta": m}).score
+                for c, a, t, m in zip(completions, solution, task, meta)]
+
+    rl = _load(out, "rl")
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), processing_class=tok,
+                          reward_funcs=reward, train_dataset=rl,
+                          args=GRPOConfig(output_dir=str(tmp_path / "rl"), num_generations=2,
+                                          max_completion_length=8, **common))
+    assert trainer.train().global_step == 1
+    assert seen and set(seen) <= set(rl["solution"])
+    assert Path(out / "rl.parquet").exists()
