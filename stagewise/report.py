@@ -98,3 +98,78 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_run_report(run_dir, cfg: dict, *, profile: dict, probed: dict, exported: dict, trained: dict,
+                     notes: list[str], seconds: dict) -> Path:
+    """report.md + report.html of a `stagewise run` directory; returns the Markdown path."""
+    import polars as pl
+    import yaml
+
+    run_dir = Path(run_dir)
+    rep = Report(f"stagewise run: {cfg['model']}")
+    rep.text(f"Run directory `{run_dir}`. Every number below comes from this run.")
+
+    rep.heading("Config")
+    rep.code(yaml.safe_dump(cfg, sort_keys=False))
+
+    rep.heading("Dataset profile")
+    keep = ("rows", "sources", "tasks", "duplicates_exact", "duplicates_normalised", "missing_answers",
+            "missing_solutions", "answer_types")
+    rep.table([{"statistic": k, "value": json_short(profile.get(k))} for k in keep if k in profile])
+    for png in sorted((run_dir / "profile").glob("*.png")):
+        rep.image(png, "prompt length histogram")
+
+    rep.heading("Mastery and routing")
+    summary = (probed or {}).get("summary") or {}
+    rep.text(f"Probe run `{(probed or {}).get('run_id')}`: "
+             + ", ".join(f"{k} {json_short(v)}" for k, v in summary.items() if not isinstance(v, dict)))
+    export_dir = run_dir / "export"
+    for png in sorted(export_dir.glob("*.png")):
+        rep.image(png, png.stem.replace("_", " "))
+    assignments = export_dir / "assignments.parquet"
+    if assignments.exists():
+        df = pl.read_parquet(assignments)
+        counts = df.group_by("bucket", "stage").len().sort("bucket", "stage")
+        rep.table(counts.rename({"len": "items"}).to_dicts())
+        for note in notes:
+            rep.text(f"**Note:** {note}.")
+        rep.heading("What went where and why")
+        cols = [c for c in ("id", "source", "task", "bucket", "stage", "reason", "p_hat", "ci_low", "ci_high")
+                if c in df.columns]
+        rep.table(df.select(cols).sort("bucket", "stage").head(200).to_dicts())
+
+    rep.heading("Training")
+    for stage_name in ("sft", "rl"):
+        res = (trained or {}).get(stage_name)
+        if res:
+            rep.text(f"{stage_name.upper()}: " + ", ".join(f"{k} {json_short(v)}" for k, v in res.items()
+                                                         if k in ("global_step", "step_time_s", "model_dir")))
+    for stage_name, why in ((trained or {}).get("skipped") or {}).items():
+        rep.text(f"**{stage_name.upper()} skipped:** {why}.")
+    if (trained or {}).get("moved"):
+        rep.text(f"The re-probe moved {len(trained['moved'])} SFT items into RL.")
+    rep.image(run_dir / "train" / "curves.png", "training curves: SFT loss, RL reward, held-out SFT loss")
+    rep.text("SFT and RL do not decouple: RL can raise the held-out SFT loss while it raises the reward.")
+
+    rep.heading("Evaluation (pass@1 with 95% CI per checkpoint)")
+    rep.table((trained or {}).get("table") or [])
+    forgetting = (trained or {}).get("forgetting") or {}
+    if forgetting:
+        rep.heading("Forgetting on the mastered bucket")
+        rep.table([{"checkpoint": k, "pass@1": v, "drop from before": forgetting.get("drop", {}).get(k)}
+                   for k, v in forgetting.get("mastered_pass@1", {}).items()])
+
+    rep.heading("Wall time per stage")
+    rep.table([{"stage": k, "seconds": round(v, 1)} for k, v in seconds.items()])
+    md, _ = rep.write(run_dir)
+    return md
+
+
+def json_short(value) -> str:
+    import json
+
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."

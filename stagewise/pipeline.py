@@ -1,0 +1,259 @@
+"""`stagewise run`: profile -> probe -> route + export -> train (SFT -> optional re-probe -> RL, with
+evaluation before and after) -> report, in one run directory.
+
+    import stagewise as sw
+    result = sw.run()                                      # the embedded default (smoke scale, CPU)
+    result = sw.run("my.yaml", out="runs/mine", overrides={"probe": {"num_samples": 8}})
+
+Each stage is the public API call of its own command; this module only wires them together, keeps
+the run directory resumable, and writes the report. A re-run of the same command resumes: finished
+stages are skipped (state.json), probing resumes from its store, training from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from stagewise.curate.errors import ConfigError, StagewiseError
+from stagewise.runconfig import diff_configs, load_config
+
+STAGES = ("profile", "probe", "export", "train", "report")
+
+# Throughputs measured on the 2-core reference machine (benchmarks/RESULTS.md), used only for the
+# up-front estimate; the report records the real wall time of every stage.
+_CPU_TOKENS_PER_S = 60.0
+_CPU_SECONDS_PER_SFT_STEP = 6.0
+_CPU_SECONDS_PER_RL_STEP = 35.0
+
+
+@dataclass
+class RunResult:
+    out: str
+    report: str
+    summary: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLike | None = None,
+        scale: str | None = None, overrides: dict | None = None, fresh: bool = False,
+        progress: bool = True, echo=print) -> RunResult:
+    """Run the whole pipeline; return the run directory, the report path and the headline numbers."""
+    if isinstance(config, dict):
+        cfg = load_config(scale=scale, overrides=_merge(config, overrides or {}))
+    else:
+        cfg = load_config(config, scale=scale, overrides=overrides)
+    run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    state = _open_run_dir(run_dir, cfg, fresh)
+    _check_sections(cfg)
+
+    echo(f"stagewise run -> {run_dir}")
+    echo(f"  estimated wall time on a 2-core CPU: ~{estimate_minutes(cfg):.0f} min (hf backend; GPUs are faster)")
+    data = cfg["data"]
+    pool, heldout = _load_data(cfg)
+    echo(f"  {len(pool)} candidate items, {len(heldout)} held-out evaluation items")
+
+    def stage(name, fn):
+        if state["stages"].get(name, {}).get("done"):
+            echo(f"  [{name}] done earlier ({state['stages'][name]['seconds']:.0f} s), skipped")
+            return state["stages"][name].get("result")
+        t0 = time.time()
+        value = fn()
+        state["stages"][name] = {"done": True, "seconds": time.time() - t0, "result": value}
+        _save_state(run_dir, state)
+        echo(f"  [{name}] {time.time() - t0:.0f} s")
+        return value
+
+    import stagewise as sw
+
+    def do_profile():
+        prof = sw.profile(*data["sources"], card=str(run_dir / "profile" / "README.md"))
+        return prof.to_dict()
+
+    profile = stage("profile", do_profile)
+
+    store = run_dir / "probe.duckdb"
+
+    def do_probe():
+        res = sw.probe(pool, model=cfg["model"], store=str(store), backend=cfg["backend"], seed=cfg["seed"],
+                       base_url=cfg.get("base_url"), progress=progress, **cfg["probe"])
+        return {"run_id": res.run_id, "summary": res.summary}
+
+    probed = stage("probe", do_probe)
+
+    def do_export():
+        res = sw.export(str(store), str(run_dir / "export"), seed=cfg["seed"], overwrite=True,
+                        **cfg["route"], **cfg["export"])
+        return {"counts": res.manifest.get("counts", {})}
+
+    exported = stage("export", do_export)
+    notes = _bucket_notes(exported["counts"])
+    for note in notes:
+        echo(f"  note: {note}")
+
+    def do_train():
+        res = sw.train(str(run_dir / "export"), cfg["model"], str(run_dir / "train"), eval_data=heldout,
+                       sft=cfg["sft"], rl=cfg["rl"], eval={"backend": cfg["backend"], **cfg["eval"]},
+                       seed=cfg["seed"], resume=True, progress=progress)
+        return res.to_dict()
+
+    trained = stage("train", do_train)
+
+    from stagewise.report import write_run_report
+
+    report_md = write_run_report(run_dir, cfg, profile=profile, probed=probed, exported=exported,
+                                 trained=trained, notes=notes,
+                                 seconds={k: v["seconds"] for k, v in state["stages"].items()})
+    state["stages"]["report"] = {"done": True, "seconds": 0.0}
+    _save_state(run_dir, state)
+    summary = headline(trained)
+    return RunResult(str(run_dir), str(report_md), summary,
+                     {k: v["seconds"] for k, v in state["stages"].items()})
+
+
+def _merge(a: dict, b: dict) -> dict:
+    from stagewise.runconfig import deep_merge
+
+    return deep_merge(a, b)
+
+
+def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
+    """Create or resume a run directory; refuse to mix configs."""
+    resolved = run_dir / "config.yaml"
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if resolved.exists():
+        old = yaml.safe_load(resolved.read_text()) or {}
+        differences = diff_configs(old, cfg)
+        if differences:
+            raise ConfigError(
+                f"run directory {run_dir} was made by a different config ({'; '.join(differences)}); "
+                "re-run with the same options to resume, pass --fresh to start over there, "
+                "or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resolved.exists():
+        tmp = resolved.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        os.replace(tmp, resolved)
+    state_path = run_dir / "state.json"
+    return json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
+
+
+def _save_state(run_dir: Path, state: dict) -> None:
+    tmp = run_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    os.replace(tmp, run_dir / "state.json")
+
+
+def _check_sections(cfg: dict) -> None:
+    """Check every stage section against its API's keyword names before any work (all at once)."""
+    import inspect
+
+    import stagewise as sw
+    from stagewise.train import config as train_config
+
+    problems = []
+    for section, fn, reserved in (("probe", sw.probe, {"problems", "model", "store", "backend", "seed",
+                                                        "base_url", "progress"}),
+                                  ("route", sw.route, {"store", "out", "seed"}),
+                                  ("export", sw.export, {"store", "out", "seed", "overwrite", "policy", "low",
+                                                         "high", "keep_mastered", "require_samples"})):
+        params = set(inspect.signature(fn).parameters) - reserved
+        for key in cfg.get(section) or {}:
+            if key not in params:
+                problems.append(f"{section}.{key} is not an option of `stagewise {section}` "
+                                f"(options: {', '.join(sorted(params))})")
+    for kind in ("sft", "rl", "eval"):
+        try:
+            train_config.build_config(kind, cfg.get(kind) or {})
+        except StagewiseError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid run config: " + "; ".join(problems))
+
+
+def _load_data(cfg: dict):
+    """The candidate pool and the held-out set, made disjoint (held-out items seen in the pool are removed)."""
+    import stagewise as sw
+    from stagewise.curate.sources import ProblemSet
+
+    data = cfg["data"]
+
+    def load(specs, limit):
+        seen, rows = set(), []
+        for spec in specs:
+            for p in sw.load_problems(spec, limit=limit):
+                if p.id not in seen:
+                    seen.add(p.id)
+                    rows.append(p)
+        return ProblemSet(rows)
+
+    pool = load(data["sources"], data.get("limit_per_source"))
+    heldout = load(data.get("eval_sources") or [], data.get("eval_limit_per_source"))
+    pool_ids = {p.id for p in pool}
+    heldout = ProblemSet([p for p in heldout if p.id not in pool_ids],
+                         {"removed_overlap": len(heldout) - sum(p.id not in pool_ids for p in heldout)})
+    return pool, heldout
+
+
+def estimate_minutes(cfg: dict) -> float:
+    """A rough CPU estimate from the config (items x samples x tokens, steps), printed before starting."""
+    data = cfg["data"]
+    items = len(data["sources"]) * (data.get("limit_per_source") or 12)
+    heldout = len(data.get("eval_sources") or []) * (data.get("eval_limit_per_source") or 8)
+    probe, ev = cfg["probe"], cfg["eval"]
+    gen_tokens = 0.5 * items * probe["num_samples"] * probe["max_new_tokens"]  # half the budget on average
+    eval_tokens = 3 * 0.5 * (heldout + items) * ev.get("num_samples", 2) * (ev.get("max_new_tokens") or 128)
+    seconds = (gen_tokens + eval_tokens) / _CPU_TOKENS_PER_S
+    seconds += cfg["sft"].get("max_steps", 0) * _CPU_SECONDS_PER_SFT_STEP
+    seconds += cfg["rl"].get("max_steps", 0) * _CPU_SECONDS_PER_RL_STEP
+    return seconds / 60
+
+
+def _bucket_notes(counts: dict) -> list[str]:
+    notes = []
+    buckets = counts.get("buckets") or counts.get("bucket") or {}
+    for bucket, consequence in (("unmastered", "SFT"), ("partial", "RL"), ("mastered", "the replay split")):
+        if buckets and not buckets.get(bucket):
+            notes.append(f"no {bucket} items: {consequence} gets nothing from this pool "
+                         "(more samples, other data or another model would change that)")
+    return notes
+
+
+def headline(trained: dict) -> dict:
+    """The three numbers that matter: held-out pass@1 before and after, and the bucket that moved most."""
+    table = trained.get("table") or []
+
+    def last(row):
+        for key in ("pass@1 after RL", "pass@1 after SFT"):
+            if row.get(key) is not None:
+                return row[key]
+        return None
+
+    out = {}
+    for row in table:
+        if row.get("set") == "heldout" and _group_name(row) in ("all", "overall"):
+            out["held-out pass@1 before"] = row.get("pass@1 before")
+            out["held-out pass@1 after"] = last(row)
+    moves = []
+    for row in table:
+        group = _group_name(row)
+        if row.get("set") != "heldout" and group in ("unmastered", "partial", "mastered"):
+            before, after = row.get("pass@1 before"), last(row)
+            if before is not None and after is not None:
+                moves.append((abs(after - before), group, before, after))
+    if moves:
+        _, group, before, after = max(moves)
+        out["bucket that moved most"] = f"{group}: pass@1 {before:.3f} -> {after:.3f}"
+    return out
+
+
+def _group_name(row: dict) -> str:
+    return str(row.get("group", "")).split(":")[-1].strip()
