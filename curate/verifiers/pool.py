@@ -39,7 +39,7 @@ _MAX_START_FAILURES = 3
 
 class _Worker:
     def __init__(self, preload, memory_limit_mb):
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; kill() closes it
         env = dict(os.environ)
         # The parent's import path, so `module:function` verifiers and a source checkout resolve alike.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
