@@ -162,12 +162,45 @@ def _print_profile(p: dict, console) -> None:
             samples.add_row(r["id"], (r["prompt"] or "").replace("\n", " "), str(r["answer"]))
         console.print(samples)
     if p.get("card"):
-        console.print(f"Card: {p['card']} (plots: {', '.join(p['plots'])})")
+        console.print(f"Card: {p['card']} (plots: {', '.join(p['plots'])})", soft_wrap=True)
+    if p["bad_rows"]:
+        where = f"; written to {p['rejects']}" if p["rejects"] else "; pass --rejects PATH to keep them"
+        console.print(f"Skipped {p['bad_rows']:,} bad rows{where}.", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------
 # curate: probe, eval, merge (issue 3)
 # ---------------------------------------------------------------------------------------------------
+
+
+@cli.command("merge")
+@click.argument("stores", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The merged store to write (a new file; written atomically).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def merge_cmd(stores, out, overwrite):
+    """Merge probe stores (e.g. the shards of one run) into one store.
+
+    Each sharded probe (`--shard i/N`) writes its own store, since a store has one writer. Merging
+    refuses stores that disagree (same run with different settings, same sample with different results)
+    and counts samples present in several inputs once.
+
+    \b
+    Example:
+        stagewise probe gsm8k:test --shard 0/2 --store s0.duckdb
+        stagewise probe gsm8k:test --shard 1/2 --store s1.duckdb
+        stagewise merge s0.duckdb s1.duckdb --out run.duckdb
+    """
+    import stagewise as sw
+
+    result = sw.merge(list(stores), out, overwrite=overwrite)
+    r = result.report
+    for item in r["inputs"]:
+        click.echo(f"  {item['path']}: {item['runs']} run(s), {item['problems']} problems, "
+                   f"{item['samples']} samples")
+    click.echo(f"Merged {len(r['inputs'])} stores into {result.out}: {r['runs']} run(s), {r['problems']} problems, "
+               f"{r['samples']} samples ({r['duplicate_samples']} duplicate samples and "
+               f"{r['duplicate_problems']} duplicate problems counted once).")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -490,6 +523,48 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 # ---------------------------------------------------------------------------------------------------
 # run, experiment (issues 6, 7)
 # ---------------------------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="A YAML file with sections data, probe, route, export, sft, rl, eval.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory [default: runs/<timestamp>]; re-running with the same --out resumes.")
+@click.option("--scale", type=click.Choice(["small", "medium", "large"]), default=None,
+              help="Preset budgets: small ~10 min on 2 CPU cores (the default), medium ~1.5 h, large = a GPU job.")
+@click.option("--model", default=None, help="Model: smollm2-135m (embedded default), a local directory or a hub id.")
+@click.option("--backend", type=click.Choice(["hf", "vllm", "openai"]), default=None,
+              help="Generation backend for probing and evaluation.")
+@click.option("--base-url", default=None, help="Server URL for --backend openai.")
+@click.option("--seed", type=int, default=None, help="Seed for sampling, routing and training.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config key, e.g. --set probe.num_samples=8 (repeatable).")
+@click.option("--fresh", is_flag=True, help="Delete the run directory's earlier results and start over.")
+@click.option("--print-config", is_flag=True, help="Print the default config (with comments) and exit.")
+def run_cmd(config_path, out, scale, model, backend, base_url, seed, sets, fresh, print_config):
+    """Run the whole pipeline: profile, probe, route, export, train, evaluate, report.
+
+    \b
+    Example:
+        stagewise run                                  # embedded default, ~10 min on 2 CPU cores
+        stagewise run --out runs/demo --set probe.num_samples=8
+        stagewise run --scale large --backend vllm     # a real-scale run on a GPU
+    """
+    import stagewise as sw
+    from stagewise.runconfig import DEFAULT_CONFIG, overrides_to_dict, parse_override
+
+    if print_config:
+        click.echo(DEFAULT_CONFIG.read_text(), nl=False)
+        return
+    pairs = [parse_override(s) for s in sets]
+    pairs += [(k, v) for k, v in (("model", model), ("backend", backend), ("base_url", base_url),
+                                  ("seed", seed)) if v is not None]
+    result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
+                    echo=click.echo)
+    click.echo("")
+    click.echo(f"Report: {result.report}  (and report.html beside it)")
+    for key, value in result.summary.items():
+        click.echo(f"  {key}: {value if not isinstance(value, float) else f'{value:.3f}'}")
 
 
 if __name__ == "__main__":  # pragma: no cover
