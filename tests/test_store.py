@@ -215,3 +215,19 @@ def test_run_id_is_stable_across_processes():
             "print(run_id_for({'seed': 0, 'sampling': {'top_p': 1.0, 'temperature': 1.0}, 'model': 'm'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == run_id_for({"model": "m", "sampling": {"temperature": 1, "top_p": 1}, "seed": 0})
+
+
+def test_merge_command(tmp_path):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    _shard(a, ["p1"], ["correct", "wrong"])
+    _shard(b, ["p2"], ["wrong", "wrong"])
+    out = tmp_path / "m.duckdb"
+    result = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 problems, 4 samples" in result.output
+    again = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
