@@ -51,8 +51,8 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     else:
         cfg = load_config(config, scale=scale, overrides=overrides)
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    state = _open_run_dir(run_dir, cfg, fresh)
     _check_sections(cfg)
+    state = _open_run_dir(run_dir, cfg, fresh)
 
     echo(f"stagewise run -> {run_dir}")
     echo(f"  estimated wall time on a 2-core CPU: ~{estimate_minutes(cfg):.0f} min (hf backend; GPUs are faster)")

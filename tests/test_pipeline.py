@@ -1,0 +1,117 @@
+"""`stagewise run` end to end with a tiny model built in the test: every stage runs for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from stagewise.cli import cli
+from stagewise.curate.errors import ConfigError
+
+
+def tiny_config(model_dir: str, policy: str = "all") -> dict:
+    return {
+        "model": model_dir,
+        "data": {"sources": ["gsm8k:test"], "limit_per_source": 4,
+                 "eval_sources": ["gsm8k:train"], "eval_limit_per_source": 2},
+        "probe": {"num_samples": 2, "max_new_tokens": 8, "batch_size": 8},
+        "route": {"policy": policy, "keep_mastered": 0},
+        "sft": {"max_steps": 1, "batch_size": 2, "max_length": 512},
+        "rl": {"max_steps": 1, "batch_size": 2, "num_generations": 2, "max_new_tokens": 8},
+        "eval": {"num_samples": 1, "max_new_tokens": 8, "ks": [1]},
+    }
+
+
+def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_model_dir)))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Report:" in res.output
+
+    # Everything the issue lists is in the run directory.
+    for name in ("config.yaml", "probe.duckdb", "export/manifest.json", "export/sft.parquet",
+                 "export/rl.parquet", "train/summary.json", "report.md", "report.html"):
+        assert (out / name).exists(), name
+    report = (out / "report.md").read_text()
+    for heading in ("## Config", "## Dataset profile", "## Mastery and routing", "## What went where and why",
+                    "## Training", "## Evaluation", "## Wall time per stage"):
+        assert heading in report
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html  # images inlined: the HTML stands alone
+    state = json.loads((out / "state.json").read_text())
+    assert all(state["stages"][s]["done"] for s in ("profile", "probe", "export", "train", "report"))
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    assert summary["sft"]["global_step"] == 1 and summary["rl"]["global_step"] == 1
+
+    # The same command again resumes: every stage is skipped, nothing recomputed.
+    again = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done earlier") == 4
+
+
+def test_a_run_dir_refuses_a_different_config(tiny_model_dir, tmp_path):
+    import stagewise as sw
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = tiny_config(tiny_model_dir)
+    from stagewise.runconfig import load_config
+
+    (out / "config.yaml").write_text(yaml.safe_dump(load_config(overrides=cfg)))
+    changed = tiny_config(tiny_model_dir)
+    changed["probe"]["num_samples"] = 3
+    with pytest.raises(ConfigError, match=r"probe.num_samples: 2 -> 3.*--fresh"):
+        sw.run(changed, out=out)
+
+
+def test_empty_rl_split_skips_rl_with_a_note(tiny_model_dir, tmp_path):
+    """A random tiny model solves nothing: every item is unmastered, RL has no items and is skipped."""
+    import stagewise as sw
+
+    cfg = tiny_config(tiny_model_dir, policy="stage")
+    result = sw.run(cfg, out=tmp_path / "run", echo=lambda *_: None)
+    report = Path(result.report).read_text()
+    assert "RL skipped" in report
+    assert "no partial items" in report
+
+
+def test_bad_config_keys_are_reported_at_once(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("probe:\n  num_sample: 4\nsft:\n  max_stepz: 3\n")
+    res = CliRunner().invoke(cli, ["run", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "probe.num_sample" in res.output and "max_stepz" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_print_config_is_the_commented_default():
+    res = CliRunner().invoke(cli, ["run", "--print-config"])
+    assert res.exit_code == 0
+    parsed = yaml.safe_load(res.output)
+    assert set(parsed) >= {"data", "probe", "route", "export", "sft", "rl", "eval"}
+    assert "# " in res.output  # the comments explain the config
+
+
+def test_estimate_grows_with_the_budget():
+    from stagewise.pipeline import estimate_minutes
+    from stagewise.runconfig import load_config
+
+    small = estimate_minutes(load_config(scale="small"))
+    medium = estimate_minutes(load_config(scale="medium"))
+    assert 1 < small < medium
+
+
+@pytest.mark.slow
+def test_the_real_default_run(tmp_path):
+    """The README's first command: SmolLM2-135M on the embedded pool (about ten minutes on 2 cores)."""
+    import stagewise as sw
+
+    result = sw.run(out=tmp_path / "default")
+    assert Path(result.report).exists()
+    assert set(result.seconds) >= {"profile", "probe", "export", "train"}
