@@ -211,7 +211,7 @@ def _stream(sub, cols, frames, acc):
         if plan is None:
             if df.height == 0:
                 continue
-            plan = plan_for(sub, df.row(0, named=True), **cols)
+            plan = plan_for(sub, df.row(0, named=True), columns=df.columns, **cols)
             if plan.preset == "reasoning-gym":
                 return None  # entries carry nested metadata: the row reader keeps them whole
         schema = df.schema
@@ -262,8 +262,8 @@ def _rows(sub, cols, acc, skip_bad):
     """The row-by-row readers, in chunks: they name bad lines, and count (skip_bad) what they skip."""
     import polars as pl
 
-    first, rows = peek(records(sub))
-    plan = plan_for(sub, first, **cols)
+    first, columns, rows = peek(records(sub))
+    plan = plan_for(sub, first, columns=columns, **cols)
     if plan is None:  # no usable record: report the bad ones (or nothing: an empty source)
         for line, rec in rows:
             _bad(sub, line, rec.message, None, "fix or delete that line", rec.raw, skip_bad, acc)

@@ -166,21 +166,26 @@ def records(spec: SourceSpec) -> Iterator[tuple[int, dict | BadRow]]:
     return iter_hf_dataset(ds, spec.where)
 
 
-def peek(rows: Iterator) -> tuple[dict | None, Iterator]:
-    """The first good record (for column detection) and an iterator that still yields everything."""
-    buffered = []
+def peek(rows: Iterator, n: int = 100) -> tuple[dict | None, list[str], Iterator]:
+    """The first good record, the columns of the first `n` good records (a column may be absent from
+    the first rows of a JSON Lines file), and an iterator that still yields everything."""
+    buffered, columns, good, first = [], {}, 0, None
     for item in rows:
         buffered.append(item)
         if isinstance(item[1], dict):
-            return item[1], chain(buffered, rows)
-        if len(buffered) > 1000:
+            first = first if first is not None else item[1]
+            columns.update(dict.fromkeys(item[1]))
+            good += 1
+            if good >= n:
+                break
+        elif len(buffered) > 1000 and first is None:
             break
-    return None, chain(buffered, rows)
+    return first, list(columns), chain(buffered, rows)
 
 
-def plan_for(spec: SourceSpec, first: dict | None, *, prompt_col=None, answer_col=None, solution_col=None,
-             id_col=None, task=None):
-    columns = list(first) if first else []
+def plan_for(spec: SourceSpec, first: dict | None, *, columns=None, prompt_col=None, answer_col=None,
+             solution_col=None, id_col=None, task=None):
+    columns = list(columns or (first or []))
     if first is None and spec.kind == "file":
         from stagewise.curate.readers import sniff_columns
 
@@ -247,8 +252,8 @@ def load_problems(*specs, prompt_col=None, answer_col=None, solution_col=None, i
     for spec in parsed:
         if done:
             break
-        first, rows = peek(records(spec))
-        plan = plan_for(spec, first, prompt_col=prompt_col, answer_col=answer_col,
+        first, columns, rows = peek(records(spec))
+        plan = plan_for(spec, first, columns=columns, prompt_col=prompt_col, answer_col=answer_col,
                         solution_col=solution_col, id_col=id_col, task=task)
         src = {"spec": spec.text, "source": spec.label, "kind": spec.kind, "rows": 0, "bad_rows": 0,
                "columns": plan.describe() if plan else None}
