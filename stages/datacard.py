@@ -161,13 +161,15 @@ def _split_counts(counts: dict) -> str:
     return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
 
 
-def write_export_card(out_dir, *, manifest: dict, assignments) -> Path:
-    """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path."""
+def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None = None) -> Path:
+    """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path.
+    `name` is the folder name the commands in the card use (the export is built in a temporary folder)."""
     import polars as pl
 
     from stagewise.curate.cards import bar_png, histogram_png, write_card
 
     out_dir = Path(out_dir)
+    name = name or out_dir.name
     p_hats = [v for v in assignments["p_hat"].to_list() if v is not None]
     # One bar per possible value c/n (edges halfway between), so 0/n and n/n stand out.
     n_max = max(1, int(assignments["n"].max() or 1))
@@ -219,7 +221,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments) -> Path:
                     f"`{route['policy']}` and exported for **{manifest['format']}**. "
                     f"Splits: {_split_counts(counts)}.\n\n"
                     "```python\nfrom datasets import load_dataset\n"
-                    "rl = load_dataset(\"DIR\", \"rl\", split=\"train\")  # DIR = this folder\n```"),
+                    f"rl = load_dataset(\"{name}\", \"rl\", split=\"train\")  # this folder\n```"),
         ("Splits", _table(["config", "rows", "what"], split_rows)),
         ("Routing rule", f"Policy **`{route['policy']}`**: {route['rule']}."
                          + (f"\n\nOptions: {', '.join(f'`{k}` = {v}' for k, v in thresholds.items())}."
@@ -238,7 +240,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments) -> Path:
            "demonstration are in `unrouted.parquet` with the reason."),
         ("Provenance", provenance + "\n\nThe full configuration, file hashes and library versions are in "
                                     "`manifest.json`; trainers read the sampling settings from there."),
-        ("How to train", _commands(manifest)),
+        ("How to train", _commands(manifest, name)),
         ("Known limitations", limitations(assignments)),
     ]
     path = out_dir / "README.md"

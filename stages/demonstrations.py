@@ -193,6 +193,8 @@ class TeacherSource(DemoSource):
 
 def validate_sources(names, *, teacher: str | None = None, budget: int = 1) -> list[str]:
     """The source names in order (the teacher appended if given but not listed); ConfigError if bad."""
+    if isinstance(names, str):  # "solution,samples" from a config file or the command line
+        names = [n.strip() for n in names.split(",") if n.strip()]
     names = list(names or ())
     if teacher and "teacher" not in names:
         names.append("teacher")

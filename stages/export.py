@@ -41,12 +41,13 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
            require_samples: int | None = None, seed: int = 0, demos=("solution",), teacher: str | None = None,
            teacher_backend: str = "hf", teacher_budget: int = 8, teacher_options: dict | None = None,
            sft_style: str = "prompt-completion", overwrite: bool = False, card: bool = True,
-           progress=None) -> ExportResult:
+           progress=False) -> ExportResult:
     """Route one probe run and write the export directory `out`; return ExportResult(out, manifest, ...).
 
     Example: `sw.export("run.duckdb", "export/", format="verl", policy="band", low=0.1, high=0.9)`.
     `demos` lists demonstration sources in order of preference ("solution", "samples", "teacher");
-    `teacher` names a model sampled (through `teacher_backend`) up to `teacher_budget` times per item.
+    `teacher` names a model sampled (through `teacher_backend`) up to `teacher_budget` times per item;
+    `progress` (True or a callable(solved, total)) reports the teacher's rounds.
     """
     # Validate every option before any heavy work, and report all problems at once.
     problems_found = []
@@ -65,6 +66,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
         problems_found.append(f"--out {out} is a file, not a directory; choose another --out")
     if problems_found:
         raise ConfigError("; ".join(problems_found))
+    demos = demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)
     fmt = make_format(format, sft_style=sft_style)
     router = make_router(policy, low=low, high=high, seed=seed)
 
@@ -90,7 +92,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     sampling = dict(run_cfg.get("sampling") or {})
     teacher_opts = {"backend": teacher_backend, "budget": teacher_budget, "seed": seed,
                     "temperature": sampling.get("temperature", 1.0), "top_p": sampling.get("top_p", 1.0),
-                    "max_new_tokens": sampling.get("max_new_tokens", 512), **(teacher_options or {})}
+                    "max_new_tokens": sampling.get("max_new_tokens", 512), "progress": _progress(progress),
+                    **(teacher_options or {})}
     sources = demo_mod.make_sources(demos, store_samples=samples, run_id=rid, probe_model=probed_model,
                                     teacher=teacher, prompt_template=prompt_template,
                                     system_prompt=system_prompt, **teacher_opts)
@@ -128,12 +131,22 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card)
+        manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name)
         _move_into_place(tmp, out.resolve(), overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(out, manifest, assignments, summary, found.report)
+
+
+def _progress(progress):
+    """A callback(solved, total) for the teacher loop: the given callable, a rich status line, or None."""
+    if callable(progress) or not progress:
+        return progress or None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda solved, total: console.print(f"teacher: {solved}/{total} items have a verified answer")
 
 
 def _apply_demonstrations(assignments, problems: dict, found):
@@ -157,7 +170,7 @@ def _apply_demonstrations(assignments, problems: dict, found):
     return assignments.with_columns(pl.Series("stage", stages, pl.Utf8), pl.Series("reason", reasons, pl.Utf8))
 
 
-def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool) -> dict:
+def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool, name: str) -> dict:
     import pyarrow.parquet as pq
 
     rows = {}
@@ -192,7 +205,7 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         from stagewise.stages.datacard import write_export_card
 
         manifest["files"] = file_table()  # the card lists the data files' sizes
-        write_export_card(tmp, manifest=manifest, assignments=assignments)
+        write_export_card(tmp, manifest=manifest, assignments=assignments, name=name)
     manifest["files"] = file_table()
     text = json.dumps(manifest, indent=2, sort_keys=False, default=str, ensure_ascii=False)
     (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")

@@ -315,7 +315,7 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
                        teacher_options={"backend_options": {"base_url": base_url}} if base_url else None,
-                       sft_style=sft_style, overwrite=overwrite)
+                       sft_style=sft_style, overwrite=overwrite, progress=True)
     _print_route_summary(result.summary, result.assignments)
     for name, rep in result.demos.items():
         click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of {rep.get('tried', 0)} tried")

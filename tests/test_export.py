@@ -46,7 +46,8 @@ def store(tmp_path):
 def _load(out, name):
     import datasets
 
-    return datasets.load_dataset(str(out), name, split="train")
+    # a cache per export folder: these tests must see what was written, not an earlier test's rows
+    return datasets.load_dataset(str(out), name, split="train", cache_dir=str(Path(out).parent / "hf-cache"))
 
 
 def test_trl_export_loads_back_with_datasets_and_matches_the_manifest(store, tmp_path):
