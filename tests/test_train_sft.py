@@ -122,3 +122,14 @@ def test_dry_run_builds_the_trainer_and_writes_the_resolved_config(tmp_path, tin
     assert cfg["loss"] == "iw-sft" and cfg["resolved_precision"] == "fp32" and cfg["device"] == "cpu"
     assert cfg["probe"]["sampling"]["max_new_tokens"] == 4
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_resuming_a_finished_stage_is_a_no_op(tmp_path, tiny_model_dir):
+    data = make_export(tmp_path / "export", sft=MEMO)
+    out = tmp_path / "out"
+    first = train_sft(data, tiny_model_dir, out, max_steps=2, learning_rate=1e-3, batch_size=4, progress=False)
+    lines = (out / "metrics.jsonl").read_text()
+    again = train_sft(data, tiny_model_dir, out, max_steps=2, learning_rate=1e-3, batch_size=4, progress=False,
+                      resume=True)
+    assert again.model_dir == first.model_dir and again.global_step == 2
+    assert (out / "metrics.jsonl").read_text() == lines  # nothing trained twice

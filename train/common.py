@@ -155,6 +155,30 @@ def checkpoint_to_resume(out: Path, resume: bool) -> str | None:
     return last if resume else None
 
 
+def finished_run(out: Path, resolved: dict, resume: bool) -> TrainResult | None:
+    """A stage that already finished with the same resolved config (OUT/done.json): resuming it is a no-op.
+    Without --resume, a finished OUT is never trained over."""
+    done = out / "done.json"
+    if not done.exists():
+        return None
+    if not resume:
+        raise ConfigError(f"{out} already holds a finished run (done.json); pass --resume to reuse it, "
+                          "or choose another --out")
+    record = json.loads(done.read_text())
+    if record.get("config") != json.loads(json.dumps(resolved, default=str)):
+        return None  # e.g. more --max-steps: continue from the last checkpoint
+    if not Path(record.get("model_dir") or "").exists():
+        return None
+    return TrainResult(**{k: v for k, v in record.items() if k in TrainResult.__dataclass_fields__})
+
+
+def mark_finished(out: Path, result: TrainResult) -> None:
+    """Completion marker written last (atomically): its presence means OUT/model is complete."""
+    tmp = out / f".done.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(result.to_dict(), default=str, indent=1))
+    os.replace(tmp, out / "done.json")
+
+
 def save_final(trainer, tokenizer, out: Path) -> str:
     """Save the trained model (LoRA merged into the weights, adapter kept beside) to OUT/model atomically."""
     import shutil

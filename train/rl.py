@@ -18,8 +18,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from stagewise.curate.errors import ConfigError
 from stagewise.train import config as C
-from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, load_model_and_tokenizer,
-                                    quiet_trainer, save_final)
+from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, finished_run,
+                                    load_model_and_tokenizer, mark_finished, quiet_trainer, save_final)
 from stagewise.train.data import load_rl_rows, open_export, rl_dataset_rows
 
 SAMPLING_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256}
@@ -118,12 +118,17 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
     cfg = resolve_sampling(cfg, export.sampling)
     if rows is None:
         rows = load_rl_rows(export)
+    from stagewise.curate.models import resolve_model
+
+    resolved = {"stage": "rl", "data": str(data), "model": resolve_model(model), "out": str(out),
+                "n_train": len(rows), "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe}
+    done = finished_run(out, resolved, resume)
+    if done is not None and not dry_run:
+        return done
     resume_from = checkpoint_to_resume(out, resume)
     set_seed(cfg["seed"])
     model_path, net, tok = load_model_and_tokenizer(model, cfg)
     check_rl_model(cfg, model_path)
-    resolved = {"stage": "rl", "data": str(data), "model": model_path, "out": str(out), "n_train": len(rows),
-                "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe}
     metrics_cb, cbs = callbacks_for(out, "rl", progress and not dry_run)
     if sft_eval_rows and cfg["sft_eval_steps"]:
         cbs.append(HeldoutSFTLoss(sft_eval_rows, tok, every=cfg["sft_eval_steps"], sink=metrics_cb))
@@ -140,5 +145,7 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
     finally:
         reward.close()
     metrics = {**metrics_cb.last_logs, **output.metrics}
-    return TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                       metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts)})
+    result = TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
+                         metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts)})
+    mark_finished(out, result)
+    return result

@@ -12,8 +12,8 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from stagewise.train import config as C
-from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, load_model_and_tokenizer,
-                                    quiet_trainer, save_final)
+from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, finished_run,
+                                    load_model_and_tokenizer, mark_finished, quiet_trainer, save_final)
 from stagewise.train.data import load_sft_rows, open_export, sft_dataset_rows
 from stagewise.train.losses import iw_sft_loss
 
@@ -120,14 +120,18 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
     export = open_export(data)
     if rows is None:
         rows = load_sft_rows(export)
-    resume_from = checkpoint_to_resume(out, resume)
     from transformers import set_seed
 
+    from stagewise.curate.models import resolve_model
+
+    resolved = {"stage": "sft", "data": str(data), "model": resolve_model(model), "out": str(out),
+                "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg, "probe": export.probe}
+    done = finished_run(out, resolved, resume)
+    if done is not None and not dry_run:
+        return done
+    resume_from = checkpoint_to_resume(out, resume)
     set_seed(cfg["seed"])
     model_path, net, tok = load_model_and_tokenizer(model, cfg)
-    resolved = {"stage": "sft", "data": str(data), "model": model_path, "out": str(out),
-                "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg,
-                "probe": export.probe}
     metrics_cb, cbs = callbacks_for(out, "sft", progress and not dry_run)
     trainer = build_sft_trainer(rows, net, tok, cfg, out, callbacks=cbs, eval_rows=eval_rows,
                                 model_path=model_path)
@@ -141,6 +145,8 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
     metrics = {**metrics_cb.last_logs, **output.metrics}
     if eval_rows:
         metrics.update(trainer.evaluate())
-    return TrainResult("sft", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                       metrics_cb.mean_step_time())
+    result = TrainResult("sft", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
+                         metrics_cb.mean_step_time())
+    mark_finished(out, result)
+    return result
 
