@@ -43,8 +43,9 @@ def run_measured(label: str, cmd: list[str], *, env: dict | None = None, cwd: st
     """Run `cmd`, timing it and reading its peak RSS from the kernel (wait4's ru_maxrss)."""
     full_env = dict(os.environ, **(env or {}))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
-                            preexec_fn=(lambda: os.nice(nice)) if nice else None, text=True)
+    if nice:  # `nice` execs the command, so the pid (and its rusage) is the command's own
+        cmd = ["nice", "-n", str(nice), *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd, text=True)
     # communicate() drains the pipes; wait4 then reaps the child and returns its own rusage.
     out, err = _drain(proc)
     _, status, rusage = os.wait4(proc.pid, 0)
@@ -110,7 +111,7 @@ def print_table(title: str, headers: list[str], rows: list[list]) -> None:
 
     table = Table(title=title, title_justify="left")
     for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(str(v) for v in row))
     Console().print(table)
@@ -130,8 +131,8 @@ def write_json(name: str, payload: dict) -> str:
 def machine_header() -> str:
     m = machine()
     lines = ["# Benchmark results", "",
-             "Measured with `python -m benchmarks.<name>` (see each script); every number is compared with a "
-             "baseline run in the same session.", "",
+             ("Measured with `python -m benchmarks.<name>` (see each script); every number is compared with a "
+              "baseline run in the same session."), "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("platform",)) + ", no GPU.",
              f"Platform: {m.get('platform')}.", ""]
     return "\n".join(lines) + "\n"
@@ -139,7 +140,10 @@ def machine_header() -> str:
 
 def update_results_md(section: str, body: str) -> str:
     """Replace (or append) the `## <section>` of RESULTS.md, leaving other sections untouched."""
-    text = open(RESULTS_MD).read() if os.path.exists(RESULTS_MD) else machine_header()
+    text = machine_header()
+    if os.path.exists(RESULTS_MD):
+        with open(RESULTS_MD) as f:
+            text = f.read()
     heading = f"## {section}"
     block = f"{heading}\n\n{body.strip()}\n"
     lines = text.splitlines(keepends=True)

@@ -155,7 +155,7 @@ def _iter_parquet(path: str):
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise InputError(f"cannot read Parquet ({exc})", path=path,
                          fix="check the file is a complete Parquet file") from None
     row = 0
@@ -197,8 +197,7 @@ def csv_columns(path: str) -> list[str]:
 # -- Hugging Face datasets -----------------------------------------------------------------------
 
 def iter_hf_dataset(ds, where: str):
-    for i, rec in enumerate(ds, 1):
-        yield i, rec
+    yield from enumerate(ds, 1)
 
 
 def load_hf_disk(path: str, split: str | None):
@@ -211,7 +210,7 @@ def load_hf_hub(name: str, config: str | None, split: str | None):
     datasets = require("datasets", "dev")
     try:
         ds = datasets.load_dataset(name, config, split=split)
-    except Exception as exc:  # datasets raises many types: missing dataset, offline, bad config
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types: missing, offline, bad config
         raise InputError(f"datasets.load_dataset failed: {str(exc).splitlines()[0][:300]}",
                          path=f"hf:{name}", fix="check the name, config and split "
                          "(hf:NAME[:CONFIG][@SPLIT]) and that the hub or a local cache is reachable") from None

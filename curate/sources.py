@@ -107,10 +107,9 @@ def parse_spec(text: str) -> SourceSpec:
     base, at, split = text.rpartition("@")
     if at and is_hf_disk_dir(base):
         return SourceSpec(text, "hf_disk", base, split=split, label=_file_label(base) + f"@{split}")
-    if sep and len(head) > 1 and not os.path.exists(head):
-        if not os.path.sep in head:
-            raise InputError(f"unknown source prefix '{head}:'", path=text,
-                             fix=f"use one of {', '.join(PREFIXES)} or a file path")
+    if sep and len(head) > 1 and not os.path.exists(head) and os.path.sep not in head:
+        raise InputError(f"unknown source prefix '{head}:'", path=text,
+                         fix=f"use one of {', '.join(PREFIXES)} or a file path")
     return _path_spec(text, text, None)
 
 

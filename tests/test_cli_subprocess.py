@@ -20,7 +20,8 @@ def _stagewise() -> str:
 
 
 def run(*args, cwd=None):
-    return subprocess.run([_stagewise(), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run([_stagewise(), *args], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          check=False)
 
 
 def test_help():

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from stagewise.curate.errors import InputError
 from stagewise.curate.presets import answer_type, last_boxed, parse_gsm8k
 from stagewise.curate.schema import stable_id
@@ -18,8 +17,7 @@ def write_jsonl(path, rows, *, bom=False):
     with open(path, "wb") as f:
         if bom:
             f.write(b"\xef\xbb\xbf")
-        for row in rows:
-            f.write((row if isinstance(row, str) else json.dumps(row)).encode("utf-8") + b"\n")
+        f.writelines((row if isinstance(row, str) else json.dumps(row)).encode("utf-8") + b"\n" for row in rows)
     return str(path)
 
 
@@ -302,3 +300,21 @@ def test_empty_dataset(tmp_path):
     all_bad = write_jsonl(tmp_path / "allbad.jsonl", ["{nope", "{nope"])
     with pytest.raises(InputError, match=r"empty: no usable problems \(read 2 rows, 2 bad\)"):
         load_problems(all_bad, skip_bad=True)
+
+
+def test_reasoning_gym_entries_saved_to_a_file_are_recognised(tmp_path):
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset("basic_arithmetic", size=3, seed=4)
+    path = write_jsonl(tmp_path / "rg.jsonl", [dict(ds[i]) for i in range(3)])
+    for spec in (path, f"reasoning-gym:{path}"):
+        problems = load_problems(spec)
+        assert [p.task for p in problems] == ["rg:basic_arithmetic"] * 3
+        assert ds.score_answer(problems[0].answer, problems[0].meta_dict["rg_entry"]) == 1.0
+
+
+def test_math_format_is_auto_detected(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"problem": "Half?", "solution": "So \\boxed{\\frac12}."}])
+    problems = load_problems(path)
+    assert problems[0].answer == "\\frac12" and problems[0].task == "math"
+    assert problems.report["sources"][0]["columns"]["preset"] == "math"
