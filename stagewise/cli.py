@@ -98,9 +98,9 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
     """
     import json
 
-    import stagewise as sw
-
     from rich.console import Console
+
+    import stagewise as sw
 
     err = Console(stderr=True)
     with err.status("Profiling…", spinner="dots") if not as_json else _nullcontext():
