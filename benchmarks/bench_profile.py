@@ -102,7 +102,8 @@ def pandas_profile(path: str) -> dict:
     return {
         "rows": len(df),
         "duplicates": {"exact": int(q.duplicated().sum()), "normalised": int(norm.duplicated().sum())},
-        "missing": {"answer": int(empty.sum()),
+        "missing": {"prompt": int((q.isna() | (q.fillna("").str.strip() == "")).sum()),
+                    "answer": int(empty.sum()),
                     "solution": int((solution.isna() | (solution.fillna("").str.strip() == "")).sum())},
         "answer_types": {t: int(counts.get(t, 0)) for t in ("integer", "decimal", "fraction", "latex", "text",
                                                             "empty")},

@@ -162,10 +162,12 @@ class ColumnPlan:
                 "notes": list(self.notes)}
 
     # -- one record at a time ------------------------------------------------------------------
-    def convert(self, rec: dict) -> dict:
-        """Canonical fields {id, prompt, answer, solution, task, meta} or raise RowError."""
+    def convert(self, rec: dict, *, require_prompt: bool = True) -> dict:
+        """Canonical fields {id, prompt, answer, solution, task, meta} or raise RowError.
+
+        A profile counts missing prompts instead of stopping: it passes require_prompt=False."""
         prompt = _scalar_text(rec.get(self.prompt), "prompt", self.prompt)
-        if prompt is None or not prompt.strip():
+        if require_prompt and (prompt is None or not prompt.strip()):
             raise RowError("empty prompt", self.prompt, f"fill it, or {SKIP_FIX}", kind="prompt")
         solution = _scalar_text(rec.get(self.solution), "solution", self.solution) if self.solution else None
         task = self.task

@@ -114,6 +114,7 @@ class _Accumulator:
             pl.col("solution").str.len_chars().cast(pl.UInt32).alias("s_len"),
             answer_type_expr("answer").alias("a_type"),
             pl.col("parse_fail").fill_null(False),
+            (prompt.is_null() | (prompt.str.strip_chars() == "")).alias("no_prompt"),
             (pl.col("answer").is_null() | (pl.col("answer").str.strip_chars() == "")).alias("no_answer"),
             (pl.col("solution").is_null() | (pl.col("solution").str.strip_chars() == "")).alias("no_solution"),
         )
@@ -127,6 +128,7 @@ class _Accumulator:
         c = self.counts
         c["sources"][source] += canon.height
         c["parse_failures"][preset] += int(rows["parse_fail"].sum())
+        c["missing"]["prompt"] += int(rows["no_prompt"].sum())
         c["missing"]["answer"] += int(rows["no_answer"].sum())
         c["missing"]["solution"] += int(rows["no_solution"].sum())
         for col, counter in (("a_type", c["answer_types"]),):
@@ -166,7 +168,7 @@ class _Accumulator:
             "tasks": dict(c["tasks"].most_common()),
             "duplicates": {"exact": n - per_row["p_hash"].n_unique() if n else 0,
                            "normalised": n - per_row["n_hash"].n_unique() if n else 0},
-            "missing": {"answer": c["missing"]["answer"], "solution": c["missing"]["solution"]},
+            "missing": {k: c["missing"][k] for k in ("prompt", "answer", "solution")},
             "answer_types": {t: c["answer_types"].get(t, 0) for t in ANSWER_TYPES},
             "parse_failures": dict(sorted(c["parse_failures"].items())),
             "lengths": {"prompt_chars": _describe(per_row["p_len"]), "solution_chars": _describe(per_row["s_len"])},
@@ -276,11 +278,11 @@ def _rows(sub, cols, acc, skip_bad):
             _bad(sub, line, rec.message, None, "fix or delete that line", rec.raw, skip_bad, acc)
             continue
         try:
-            f = plan.convert(rec)
+            f = plan.convert(rec, require_prompt=False)
             row = {"prompt": f["prompt"], "answer": f["answer"], "solution": f["solution"], "id": f["id"] or None,
                    "task": f["task"], "parse_fail": False}
         except RowError as exc:
-            if exc.kind in ("type", "prompt"):
+            if exc.kind == "type":
                 _bad(sub, line, exc.message, exc.column, exc.fix, rec, skip_bad, acc)
                 continue
             # A preset that cannot find the answer is what the profile reports, not an error.
@@ -351,9 +353,10 @@ def _write_card(result: ProfileResult, per_row, card_path) -> None:
                 d.get("mean")) for name, d in s["lengths"].items() if isinstance(d, dict)]
     sections = [
         ("Summary", markdown_table(["rows", "exact duplicate prompts", "normalised duplicate prompts",
-                                    "missing answers", "missing solutions", "bad rows skipped"],
+                                    "missing prompts", "missing answers", "missing solutions", "bad rows skipped"],
                                    [[s["rows"], s["duplicates"]["exact"], s["duplicates"]["normalised"],
-                                     s["missing"]["answer"], s["missing"]["solution"], s["bad_rows"]]])),
+                                     s["missing"]["prompt"], s["missing"]["answer"], s["missing"]["solution"],
+                                     s["bad_rows"]]])),
         ("Sources and columns", markdown_table(
             ["source", "rows", "preset", "prompt", "answer", "solution", "task"],
             [[c["source"], s["sources"].get(c["source"], 0), c["preset"], c["prompt"], c["answer"],

@@ -131,7 +131,8 @@ def _print_profile(p: dict, console) -> None:
     summary.add_row("tasks", ", ".join(f"{k} ({v:,})" for k, v in p["tasks"].items()))
     summary.add_row("duplicate prompts", f"{p['duplicates']['exact']:,} exact, "
                                          f"{p['duplicates']['normalised']:,} after normalising")
-    summary.add_row("missing", f"{p['missing']['answer']:,} answers, {p['missing']['solution']:,} solutions")
+    summary.add_row("missing", f"{p['missing']['prompt']:,} prompts, {p['missing']['answer']:,} answers, "
+                               f"{p['missing']['solution']:,} solutions")
     summary.add_row("answer types", ", ".join(f"{k} {v:,}" for k, v in p["answer_types"].items() if v))
     summary.add_row("parse failures", ", ".join(f"{k} {v:,}" for k, v in p["parse_failures"].items()))
     summary.add_row("bad rows skipped", f"{p['bad_rows']:,}" + (f" (written to {p['rejects']})" if p["rejects"] else ""))

@@ -8,19 +8,18 @@ import polars as pl
 import pytest
 import yaml
 from click.testing import CliRunner
-
-import stagewise as sw
-from stagewise.cli import cli
 from stagewise.curate import profile as profile_mod
 from stagewise.curate.errors import InputError
 from stagewise.curate.presets import BOXED_PATTERN, answer_type, answer_type_expr, choose_columns, last_boxed
 from stagewise.curate.sources import load_problems
 
+import stagewise as sw
+from stagewise.cli import cli
+
 
 def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+        f.writelines((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
     return str(path)
 
 
@@ -35,6 +34,7 @@ MIXED = [
     {"question": "Null?", "answer": None},
     {"question": "Int?", "answer": "12"},                     # exact duplicate prompt
     {"question": "  INT? ", "answer": "12", "solution": "s"},  # duplicate after normalising
+    {"question": None, "answer": "1"},                        # no prompt: counted, not fatal
 ]
 
 
@@ -43,7 +43,7 @@ def test_profile_of_shipped_gsm8k_test():
     assert p["rows"] == 1319
     assert p["answer_types"]["integer"] == 1319
     assert p["parse_failures"] == {"gsm8k": 0}
-    assert p["missing"] == {"answer": 0, "solution": 0}
+    assert p["missing"] == {"prompt": 0, "answer": 0, "solution": 0}
     assert p["tasks"] == {"gsm8k": 1319} and p["sources"] == {"gsm8k/test": 1319}
     assert p["columns"][0]["engine"] == "polars" and p["columns"][0]["prompt"] == "question"
     assert [s["answer"] for s in p["samples"]] == ["18", "3", "70000"]
@@ -56,10 +56,10 @@ def test_statistics_on_a_mixed_file_and_both_engines_agree(tmp_path):
     fast = sw.profile(jsonl).to_dict()
     rows = sw.profile(str(tmp_path / "mixed.json")).to_dict()
     assert fast["columns"][0]["engine"] == "polars" and rows["columns"][0]["engine"] == "rows"
-    assert fast["rows"] == 10
+    assert fast["rows"] == 11
     assert fast["duplicates"] == {"exact": 1, "normalised": 2}
-    assert fast["missing"] == {"answer": 2, "solution": 9}
-    assert fast["answer_types"] == {"integer": 3, "decimal": 1, "fraction": 2, "latex": 1, "text": 1, "empty": 2}
+    assert fast["missing"] == {"prompt": 1, "answer": 2, "solution": 10}
+    assert fast["answer_types"] == {"integer": 4, "decimal": 1, "fraction": 2, "latex": 1, "text": 1, "empty": 2}
     for key in ("rows", "duplicates", "missing", "answer_types", "parse_failures", "lengths"):
         assert fast[key] == rows[key], key
 
