@@ -1,0 +1,85 @@
+"""Experiment configuration and its three presets (default, quick, test).
+
+The compute currency is the optimizer step at a fixed batch of `batch_size` sequences: an SFT step
+trains on `batch_size` demonstrations, an RL step on `batch_size` sampled completions
+(`batch_size / num_generations` prompts x `num_generations`). Every arm gets `total_steps` steps;
+two-stage arms give `sft_fraction` of them to SFT and the rest to RL. RL steps cost more wall time
+(they generate), so the report shows wall time and generated tokens per arm beside the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from stagewise.curate.errors import ConfigError
+from stagewise.experiment.pretrain import PretrainConfig
+
+# The prompt the probe sends (through the tiny model's chat template). Short on purpose: a 0.7M
+# character model reads every character. The answer format is the numeric verifier's \boxed{}.
+PROMPT_TEMPLATE = "{prompt}"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    levels: tuple = (2, 3, 4, 5)        # digits per operand: the rungs of the ladder
+    pool_per_level: int = 24            # probe pool (the candidates routed to SFT / RL) per level
+    heldout_per_level: int = 16         # held-out evaluation items per level (never trained on)
+    probe_samples: int = 8              # k for the base probe that defines the buckets
+    eval_samples: int = 16              # samples per held-out item: pass@1 is their mean; pass@16 needs 16
+    ks: tuple = (1, 4, 16)
+    max_new_tokens: int = 72            # a 5-digit worked solution is ~55 characters
+    total_steps: int = 40               # optimizer steps per arm (the equal-compute budget)
+    sft_fraction: float = 0.5           # share of steps for the SFT stage in two-stage arms
+    batch_size: int = 16                # sequences per optimizer step (SFT demos or RL completions)
+    num_generations: int = 4            # GRPO group size
+    sft_learning_rate: float = 5e-4
+    rl_learning_rate: float = 2e-4
+    rl_loss_type: str = "grpo"
+    seeds: int = 3
+    probe_batch_size: int = 256         # generation batch: for a tiny model the cost is per decode step
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    prompt_template: str = PROMPT_TEMPLATE
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pretrain"] = self.pretrain.to_dict()
+        d["levels"] = list(self.levels)
+        d["ks"] = list(self.ks)
+        return d
+
+    @property
+    def sft_steps(self) -> int:
+        return max(1, round(self.total_steps * self.sft_fraction))
+
+    @property
+    def rl_steps(self) -> int:
+        return max(1, self.total_steps - self.sft_steps)
+
+    def validate(self) -> ExperimentConfig:
+        problems = []
+        if self.batch_size % self.num_generations:
+            problems.append(f"batch_size {self.batch_size} must be a multiple of num_generations "
+                            f"{self.num_generations} (an RL step is batch_size completions in whole groups)")
+        if not 0 < self.sft_fraction < 1:
+            problems.append(f"sft_fraction {self.sft_fraction} must be strictly between 0 and 1")
+        if self.total_steps < 2:
+            problems.append(f"total_steps {self.total_steps} must be at least 2 (one per stage)")
+        if self.seeds < 1:
+            problems.append(f"seeds {self.seeds} must be at least 1")
+        if max(self.ks) > self.eval_samples:
+            problems.append(f"pass@{max(self.ks)} needs eval_samples >= {max(self.ks)}")
+        if problems:
+            raise ConfigError("invalid experiment config: " + "; ".join(problems))
+        return self
+
+
+DEFAULT = ExperimentConfig()
+# One seed, few steps, every arm: the mechanics in about three minutes.
+QUICK = replace(DEFAULT, pool_per_level=12, heldout_per_level=6, total_steps=8, seeds=1)
+# The test suite's configuration: smaller still (pass arms=... to pick a few).
+TEST = replace(DEFAULT, pool_per_level=6, heldout_per_level=3, total_steps=4, seeds=1, batch_size=8,
+               max_new_tokens=64)
+
+
+def preset(quick: bool = False, test: bool = False) -> ExperimentConfig:
+    return TEST if test else QUICK if quick else DEFAULT

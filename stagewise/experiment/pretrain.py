@@ -1,0 +1,163 @@
+"""Pretrain the experiment's tiny character-level Llama from scratch on the easy rungs of the ladder.
+
+The model sees plenty of the easy levels and a little of the middle one, so that a probe finds
+mastered, partial and unmastered items. The text it is trained on is exactly what the toolkit will
+later send and expect: the prompt rendered by `curate.prompts.build_messages` through the model's
+chat template, and the target rendered by `curate.prompts.format_target`. A loop this small is
+plain torch on purpose (it is the *starting point* of the experiment, not one of its arms; the arms
+train through `stagewise.train`).
+
+Results are cached under `cache_dir()/experiment/<config hash>/`, where the hash covers the config
+and a sample of the rendered text, so a change of prompt format retrains instead of reusing a model
+that learned another format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stagewise.curate.models import build_tiny_model, cache_dir
+from stagewise.experiment import testbed
+from stagewise.experiment.render import render_prompt, render_target
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The tiny model and its pretraining mix. `mix` maps level -> fraction of pretraining items."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    mix: tuple = ((2, 0.45), (3, 0.45), (4, 0.10))
+    steps: int = 1500
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    version: int = 1  # bump when the loop changes in a way the config does not show
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mix"] = [list(x) for x in self.mix]
+        return d
+
+
+@dataclass
+class PretrainResult:
+    model_dir: str
+    cached: bool
+    config: dict
+    stats: dict = field(default_factory=dict)
+
+
+def config_hash(config: PretrainConfig, prompt_template: str | None) -> str:
+    """Hash of the config plus the rendered form of a fixed item (catches prompt-format changes)."""
+    probe_item = testbed.to_problem(testbed.Item(47, 85), "pretrain")
+    rendered = render_prompt(probe_item, prompt_template) + "\x1f" + render_target(probe_item, prompt_template)
+    key = json.dumps({"config": config.to_dict(), "rendered": rendered}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def pretrain(config: PretrainConfig = PretrainConfig(), *, prompt_template: str | None = None,
+             out_root: str | os.PathLike | None = None, progress=None) -> PretrainResult:
+    """Return the cached pretrained model for `config`, training it first if needed."""
+    root = Path(out_root) if out_root else cache_dir() / "experiment"
+    digest = config_hash(config, prompt_template)
+    target = root / f"tiny-adder-{digest}"
+    stamp = target / "stagewise_pretrain.json"
+    if stamp.exists():
+        meta = json.loads(stamp.read_text())
+        return PretrainResult(str(target), True, meta["config"], meta["stats"])
+
+    import torch
+
+    torch.manual_seed(config.seed)
+    tmp = root / f".tmp-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(tmp, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                     num_heads=config.num_heads, max_positions=256, seed=config.seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp)
+    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    stats = _train_loop(model, tokenizer, config, prompt_template, progress)
+    model.save_pretrained(tmp, safe_serialization=True)
+    meta = {"config": config.to_dict(), "prompt_template": prompt_template, "hash": digest, "stats": stats,
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+    stats["n_parameters"] = meta["n_parameters"]
+    (tmp / "stagewise_pretrain.json").write_text(json.dumps(meta, indent=2))
+    if target.exists():  # another process finished first; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return PretrainResult(str(target), False, meta["config"], stats)
+
+
+def _batches(config: PretrainConfig, prompt_template, rng: random.Random):
+    """Endless (prompt, target) pairs drawn from the pretrain pool by the level mix."""
+    levels = [lvl for lvl, _ in config.mix]
+    weights = [w for _, w in config.mix]
+    cache: dict[int, list] = {}
+    while True:
+        batch = []
+        for _ in range(config.batch_size):
+            lvl = rng.choices(levels, weights)[0]
+            if lvl not in cache or not cache[lvl]:
+                # Draw a fresh block of items per level (level 2 has ~5,700 pretrain pairs; repeats are fine).
+                cache[lvl] = testbed.sample_items(lvl, 64, "pretrain", rng.randrange(1 << 30))
+            it = cache[lvl].pop()
+            p = testbed.to_problem(it, "pretrain")
+            batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
+        yield batch
+
+
+def _train_loop(model, tokenizer, config: PretrainConfig, prompt_template, progress) -> dict:
+    import torch
+
+    rng = random.Random(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                            betas=(0.9, 0.98))
+
+    def lr_at(step):
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    eos = tokenizer.eos_token
+    model.train()
+    t0, losses = time.time(), []
+    for step, batch in zip(range(config.steps), _batches(config, prompt_template, rng)):
+        ids, labels = [], []
+        for prompt, target in batch:
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            t = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
+            ids.append(p + t)
+            labels.append([-100] * len(p) + t)  # loss on the completion only, as SFT will do
+        width = max(map(len, ids))
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+        label_t = torch.tensor([y + [-100] * (width - len(y)) for y in labels])
+        attn = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        loss = model(input_ids=input_ids, attention_mask=attn, labels=label_t).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, config.steps, loss.item())
+    model.eval()
+    return {"final_loss": sum(losses[-50:]) / len(losses[-50:]), "seconds": round(time.time() - t0, 1),
+            "steps": config.steps}
