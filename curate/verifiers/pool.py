@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import weakref
+import zlib
 
 from stagewise.curate.verifiers import ProblemView, as_problem, get_verifier, run_verifier
 from stagewise.curate.verifiers.base import Verdict
@@ -55,6 +56,7 @@ class _Worker:
         os.set_blocking(self.fd, False)
         self.buffer = b""
         self.ready = False
+        self.broken = False  # a write failed: it died, and its end of file is on the way
         self.started = time.monotonic()
         self.inflight: collections.deque[int] = collections.deque()  # request ids, oldest first
         self.head_since = 0.0  # when the oldest in-flight request started running
@@ -137,6 +139,32 @@ class VerifierPool:
 
     # -- public ----------------------------------------------------------------------------------
 
+    def start(self, wait: bool = True, timeout_s: float = _STARTUP_TIMEOUT_S) -> bool:
+        """Start the workers now (they otherwise start on first use); with `wait`, until all are ready.
+
+        Returns whether every worker is ready. A worker that dies while starting is replaced, as in use.
+        """
+        with self._lock:
+            self._ensure_workers()
+            end = time.monotonic() + timeout_s
+            while wait and self._workers and not all(w.ready for w in self._workers):
+                for w in list(self._workers):
+                    if w.ready:
+                        continue
+                    lines = w.read_lines()
+                    if lines is None:
+                        self._start_failures += 1
+                        self._give_up_reason = (f"verifier worker failed to start (exit code {w.proc.poll()}): "
+                                                f"{w.stderr_tail()}")
+                        self._replace(w)
+                        continue
+                    for line in lines:
+                        self._on_line(w, line, [], None)
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.02)
+            return bool(self._workers) and all(w.ready for w in self._workers)
+
     def score(self, completion: str, problem) -> Verdict:
         return self.score_many([(completion, problem)])[0]
 
@@ -216,13 +244,7 @@ class VerifierPool:
                     if id(w) not in registered:
                         sel.register(w.fd, selectors.EVENT_READ, w)
                         registered.add(id(w))
-                    while w.ready and queued and len(w.inflight) < self.max_in_flight:
-                        i = queued.popleft()
-                        try:
-                            w.send(payloads[i], now)
-                        except (BrokenPipeError, OSError):
-                            queued.appendleft(i)  # the worker died; its end-of-file is handled below
-                            break
+                self._dispatch(queued, payloads, now)
                 deadline = min([w.head_since + self.timeout_s for w in self._workers if w.inflight]
                                + [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready],
                                default=now + 1.0)
@@ -256,6 +278,24 @@ class VerifierPool:
                         self._replace(w)
         finally:
             sel.close()
+
+    def _dispatch(self, queued, payloads, now) -> None:
+        """Send queued requests to workers with room. A request goes to the worker its gold answer hashes
+        to when that one has room: the k samples of a problem then hit the same worker's parse caches."""
+        while queued:
+            free = [w for w in self._workers
+                    if w.ready and not w.broken and len(w.inflight) < self.max_in_flight]
+            if not free:
+                return
+            i = queued[0]
+            home = self._workers[zlib.crc32(payloads[i]["problem"]["answer"].encode()) % len(self._workers)]
+            w = home if home in free else min(free, key=lambda x: len(x.inflight))
+            queued.popleft()
+            try:
+                w.send(payloads[i], now)
+            except (BrokenPipeError, OSError):
+                queued.appendleft(i)  # the worker died; its end-of-file is handled by the loop
+                w.broken = True
 
     def _on_line(self, w: _Worker, line: bytes, results, on_result) -> None:
         if not line.strip():
