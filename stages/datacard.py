@@ -93,12 +93,12 @@ def limitations(assignments) -> str:
         lines.append(f"- Items were probed a different number of times (n from {ns[0]} to {ns[-1]}, adaptive "
                      "probing or a resumed run); buckets use all of an item's samples.")
     lines += [
-        "- Routing is specific to the probed model, its sampling settings, chat template and prompt "
-        "template (see Provenance). Another model, or RL with other settings, needs a new probe.",
-        "- Verifiers check the final answer only. A reference solution or teacher answer whose reasoning is "
-        "flawed but whose final answer is right passes as a demonstration.",
-        "- Problems come from public benchmarks; check their licence and contamination before publishing "
-        "a model trained on them.",
+        ("- Routing is specific to the probed model, its sampling settings, chat template and prompt "
+         "template (see Provenance). Another model, or RL with other settings, needs a new probe."),
+        ("- Verifiers check the final answer only. A reference solution or teacher answer whose reasoning is "
+         "flawed but whose final answer is right passes as a demonstration."),
+        ("- Problems come from public benchmarks; check their licence and contamination before publishing "
+         "a model trained on them."),
     ]
     return "\n".join(lines)
 
@@ -117,8 +117,8 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
             f"  data.train_files={dirname}/rl.parquet data.val_files={dirname}/{val}.parquet \\",
             f"  data.prompt_key=prompt data.max_response_length={s.get('max_new_tokens', 512)} \\",
             f"  actor_rollout_ref.model.path={model} \\",
-            f"  actor_rollout_ref.rollout.n={num} actor_rollout_ref.rollout.temperature="
-            f"{s.get('temperature', 1.0)} actor_rollout_ref.rollout.top_p={s.get('top_p', 1.0)} \\",
+            (f"  actor_rollout_ref.rollout.n={num} actor_rollout_ref.rollout.temperature="
+             f"{s.get('temperature', 1.0)} actor_rollout_ref.rollout.top_p={s.get('top_p', 1.0)} \\"),
             f"  custom_reward_function.path={dirname}/reward.py custom_reward_function.name=compute_score",
             "```", "", "SFT with verl's multi-turn SFT trainer:", "", "```bash",
             "torchrun --nproc_per_node=1 -m verl.trainer.fsdp_sft_trainer \\",
@@ -132,16 +132,20 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
             f"deepspeed --module openrlhf.cli.train_sft --pretrain {model} --dataset {dirname}/sft.parquet \\",
             "  --input_key input --output_key output --apply_chat_template --save_path checkpoints/sft",
             f"python3 -m openrlhf.cli.train_ppo_ray --pretrain {model} --prompt_data {dirname}/rl.parquet \\",
-            f"  --input_key input --label_key label --apply_chat_template --advantage_estimator group_norm \\",
-            f"  --n_samples_per_prompt {num} --temperature {s.get('temperature', 1.0)} "
-            f"--generate_max_len {s.get('max_new_tokens', 512)} \\",
-            "  --remote_rm_url REWARD.py  # a reward function calling stagewise.curate.verifiers.score",
-            "```"])
+            "  --input_key input --label_key label --apply_chat_template --advantage_estimator group_norm \\",
+            (f"  --n_samples_per_prompt {num} --temperature {s.get('temperature', 1.0)} "
+             f"--generate_max_len {s.get('max_new_tokens', 512)} \\"),
+            "  --remote_rm_url YOUR_REWARD.py",
+            "```", "",
+            ("`YOUR_REWARD.py` defines OpenRLHF's `reward_func(queries, prompts, labels)`; score each response "
+             "with `stagewise.curate.verifiers.score(response, {\"answer\": label, \"task\": TASK})`, the "
+             "verifier the probe used (`task` and `meta` are columns of `rl.parquet`)."),
+        ])
     style = manifest.get("sft_style", "prompt-completion")
     cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
     return "\n".join([
-        f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
-        "which GRPOTrainer passes to reward functions.", "", "```python",
+        (f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
+         "which GRPOTrainer passes to reward functions."), "", "```python",
         "from datasets import load_dataset", "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
         "from stagewise.curate.verifiers import score", "",
         f'sft = load_dataset("{dirname}", "sft", split="train")',
@@ -151,8 +155,8 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
         "            for c, a, t, m in zip(completions, solution, task, meta)]", "",
         f'SFTTrainer(model="{model}", train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
         f'GRPOTrainer(model="{model}", reward_funcs=reward, train_dataset=rl,',
-        f'            args=GRPOConfig(output_dir="rl", num_generations={num}, '
-        f'temperature={s.get("temperature", 1.0)},',
+        (f'            args=GRPOConfig(output_dir="rl", num_generations={num}, '
+         f'temperature={s.get("temperature", 1.0)},'),
         f'                            max_completion_length={s.get("max_new_tokens", 512)})).train()',
         "```", "", f"Or with the bundled trainer: `stagewise train --data {dirname}`."])
 
@@ -165,7 +169,6 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path.
     `name` is the folder name the commands in the card use (the export is built in a temporary folder)."""
     import polars as pl
-
     from stagewise.curate.cards import bar_png, histogram_png, write_card
 
     out_dir = Path(out_dir)
@@ -217,11 +220,11 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     ])
     warnings = "\n".join(f"- {w}" for w in manifest.get("warnings") or []) or "None."
     sections = [
-        ("Summary", f"{counts['items']} problems probed with `{_model(manifest)}`, routed with policy "
-                    f"`{route['policy']}` and exported for **{manifest['format']}**. "
-                    f"Splits: {_split_counts(counts)}.\n\n"
-                    "```python\nfrom datasets import load_dataset\n"
-                    f"rl = load_dataset(\"{name}\", \"rl\", split=\"train\")  # this folder\n```"),
+        ("Summary", (f"{counts['items']} problems probed with `{_model(manifest)}`, routed with policy "
+                     f"`{route['policy']}` and exported for **{manifest['format']}**. "
+                     f"Splits: {_split_counts(counts)}.\n\n"
+                     "```python\nfrom datasets import load_dataset\n"
+                     f"rl = load_dataset(\"{name}\", \"rl\", split=\"train\")  # this folder\n```")),
         ("Splits", _table(["config", "rows", "what"], split_rows)),
         ("Routing rule", f"Policy **`{route['policy']}`**: {route['rule']}."
                          + (f"\n\nOptions: {', '.join(f'`{k}` = {v}' for k, v in thresholds.items())}."

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from stagewise.curate.errors import ConfigError
 
 SOURCES = ("solution", "samples", "teacher")
+DEMO_VERIFY_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -48,7 +49,11 @@ def _verify(pairs):
         return []
     from stagewise.curate.verifiers import VerifierPool
 
-    with VerifierPool(workers=min(2, len(pairs))) as pool:
+    # A demonstration is checked once, so it gets a generous budget: a worker's first reasoning-gym or
+    # sympy scoring call imports a lot, and on a loaded machine that alone can outlast the probe's 5 s.
+    tasks = sorted({str(getattr(p, "task", None) or p.get("task")) for _, p in pairs})
+    preload = tuple(t for t in tasks if t == "math" or t.startswith("rg:")) or ("math",)
+    with VerifierPool(workers=min(2, len(pairs)), timeout_s=DEMO_VERIFY_TIMEOUT_S, preload=preload) as pool:
         return pool.score_many(pairs)
 
 
@@ -71,15 +76,16 @@ class ReferenceSolutionSource(DemoSource):
 
     name = "solution"
 
-    def __init__(self, prompt_template: str | None = None):
-        self.prompt_template = prompt_template
+    def __init__(self, prompt_template: str | None = None, system_prompt: str | None = None):
+        self.prompt_template, self.system_prompt = prompt_template, system_prompt
 
     def find(self, problems):
         from stagewise.curate.prompts import format_target
 
         have = [p for p in problems if (p.solution or "").strip()]
         missing = {p.id: "no reference solution" for p in problems if not (p.solution or "").strip()}
-        targets = [format_target(p.solution, p.answer, p, self.prompt_template) for p in have]
+        targets = [format_target(p.solution, p.answer, p, self.prompt_template, system_prompt=self.system_prompt)
+                   for p in have]
         demos = {}
         for p, target, verdict in zip(have, targets, _verify(list(zip(targets, have)))):
             if verdict.correct:
@@ -167,7 +173,7 @@ class TeacherSource(DemoSource):
                 self.identity = {"model": self.model}
             while pending:  # bounded: every round draws at least one sample per pending item
                 requests = []
-                for pid, p in pending.items():
+                for pid in pending:
                     k = min(self.per_round, self.budget - drawn[pid])
                     idx = list(range(drawn[pid], drawn[pid] + k))
                     requests.append(GenerationRequest(pid, messages[pid], idx,
@@ -218,7 +224,7 @@ def make_sources(names, *, store_samples=None, run_id=None, probe_model=None, te
     sources = []
     for name in names:
         if name == "solution":
-            sources.append(ReferenceSolutionSource(prompt_template))
+            sources.append(ReferenceSolutionSource(prompt_template, system_prompt))
         elif name == "samples":
             sources.append(StoreSampleSource(store_samples, run_id, probe_model))
         else:

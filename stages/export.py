@@ -19,8 +19,14 @@ from pathlib import Path
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.formats import SPLITS, ExportItem, make_format, to_table
-from stagewise.stages.routing import (assignments_from_mastery, make_router, model_name, open_store,
-                                      resolve_run, summarize)
+from stagewise.stages.routing import (
+    assignments_from_mastery,
+    make_router,
+    model_name,
+    open_store,
+    resolve_run,
+    summarize,
+)
 
 MANIFEST_VERSION = 1
 _LIBRARIES = ("stagewise", "polars", "pyarrow", "duckdb", "datasets", "transformers", "trl", "torch",

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from stages_helpers import SYSTEM, build_store, item, mixed_items
+from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.store import ProbeStore
 
 import stagewise as sw
 from stagewise.cli import cli
-from stagewise.curate.errors import ConfigError, InputError
-from stagewise.curate.store import ProbeStore
 
 SPLITS = ("sft", "rl", "replay", "unrouted")
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -212,16 +212,15 @@ def test_cli_export_prints_summary_and_refuses_to_clobber(store, tmp_path):
 
 
 def test_one_real_trl_step_on_the_exported_files(store, tmp_path, tiny_model_dir):
+    from stagewise.curate.verifiers import score
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
-
-    from stagewise.curate.verifiers import score
 
     out = tmp_path / "export"
     sw.export(store, out)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    common = dict(max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to="none",
-                  save_strategy="no", logging_steps=1)
+    common = {"max_steps": 1, "per_device_train_batch_size": 2, "use_cpu": True, "bf16": False,
+              "report_to": "none", "save_strategy": "no", "logging_steps": 1}
 
     sft = _load(out, "sft")
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), processing_class=tok,
@@ -244,3 +243,33 @@ def test_one_real_trl_step_on_the_exported_files(store, tmp_path, tiny_model_dir
     assert trainer.train().global_step == 1
     assert seen and set(seen) <= set(rl["solution"])
     assert Path(out / "rl.parquet").exists()
+
+
+def test_reasoning_gym_items_carry_their_entry_and_score_through_reward_py(tmp_path):
+    from stagewise.curate.prompts import RG_SYSTEM_PROMPT
+
+    problems = list(sw.load_problems("rg:basic_arithmetic?size=3&seed=1"))
+    path = tmp_path / "rg.duckdb"
+    with ProbeStore(path) as st:
+        st.add_problems(problems)
+        run_id = st.start_run({"model": {"name": "tiny"}, "sampling": {"temperature": 1.0}, "system_prompt": None,
+                               "prompt_template": None, "num_samples": 2, "seed": 0})
+        st.add_samples(run_id, [{"problem_id": p.id, "sample_idx": k, "status": s,
+                                 "completion": f"<answer>{p.answer if s == 'correct' else 'x'}</answer>"}
+                                for p in problems for k, s in enumerate(("correct", "wrong"))])
+    out = tmp_path / "verl"
+    sw.export(path, out, format="verl", demos="samples", policy="all")
+    rows = pq.read_table(out / "rl.parquet").to_pylist()
+    assert len(rows) == 3 and rows[0]["prompt"][0] == {"role": "system", "content": RG_SYSTEM_PROMPT}
+    assert all("rg_entry" in json.loads(r["extra_info"]["meta"]) for r in rows)
+    assert rows[0]["ability"] == "reasoning" and rows[0]["data_source"] == "stagewise/rg:basic_arithmetic"
+    sft = pq.read_table(out / "sft.parquet").to_pylist()
+    assert len(sft) == 3 and all(r["messages"][-1]["content"].startswith("<answer>") for r in sft)
+
+    spec = importlib.util.spec_from_file_location("verl_reward_rg", out / "reward.py")
+    reward = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reward)
+    r = rows[0]
+    gold = r["reward_model"]["ground_truth"]
+    assert reward.compute_score(r["data_source"], f"<answer>{gold}</answer>", gold, r["extra_info"]) == 1.0
+    assert reward.compute_score(r["data_source"], "<answer>nope</answer>", gold, r["extra_info"]) == 0.0

@@ -34,5 +34,5 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
                "meta": meta}
     try:
         return float(score(solution_str or "", problem).score)
-    except Exception:  # a crashing verifier must not kill a verl step; the probe records these as errors
+    except Exception:  # noqa: BLE001 - a crashing verifier must not kill a verl step; the probe records these as errors
         return 0.0
