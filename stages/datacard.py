@@ -161,6 +161,28 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
         "```", "", f"Or with the bundled trainer: `stagewise train --data {dirname}`."])
 
 
+def _samples_per_item(probe: dict) -> str:
+    adaptive = probe.get("adaptive")
+    if isinstance(adaptive, dict):
+        return (f"adaptive: at least {adaptive.get('min_samples')}, uniform items up to "
+                f"{adaptive.get('k_max')}")
+    return str(probe.get("num_samples") or probe.get("k_max") or "–")
+
+
+def _prompting_rows(probe: dict) -> list[list]:
+    """The system prompt and template as the probe resolved them per task family (what the model saw)."""
+    resolved = probe.get("resolved") or {}
+    if not resolved:
+        return [["system prompt", f"`{probe.get('system_prompt')!r}`"],
+                ["prompt template", f"`{probe.get('prompt_template')!r}`"]]
+    rows = []
+    for family, pair in sorted(resolved.items()):
+        suffix = f" ({family} tasks)" if len(resolved) > 1 else ""
+        rows.append([f"system prompt{suffix}", f"`{pair.get('system_prompt')!r}`"])
+        rows.append([f"prompt template{suffix}", f"`{pair.get('prompt_template')!r}`"])
+    return rows
+
+
 def _split_counts(counts: dict) -> str:
     return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
 
@@ -209,12 +231,9 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
         ["model", f"`{_model(manifest)}`"],
         ["model identity", f"`{json.dumps(manifest.get('model'), default=str)}`"],
         ["probe run", f"`{manifest['run_id']}` in `{Path(manifest['store']).name}`"],
-        ["samples per item", probe.get("num_samples") or probe.get("k_max")],
-        ["adaptive", probe.get("adaptive", False)],
+        ["samples per item", _samples_per_item(probe)],
         ["sampling", ", ".join(f"{k}={v}" for k, v in sampling.items()) or "–"],
-        ["system prompt", f"`{probe.get('system_prompt')!r}`"],
-        ["prompt template", f"`{probe.get('prompt_template')!r}`" if probe.get("prompt_template")
-         else "the task's default template"],
+        *_prompting_rows(probe),
         ["seed", probe.get("seed")],
         ["exported", f"{manifest['created_at']} by stagewise {manifest['versions'].get('stagewise')}"],
     ])
