@@ -76,21 +76,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     fmt = make_format(format, sft_style=sft_style)
     router = make_router(policy, low=low, high=high, seed=seed)
 
-    st, opened = open_store(store)
-    try:
-        rid = resolve_run(st, run_id)
-        run_cfg = st.run(rid)
-        mastery = st.mastery(rid)
-        problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
-        samples = st.samples(rid) if "samples" in (demos or ()) else None
-        store_path = str(Path(getattr(st, "path", store)).resolve())
-    finally:
-        if opened:
-            st.close()
-    if not len(mastery):
-        raise InputError(f"probe run {rid} has no samples", path=store_path,
-                         fix="run (or resume) `stagewise probe` into this store first")
-
+    run = _read_run(store, run_id, with_samples="samples" in demos)
+    rid, run_cfg, mastery, problems = run.run_id, run.config, run.mastery, run.problems
     assignments = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
                                            require_samples=require_samples, seed=seed, run_id=rid)
     system_prompt, prompt_template = run_cfg.get("system_prompt"), run_cfg.get("prompt_template")
@@ -100,7 +87,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                     "temperature": sampling.get("temperature", 1.0), "top_p": sampling.get("top_p", 1.0),
                     "max_new_tokens": sampling.get("max_new_tokens", 512), "progress": _progress(progress),
                     **(teacher_options or {})}
-    sources = demo_mod.make_sources(demos, store_samples=samples, run_id=rid, probe_model=probed_model,
+    sources = demo_mod.make_sources(demos, store_samples=run.samples, run_id=rid, probe_model=probed_model,
                                     teacher=teacher, prompt_template=prompt_template,
                                     system_prompt=system_prompt, **teacher_opts)
     need = [r["id"] for r in assignments.iter_rows(named=True)
@@ -109,27 +96,14 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     assignments = _apply_demonstrations(assignments, problems, found)
     summary = summarize(assignments, router.name)
 
-    from stagewise.curate.prompts import build_messages
-
-    splits: dict[str, list] = {s: [] for s in SPLITS}
-    for a in assignments.iter_rows(named=True):
-        p = problems.get(a["id"])
-        if p is None:
-            continue  # counted as unrouted by _apply_demonstrations; no prompt to export
-        targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
-                   "unrouted": ["unrouted"]}.get(a["stage"], [])
-        msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
-        for split in targets:
-            item = ExportItem(a, p, msgs, probed_model, found.demos.get(p.id) if split == "sft" else None,
-                              index=len(splits[split]))
-            splits[split].append(fmt.row(split, item))
-
+    splits = _rows_by_split(fmt, assignments, problems, found.demos, system_prompt=system_prompt,
+                            prompt_template=prompt_template, model=probed_model)
     config = {
-        "store": store_path, "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
+        "store": run.store_path, "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
                   "require_samples": require_samples, "seed": seed},
         "demonstrations": {"sources": [s.name for s in sources], "teacher": teacher,
-                           "teacher_backend": teacher_backend if teacher else None,
+                           "teacher_backend": getattr(teacher_backend, "name", teacher_backend) if teacher else None,
                            "teacher_budget": teacher_budget if teacher else None, "report": found.report},
     }
     parent = out.resolve().parent
@@ -143,6 +117,53 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(out, manifest, assignments, summary, found.report)
+
+
+@dataclass
+class _Run:
+    run_id: str
+    config: dict
+    mastery: object
+    problems: dict
+    samples: object
+    store_path: str
+
+
+def _read_run(store, run_id, *, with_samples: bool) -> _Run:
+    """Everything export needs from the store, read in one short read-only visit."""
+    st, opened = open_store(store)
+    try:
+        rid = resolve_run(st, run_id)
+        mastery = st.mastery(rid)
+        problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
+        run = _Run(rid, st.run(rid), mastery, problems, st.samples(rid) if with_samples else None,
+                   str(Path(getattr(st, "path", store)).resolve()))
+    finally:
+        if opened:
+            st.close()
+    if not len(run.mastery):
+        raise InputError(f"probe run {rid} has no samples", path=run.store_path,
+                         fix="run (or resume) `stagewise probe` into this store first")
+    return run
+
+
+def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prompt, prompt_template,
+                   model) -> dict[str, list]:
+    """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them."""
+    from stagewise.curate.prompts import build_messages
+
+    targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"], "unrouted": ["unrouted"]}
+    splits: dict[str, list] = {s: [] for s in SPLITS}
+    for a in assignments.iter_rows(named=True):
+        p = problems.get(a["id"])
+        if p is None:
+            continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt to export
+        msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
+        for split in targets.get(a["stage"], []):
+            item = ExportItem(a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
+                              index=len(splits[split]))
+            splits[split].append(fmt.row(split, item))
+    return splits
 
 
 def _progress(progress):
