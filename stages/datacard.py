@@ -129,7 +129,8 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
     if fmt == "openrlhf":
         return "\n".join([
             "```bash",
-            f"deepspeed --module openrlhf.cli.train_sft --pretrain {model} --dataset {dirname}/sft.parquet \\",
+            f"deepspeed --module openrlhf.cli.train_sft --pretrain {model} \\",
+            f"  --dataset {dirname}/sft.parquet \\",
             "  --input_key input --output_key output --apply_chat_template --save_path checkpoints/sft",
             f"python3 -m openrlhf.cli.train_ppo_ray --pretrain {model} --prompt_data {dirname}/rl.parquet \\",
             "  --input_key input --label_key label --apply_chat_template --advantage_estimator group_norm \\",
@@ -137,9 +138,10 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
              f"--generate_max_len {s.get('max_new_tokens', 512)} \\"),
             "  --remote_rm_url YOUR_REWARD.py",
             "```", "",
-            ("`YOUR_REWARD.py` defines OpenRLHF's `reward_func(queries, prompts, labels)`; score each response "
-             "with `stagewise.curate.verifiers.score(response, {\"answer\": label, \"task\": TASK})`, the "
-             "verifier the probe used (`task` and `meta` are columns of `rl.parquet`)."),
+            ("`YOUR_REWARD.py` defines OpenRLHF's `reward_func(queries, prompts, labels)`; score each "
+             "response with `stagewise.curate.verifiers.score(response, {\"answer\": label, "
+             "\"task\": TASK})`, the verifier the probe used (`task` and `meta` are columns of "
+             "`rl.parquet`)."),
         ])
     style = manifest.get("sft_style", "prompt-completion")
     cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
@@ -217,11 +219,12 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     bucket_rows = [[b, *[row[s] for s in stages], sum(row.values())]
                    for b, row in counts["buckets_by_stage"].items() if sum(row.values())]
     bucket_rows.append(["**total**", *[counts["stages"][s] for s in stages], counts["items"]])
-    split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else
-                   " (empty: the file is there, but no `configs` entry, since `datasets` cannot load 0 rows)")]
+    empty = " (empty: the file is there, but no `configs` entry, since `datasets` cannot load 0 rows)"
+    split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else empty)]
                   for s in SPLITS]
     split_rows.append(["`assignments`", counts["items"], SPLIT_HELP["assignments"]])
-    source_rows = [[r["source"], r["items"], f"{r['mean_p_hat']:.3f}" if r["mean_p_hat"] is not None else "–",
+    source_rows = [[r["source"], r["items"],
+                    f"{r['mean_p_hat']:.3f}" if r["mean_p_hat"] is not None else "–",
                     r["unmastered"], r["partial"], r["mastered"]] for r in by_source.iter_rows(named=True)]
     thresholds = {k: v for k, v in route.items() if k not in ("policy", "rule") and v not in (None, 0)}
     demo = manifest["demonstrations"]
@@ -255,8 +258,8 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
         ("Mastery", f"![mastery histogram]({MASTERY_PNG})\n\nDistribution of p̂ over all probed items."),
         ("Pass rate by source", _table(["source", "items", "mean p̂", "unmastered", "partial", "mastered"],
                                        source_rows) + f"\n\n![pass rate by source]({SOURCE_PNG})"),
-        ("Demonstrations", "Every SFT target was accepted by the item's own verifier and ends with the answer in "
-                           "the format the probe's prompt asked for. Sources, in order:\n\n"
+        ("Demonstrations", "Every SFT target was accepted by the item's own verifier and ends with the "
+                           "answer in the format the probe's prompt asked for. Sources, in order:\n\n"
          + _table(["source", "items tried", "verified"], demo_rows or [["–", 0, 0]])
          + "\n\nProvenance per row: `demo_source`, `demo_provenance`. SFT items without a verified "
            "demonstration are in `unrouted.parquet` with the reason."),

@@ -84,8 +84,8 @@ class ReferenceSolutionSource(DemoSource):
 
         have = [p for p in problems if (p.solution or "").strip()]
         missing = {p.id: "no reference solution" for p in problems if not (p.solution or "").strip()}
-        targets = [format_target(p.solution, p.answer, p, self.prompt_template, system_prompt=self.system_prompt)
-                   for p in have]
+        targets = [format_target(p.solution, p.answer, p, self.prompt_template,
+                                 system_prompt=self.system_prompt) for p in have]
         demos = {}
         for p, target, verdict in zip(have, targets, _verify(list(zip(targets, have)))):
             if verdict.correct:
@@ -184,9 +184,12 @@ class TeacherSource(DemoSource):
                 for r, v in zip(results, verdicts):
                     if v.correct and r.key not in demos:
                         demos[r.key] = Demonstration(r.key, r.text, self.name, {
-                            "model": self.identity, "backend": getattr(backend, "name", str(self.backend_name)), "sample_idx": r.sample_idx,
-                            "seed": self.seed, "attempts": drawn[r.key], "sampling": params.to_dict()})
-                pending = {pid: p for pid, p in pending.items() if pid not in demos and drawn[pid] < self.budget}
+                            "model": self.identity,
+                            "backend": getattr(backend, "name", str(self.backend_name)),
+                            "sample_idx": r.sample_idx, "seed": self.seed, "attempts": drawn[r.key],
+                            "sampling": params.to_dict()})
+                pending = {pid: p for pid, p in pending.items()
+                           if pid not in demos and drawn[pid] < self.budget}
                 if self.progress is not None:
                     self.progress(len(demos), len(problems))
         finally:

@@ -103,7 +103,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
                   "require_samples": require_samples, "seed": seed},
         "demonstrations": {"sources": [s.name for s in sources], "teacher": teacher,
-                           "teacher_backend": getattr(teacher_backend, "name", teacher_backend) if teacher else None,
+                           "teacher_backend": (getattr(teacher_backend, "name", teacher_backend)
+                                               if teacher else None),
                            "teacher_budget": teacher_budget if teacher else None, "report": found.report},
     }
     parent = out.resolve().parent
@@ -152,12 +153,13 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
     """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them."""
     from stagewise.curate.prompts import build_messages
 
-    targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"], "unrouted": ["unrouted"]}
+    targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
+               "unrouted": ["unrouted"]}
     splits: dict[str, list] = {s: [] for s in SPLITS}
     for a in assignments.iter_rows(named=True):
         p = problems.get(a["id"])
         if p is None:
-            continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt to export
+            continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt
         msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
         for split in targets.get(a["stage"], []):
             item = ExportItem(a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
@@ -194,10 +196,12 @@ def _apply_demonstrations(assignments, problems: dict, found):
                 stage, reason = "rl", f"{reason}; {why} → RL only"
         stages.append(stage)
         reasons.append(reason)
-    return assignments.with_columns(pl.Series("stage", stages, pl.Utf8), pl.Series("reason", reasons, pl.Utf8))
+    return assignments.with_columns(pl.Series("stage", stages, pl.Utf8),
+                                    pl.Series("reason", reasons, pl.Utf8))
 
 
-def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool, name: str) -> dict:
+def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool,
+                  name: str) -> dict:
     import pyarrow.parquet as pq
 
     rows = {}
@@ -218,7 +222,8 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         "model": run_cfg.get("model"),
         "route": config["route"],
         "demonstrations": config["demonstrations"],
-        "counts": {"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
+        "counts": {"items": len(assignments), "buckets": summary.bucket_totals,
+                   "stages": summary.stage_totals,
                    "buckets_by_stage": summary.counts,
                    "splits": {s: rows[f"{s}.parquet"] for s in SPLITS}},
         "warnings": summary.warnings,

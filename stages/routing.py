@@ -44,6 +44,9 @@ class Item:
 
 @dataclass(frozen=True)
 class Decision:
+    """What a router says about one item: its bucket (policy-independent), stage and reason in words."""
+
+    bucket: str | None
     stage: str
     reason: str
 
@@ -84,7 +87,7 @@ class StageRouter(Router):
         why = {"sft": "→ SFT: RL would see only zero rewards",
                "rl": "→ RL: reachable by sampling",
                "drop": "→ dropped: nothing left to learn"}[stage]
-        return Decision(stage, f"{item.tally} {why}")
+        return Decision(item.bucket, stage, f"{item.tally} {why}")
 
 
 class BandRouter(Router):
@@ -111,10 +114,11 @@ class BandRouter(Router):
     def decide_one(self, item: Item) -> Decision:
         p = item.p_hat
         if p <= self.low:
-            return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≤ low {self.low:g}")
+            return Decision(item.bucket, "drop", f"{item.tally}: p̂ {p:.2f} ≤ low {self.low:g}")
         if p >= self.high:
-            return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≥ high {self.high:g}")
-        return Decision("rl", f"{item.tally}: p̂ {p:.2f} in ({self.low:g}, {self.high:g}) → RL")
+            return Decision(item.bucket, "drop", f"{item.tally}: p̂ {p:.2f} ≥ high {self.high:g}")
+        return Decision(item.bucket, "rl",
+                        f"{item.tally}: p̂ {p:.2f} in ({self.low:g}, {self.high:g}) → RL")
 
     def config(self) -> dict:
         return {"policy": self.name, "low": self.low, "high": self.high}
@@ -130,7 +134,7 @@ class AllRouter(Router):
     rule = "every item → RL; every item with a verified demonstration → SFT as well (stage both)"
 
     def decide_one(self, item: Item) -> Decision:
-        return Decision("both", f"{item.tally}: policy all → SFT and RL")
+        return Decision(item.bucket, "both", f"{item.tally}: policy all → SFT and RL")
 
 
 class SftOnlyRouter(Router):
@@ -138,7 +142,7 @@ class SftOnlyRouter(Router):
     rule = "every item → SFT (needs a verified demonstration)"
 
     def decide_one(self, item: Item) -> Decision:
-        return Decision("sft", f"{item.tally}: policy sft-only → SFT")
+        return Decision(item.bucket, "sft", f"{item.tally}: policy sft-only → SFT")
 
 
 class RlOnlyRouter(Router):
@@ -146,7 +150,7 @@ class RlOnlyRouter(Router):
     rule = "every item → RL"
 
     def decide_one(self, item: Item) -> Decision:
-        return Decision("rl", f"{item.tally}: policy rl-only → RL")
+        return Decision(item.bucket, "rl", f"{item.tally}: policy rl-only → RL")
 
 
 class RandomRouter(Router):
@@ -156,13 +160,14 @@ class RandomRouter(Router):
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
-        self.rule = (f"the SFT / RL / dropped pool sizes of policy stage, filled at random (seed {self.seed}):"
-                     " a control that keeps the sizes and removes the mastery signal")
+        self.rule = (f"the SFT / RL / dropped pool sizes of policy stage, filled at random "
+                     f"(seed {self.seed}): a control that keeps the sizes and removes the mastery signal")
 
     def decide(self, items: list[Item]) -> list[Decision]:
         stages = [StageRouter().decide_one(it).stage for it in items]
         random.Random(self.seed).shuffle(stages)
-        return [Decision(s, f"{it.tally}: random draw (seed {self.seed}) → {s}") for it, s in zip(items, stages)]
+        return [Decision(it.bucket, s, f"{it.tally}: random draw (seed {self.seed}) → {s}")
+                for it, s in zip(items, stages)]
 
     def config(self) -> dict:
         return {"policy": self.name, "seed": self.seed}
@@ -178,12 +183,12 @@ class ReliftRouter(Router):
     def decide_one(self, item: Item) -> Decision:
         p = item.p_hat
         if p == 0:
-            return Decision("sft", f"{item.tally}: p̂ 0 (hardest) → SFT")
+            return Decision(item.bucket, "sft", f"{item.tally}: p̂ 0 (hardest) → SFT")
         if p <= 0.25:
-            return Decision("rl", f"{item.tally}: p̂ {p:.2f} ≤ 0.25 (hard) → RL")
+            return Decision(item.bucket, "rl", f"{item.tally}: p̂ {p:.2f} ≤ 0.25 (hard) → RL")
         if p < 0.75:
-            return Decision("rl", f"{item.tally}: p̂ {p:.2f} < 0.75 (medium) → RL")
-        return Decision("drop", f"{item.tally}: p̂ {p:.2f} ≥ 0.75 (easy) → dropped")
+            return Decision(item.bucket, "rl", f"{item.tally}: p̂ {p:.2f} < 0.75 (medium) → RL")
+        return Decision(item.bucket, "drop", f"{item.tally}: p̂ {p:.2f} ≥ 0.75 (easy) → dropped")
 
 
 POLICIES = {cls.name: cls for cls in
@@ -209,7 +214,8 @@ def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
            require_samples: int | None = None, seed: int = 0) -> list[Decision]:
     """Route `items` with `router` after the cross-policy options.
 
-    Items probed fewer than `require_samples` times are unrouted (not guessed); then up to
+    Returns one Decision (bucket, stage, reason) per item, in order. Items probed fewer than
+    `require_samples` times are unrouted (not guessed); then up to
     `keep_mastered` mastered items, drawn with `seed`, become the replay split (never RL: an all-correct
     group has zero advantage); the policy routes the rest."""
     if keep_mastered < 0:
@@ -219,16 +225,17 @@ def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
     decisions: dict[int, Decision] = {}
     for i, it in enumerate(items):
         if it.n == 0:
-            decisions[i] = Decision("unrouted", "no verified sample (every sample timed out or errored): "
-                                                "nothing to route on; re-probe it")
+            decisions[i] = Decision(it.bucket, "unrouted", "no verified sample (every sample timed out or "
+                                                           "errored): nothing to route on; re-probe it")
         elif require_samples is not None and it.n < require_samples:
-            decisions[i] = Decision("unrouted", f"probed {it.n} times ({it.tally}), fewer than "
+            decisions[i] = Decision(it.bucket, "unrouted", f"probed {it.n} times ({it.tally}), fewer than "
                                                 f"--require-samples {require_samples}: probe it more")
     mastered = [i for i, it in enumerate(items) if i not in decisions and it.bucket == "mastered"]
     if keep_mastered and mastered:
         for i in sorted(random.Random(seed).sample(mastered, min(keep_mastered, len(mastered)))):
-            decisions[i] = Decision("replay", f"{items[i].tally}: kept for replay (--keep-mastered "
-                                              f"{keep_mastered}) to measure forgetting; never RL")
+            decisions[i] = Decision(items[i].bucket, "replay",
+                                    f"{items[i].tally}: kept for replay (--keep-mastered {keep_mastered}) "
+                                    "to measure forgetting; never RL")
     rest = [i for i in range(len(items)) if i not in decisions]
     for i, d in zip(rest, router.decide([items[i] for i in rest])):
         decisions[i] = d
@@ -345,7 +352,7 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
         "id": [it.id for it in items],
         "task": [getattr(problems.get(it.id), "task", None) for it in items],
         "source": [getattr(problems.get(it.id), "source", None) for it in items],
-        "bucket": [it.bucket for it in items],
+        "bucket": [d.bucket for d in decisions],
         "stage": [d.stage for d in decisions],
         "reason": [d.reason for d in decisions],
     }, schema={"id": pl.Utf8, "task": pl.Utf8, "source": pl.Utf8, "bucket": pl.Utf8, "stage": pl.Utf8,

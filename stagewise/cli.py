@@ -166,7 +166,8 @@ def _print_profile(p: dict, console) -> None:
         console.print(f"Card: {p['card']} (plots: {', '.join(p['plots'])})", soft_wrap=True)
     if p["bad_rows"]:
         where = f"; written to {p['rejects']}" if p["rejects"] else "; pass --rejects PATH to keep them"
-        console.print(f"Skipped {p['bad_rows']:,} bad rows{where}.", soft_wrap=True)
+        noun = "row" if p["bad_rows"] == 1 else "rows"
+        console.print(f"Skipped {p['bad_rows']:,} bad {noun}{where}.", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,11 +218,12 @@ def _route_options(f):
         click.option("--run-id", default=None, help="Which probe run, when the store holds several."),
         click.option("--policy", default="stage", show_default=True,
                      type=click.Choice(["stage", "band", "all", "sft-only", "rl-only", "random", "relift"]),
-                     help="stage: 0/n→SFT, partial→RL, n/n→drop; band: p̂ in (low, high)→RL; all: every item "
-                          "→RL (+SFT where a demo verifies); random: stage's pool sizes at random; relift: "
-                          "ReLIFT's buckets."),
+                     help="stage: 0/n→SFT, partial→RL, n/n→drop; band: p̂ in (low, high)→RL; "
+                          "all: every item →RL (+SFT where a demo verifies); random: stage's pool sizes "
+                          "at random; relift: ReLIFT's buckets."),
         click.option("--low", type=float, default=None, help="band: lower p̂ bound (exclusive), default 0."),
-        click.option("--high", type=float, default=None, help="band: upper p̂ bound (exclusive), default 1."),
+        click.option("--high", type=float, default=None,
+                     help="band: upper p̂ bound (exclusive), default 1."),
         click.option("--keep-mastered", type=int, default=0, show_default=True,
                      help="Keep up to N mastered items as a replay split (never RL)."),
         click.option("--require-samples", type=int, default=None,
@@ -292,12 +294,14 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               help="SFT demonstration sources in order of preference, comma-separated: solution (the "
                    "reference solution), samples (verified-correct probe samples, RFT-style), teacher.")
 @click.option("--teacher", default=None, help="A teacher model sampled for demonstrations (adds 'teacher').")
-@click.option("--teacher-backend", default="hf", show_default=True, help="Backend for --teacher: hf, vllm, openai.")
+@click.option("--teacher-backend", default="hf", show_default=True,
+              help="Backend for --teacher: hf, vllm, openai.")
 @click.option("--teacher-budget", type=int, default=8, show_default=True,
               help="Teacher samples per item before giving up (the item is then reported unrouted).")
 @click.option("--base-url", default=None, help="Server URL for --teacher-backend openai.")
-@click.option("--sft-style", type=click.Choice(["prompt-completion", "messages"]), default="prompt-completion",
-              show_default=True, help="trl only: conversational prompt/completion or messages.")
+@click.option("--sft-style", type=click.Choice(["prompt-completion", "messages"]),
+              default="prompt-completion", show_default=True,
+              help="trl only: conversational prompt/completion or messages.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
                teacher, teacher_backend, teacher_budget, base_url, sft_style, overwrite):
@@ -306,8 +310,8 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
     \b
     Example:
         stagewise export --store run.duckdb --out export/ --format trl
-        stagewise export --store run.duckdb --out export-verl/ --format verl --policy band --low 0.1 --high 0.9
-        stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher Qwen/Qwen2.5-1.5B-Instruct
+        stagewise export --store run.duckdb --out verl/ --format verl --policy band --low 0.1 --high 0.9
+        stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher MODEL_DIR
     """
     import stagewise as sw
 
@@ -319,7 +323,8 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        sft_style=sft_style, overwrite=overwrite, progress=True)
     _print_route_summary(result.summary, result.assignments)
     for name, rep in result.demos.items():
-        click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of {rep.get('tried', 0)} tried")
+        click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of "
+                   f"{rep.get('tried', 0)} tried")
     files = result.manifest["files"]
     click.echo(f"wrote {result.out}/ ({result.manifest['format']}): " + ", ".join(
         f"{name} {info['rows']}" for name, info in files.items() if info.get("rows") is not None))

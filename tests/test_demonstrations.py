@@ -7,14 +7,18 @@ import json
 import polars as pl
 import pytest
 from stages_helpers import SYSTEM, build_store, item
-
-import stagewise as sw
 from stagewise.curate.backends.base import Backend, GenerationResult
 from stagewise.curate.errors import ConfigError
 from stagewise.curate.schema import Problem
 from stagewise.curate.store import ProbeStore
-from stagewise.stages.demonstrations import (ReferenceSolutionSource, TeacherSource, find_demonstrations,
-                                             make_sources)
+from stagewise.stages.demonstrations import (
+    ReferenceSolutionSource,
+    TeacherSource,
+    find_demonstrations,
+    make_sources,
+)
+
+import stagewise as sw
 
 
 class ScriptedTeacher(Backend):
@@ -29,8 +33,12 @@ class ScriptedTeacher(Backend):
 
     def generate(self, requests):
         self.calls.append({r.key: list(r.sample_indices) for r in requests})
-        return [GenerationResult(r.key, i, (f"so \\boxed{{{self.answers[r.key]}}}"
-                                            if i >= self.solve_at.get(r.key, 10**9) else "I am not sure"), 5, "stop")
+
+        def text(key, i):
+            solved = i >= self.solve_at.get(key, 10**9)
+            return f"so \\boxed{{{self.answers[key]}}}" if solved else "I am not sure"
+
+        return [GenerationResult(r.key, i, text(r.key, i), 5, "stop")
                 for r in requests for i in r.sample_indices]
 
     def identity(self):

@@ -55,7 +55,8 @@ def test_trl_export_loads_back_with_datasets_and_matches_the_manifest(store, tmp
     result = sw.export(store, out, keep_mastered=2)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == json.loads(json.dumps(result.manifest, default=str))
-    configs = {c["config_name"] for c in yaml.safe_load((out / "README.md").read_text().split("---")[1])["configs"]}
+    front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    configs = {c["config_name"] for c in front["configs"]}
     for name in (*SPLITS, "assignments"):
         rows = manifest["files"][f"{name}.parquet"]["rows"]
         assert pq.read_table(out / f"{name}.parquet").num_rows == rows
@@ -252,8 +253,8 @@ def test_reasoning_gym_items_carry_their_entry_and_score_through_reward_py(tmp_p
     path = tmp_path / "rg.duckdb"
     with ProbeStore(path) as st:
         st.add_problems(problems)
-        run_id = st.start_run({"model": {"name": "tiny"}, "sampling": {"temperature": 1.0}, "system_prompt": None,
-                               "prompt_template": None, "num_samples": 2, "seed": 0})
+        run_id = st.start_run({"model": {"name": "tiny"}, "sampling": {"temperature": 1.0},
+                               "system_prompt": None, "prompt_template": None, "num_samples": 2, "seed": 0})
         st.add_samples(run_id, [{"problem_id": p.id, "sample_idx": k, "status": s,
                                  "completion": f"<answer>{p.answer if s == 'correct' else 'x'}</answer>"}
                                 for p in problems for k, s in enumerate(("correct", "wrong"))])

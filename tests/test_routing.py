@@ -6,12 +6,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stages_helpers import CONFIG, build_store, item, mixed_items
-
-import stagewise as sw
-from stagewise.cli import cli
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.store import ProbeStore
 from stagewise.stages.routing import summarize
+
+import stagewise as sw
+from stagewise.cli import cli
 
 
 @pytest.fixture
@@ -28,7 +28,8 @@ def _stages(df):
 def test_stage_policy_routes_by_c_against_n_with_reasons_in_words(store):
     df = sw.route(store)
     assert df.columns[:6] == ["id", "task", "source", "bucket", "stage", "reason"]
-    assert {"n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high", "pass_at_1", "pass_at_4"} <= set(df.columns)
+    stats = {"n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high", "pass_at_1", "pass_at_4"}
+    assert stats <= set(df.columns)
     by = {r["id"]: r for r in df.iter_rows(named=True)}
     assert (by["q00"]["bucket"], by["q00"]["stage"]) == ("unmastered", "sft")
     assert by["q00"]["reason"].startswith("0/4 correct")
@@ -140,6 +141,7 @@ def test_cli_route_prints_the_table_and_writes_assignments(store, tmp_path):
 
 
 def test_cli_route_bad_band_is_one_line_not_a_traceback(store):
-    res = CliRunner().invoke(cli, ["route", "--store", store, "--policy", "band", "--low", "0.9", "--high", "0.1"])
+    res = CliRunner().invoke(cli, ["route", "--store", store, "--policy", "band", "--low", "0.9",
+                                   "--high", "0.1"])
     assert res.exit_code == 1
     assert "Traceback" not in res.output and "--low 0.9 ≥ --high 0.1" in res.output

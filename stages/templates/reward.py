@@ -30,9 +30,9 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     meta = extra_info.get("meta") or "{}"
     if not isinstance(meta, str):
         meta = json.dumps(meta)
-    problem = {"id": extra_info.get("id", ""), "answer": str(ground_truth), "task": _task(data_source, extra_info),
-               "meta": meta}
+    problem = {"id": extra_info.get("id", ""), "answer": str(ground_truth),
+               "task": _task(data_source, extra_info), "meta": meta}
     try:
         return float(score(solution_str or "", problem).score)
-    except Exception:  # noqa: BLE001 - a crashing verifier must not kill a verl step; the probe records these as errors
+    except Exception:  # noqa: BLE001 - a crashing verifier must not kill a verl step
         return 0.0
