@@ -21,6 +21,7 @@ from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.formats import SPLITS, ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     assignments_from_mastery,
+    check_options,
     make_router,
     model_name,
     open_store,
@@ -59,6 +60,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     problems_found = []
     for check in (lambda: make_format(format, sft_style=sft_style),
                   lambda: make_router(policy, low=low, high=high, seed=seed),
+                  lambda: check_options(keep_mastered=keep_mastered, require_samples=require_samples),
                   lambda: demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)):
         try:
             check()

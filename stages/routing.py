@@ -210,18 +210,22 @@ def make_router(policy: str = "stage", *, low: float | None = None, high: float 
     return POLICIES[policy]()
 
 
-def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
-           require_samples: int | None = None, seed: int = 0) -> list[Decision]:
-    """Route `items` with `router` after the cross-policy options.
-
-    Returns one Decision (bucket, stage, reason) per item, in order. Items probed fewer than
-    `require_samples` times are unrouted (not guessed); then up to
-    `keep_mastered` mastered items, drawn with `seed`, become the replay split (never RL: an all-correct
-    group has zero advantage); the policy routes the rest."""
+def check_options(*, keep_mastered: int = 0, require_samples: int | None = None) -> None:
+    """ConfigError for a negative --keep-mastered or a --require-samples below 1."""
     if keep_mastered < 0:
         raise ConfigError(f"--keep-mastered {keep_mastered} is negative; pass 0 or more")
     if require_samples is not None and require_samples < 1:
         raise ConfigError(f"--require-samples {require_samples} must be at least 1")
+
+
+def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
+           require_samples: int | None = None, seed: int = 0) -> list[Decision]:
+    """Route `items` with `router` after the cross-policy options; one Decision per item, in order.
+
+    Items probed fewer than `require_samples` times are unrouted (not guessed); then up to
+    `keep_mastered` mastered items, drawn with `seed`, become the replay split (never RL: an
+    all-correct group has zero advantage); the policy routes the rest."""
+    check_options(keep_mastered=keep_mastered, require_samples=require_samples)
     decisions: dict[int, Decision] = {}
     for i, it in enumerate(items):
         if it.n == 0:
