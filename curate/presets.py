@@ -237,13 +237,12 @@ class ColumnPlan:
         task = text(self.task_col).fill_null(pl.lit(self.task)) if self.task_col else pl.lit(self.task)
         if self.preset == "gsm8k":
             raw = text(self.answer)
-            parts = raw.str.split(GSM8K_MARKER)
+            tail = raw.str.split(GSM8K_MARKER).list.last()  # after the last marker, like rpartition
             has = raw.str.contains(GSM8K_MARKER, literal=True).fill_null(False)
-            answer = pl.when(has).then(
-                parts.list.last().str.strip_chars().str.replace_all(",", "", literal=True))
-            solution = pl.when(has).then(
-                parts.list.slice(0, parts.list.len() - 1).list.join(GSM8K_MARKER)
-                .str.replace_all(CALC_ANNOTATION, "").str.strip_chars())
+            answer = pl.when(has).then(tail.str.strip_chars().str.replace_all(",", "", literal=True))
+            head = raw.str.slice(0, raw.str.len_chars() - tail.str.len_chars() - len(GSM8K_MARKER))
+            head = head.str.replace_all(CALC_ANNOTATION, "").str.strip_chars()
+            solution = pl.when(has & (head != "")).then(head)  # no text before '####': no solution
             fail = ~has | (answer.fill_null("") == "")
         else:
             answer = text(self.answer)

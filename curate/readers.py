@@ -47,6 +47,10 @@ def data_files(directory: str) -> list[str]:
     """The data files under a directory (recursive, sorted); hidden files and others are ignored."""
     found = []
     for root, dirs, files in os.walk(directory):
+        if root != directory and is_hf_disk_dir(root):
+            found.append(root)  # a save_to_disk dataset inside: one source, not its metadata files
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in FORMATS:
@@ -54,7 +58,7 @@ def data_files(directory: str) -> list[str]:
     if not found:
         raise InputError("no data files in this directory", path=directory,
                          fix=f"put {SUPPORTED} files in it, or name a file")
-    return found
+    return sorted(found)
 
 
 def check_file(path: str) -> None:

@@ -144,7 +144,8 @@ def expand(spec: SourceSpec) -> list[SourceSpec]:
     out = []
     for path in data_files(root):
         rel = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
-        out.append(SourceSpec(spec.text, "file", path, spec.preset, label=f"{os.path.basename(root)}/{rel}"))
+        kind = "hf_disk" if is_hf_disk_dir(path) else "file"
+        out.append(SourceSpec(spec.text, kind, path, spec.preset, label=f"{os.path.basename(root)}/{rel}"))
     return out
 
 

@@ -98,6 +98,12 @@ def test_polars_and_python_presets_agree_on_shipped_gsm8k_and_math():
     canon = raw.select(plan.polars_exprs(raw.schema))
     assert canon["answer"].to_list() == [p.answer for p in problems]
     assert canon["solution"].to_list() == [p.solution for p in problems]
+    odd = pl.DataFrame({"question": ["q1", "q2", "q3"],
+                        "answer": ["a <<1+1=2>>2 #### b #### 1,234", "x####7", "#### -3"]})
+    canon = odd.select(plan.polars_exprs(odd.schema))
+    python = [plan.convert(r) for r in odd.iter_rows(named=True)]
+    assert canon["answer"].to_list() == [r["answer"] for r in python] == ["1234", "7", "-3"]
+    assert canon["solution"].to_list() == [r["solution"] for r in python] == ["a 2 #### b", "x", None]
     texts = ["\\boxed{1}", "a \\boxed{\\frac{1}{2}} b \\boxed{x^{2}}", "none", "\\boxed{\\{1,\\{2\\}\\}}"]
     got = pl.Series(texts).to_frame("s").select(
         pl.col("s").str.extract_all(BOXED_PATTERN).list.last().str.extract(BOXED_PATTERN, 1))["s"].to_list()
@@ -207,4 +213,4 @@ def test_cli_skip_bad_reports_the_count(tmp_path):
     rejects = tmp_path / "rej.jsonl"
     out = CliRunner().invoke(cli, ["profile", path, "--skip-bad", "--rejects", str(rejects)])
     assert out.exit_code == 0, out.output
-    assert f"Skipped 1 bad rows; written to {rejects}." in out.output
+    assert f"Skipped 1 bad row; written to {rejects}." in out.output

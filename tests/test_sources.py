@@ -131,6 +131,11 @@ def test_hf_save_to_disk_dataset_and_dict(tmp_path):
 
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
     assert len(load_problems(str(tmp_path / "ds"))) == 2
+    # inside a directory of sources it is one source, not a pile of metadata .json files
+    outer = tmp_path / "outer"
+    datasets.Dataset.from_list(ROWS[:1]).save_to_disk(str(outer / "inner"))
+    write_jsonl(outer / "more.jsonl", ROWS[1:])
+    assert [p.source for p in load_problems(str(outer))] == ["outer/inner", "outer/more"]
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS),
                                "test": datasets.Dataset.from_list(ROWS[:1])})
     dd.save_to_disk(str(tmp_path / "dd"))
