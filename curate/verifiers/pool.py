@@ -119,7 +119,7 @@ class VerifierPool:
     manager) stops them. `stats` counts timeouts, worker restarts and errors.
     """
 
-    def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 2,
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 8,
                  memory_limit_mb: int = 4096, preload: tuple[str, ...] = ("math",)):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
