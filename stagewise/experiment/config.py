@@ -39,6 +39,7 @@ class ExperimentConfig:
     probe_batch_size: int = 256         # generation batch: for a tiny model the cost is per decode step
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     prompt_template: str = PROMPT_TEMPLATE
+    base_model: str | None = None       # a ready model dir instead of pretraining (its format must match)
 
     def to_dict(self) -> dict:
         d = asdict(self)

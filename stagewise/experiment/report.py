@@ -48,9 +48,13 @@ def t_interval(values: list[float]) -> tuple[float | None, float | None, float |
     return mean, mean - half, mean + half
 
 
+def level_keys(per_seed: list[dict]) -> list[str]:
+    return sorted({k for s in per_seed for k in s if k.startswith("acc_level")}, key=lambda k: int(k[9:]))
+
+
 def arm_record(name: str, summary: str, per_seed: list[dict]) -> dict:
     """One results.json record: the name, the per-seed metrics, their means and 95% t intervals."""
-    keys = [k for k in METRICS if any(k in s for s in per_seed)]
+    keys = [k for k in METRICS if any(k in s for s in per_seed)] + level_keys(per_seed)
     mean, ci = {}, {}
     for k in keys:
         m, lo, hi = t_interval([s.get(k) for s in per_seed])
@@ -93,6 +97,9 @@ def render_markdown(records: list[dict], context: dict) -> str:
                           [[r["name"]] + [_fmt(r, c) for c in main_cols] for r in records])
     cost = markdown_table(["arm"] + [METRICS[c][0] for c in cost_cols],
                           [[r["name"]] + [_fmt(r, c) for c in cost_cols] for r in records])
+    levels = sorted({k for r in records for k in r["mean"] if k.startswith("acc_level")}, key=lambda k: int(k[9:]))
+    by_level = markdown_table(["arm"] + [f"{k[9:]} digits" for k in levels],
+                              [[r["name"]] + [_fmt(r, k) for k in levels] for r in records])
     arms = "\n".join(f"- **{r['name']}**: {r['summary']}" for r in records)
     probe = context.get("base_probe", {})
     bucket_lines = []
@@ -125,6 +132,10 @@ def render_markdown(records: list[dict], context: dict) -> str:
         "",
         ("Accuracy per bucket is held-out pass@1 within the bucket. Forgetting = base pass@1 on the mastered "
         "bucket minus the arm's (same seed); positive means the arm forgot."),
+        "",
+        "## Held-out pass@1 per level (digits per operand)",
+        "",
+        by_level,
         "",
         "## Loss and cost",
         "",

@@ -19,7 +19,7 @@ from stagewise.curate.errors import ConfigError
 from stagewise.experiment import testbed
 from stagewise.experiment.arms import ArmRun, resolve_arms, run_arm
 from stagewise.experiment.config import ExperimentConfig, preset
-from stagewise.experiment.pretrain import pretrain
+from stagewise.experiment.pretrain import PretrainResult, pretrain
 from stagewise.experiment.report import BUCKETS, arm_record, write_report
 
 POOL_PROBE_SEED = 0
@@ -59,8 +59,12 @@ def experiment(out, *, quick: bool = False, arms=None, seeds: int | None = None,
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    say("pretraining the tiny model (cached by config hash)")
-    pre = pretrain(cfg.pretrain, prompt_template=cfg.prompt_template)
+    if cfg.base_model:
+        pre = PretrainResult(cfg.base_model, True, {"given": cfg.base_model},
+                             {"n_parameters": _n_parameters(cfg.base_model)})
+    else:
+        say("pretraining the tiny model (cached by config hash)")
+        pre = pretrain(cfg.pretrain, prompt_template=cfg.prompt_template)
     base_model = pre.model_dir
 
     pool = testbed.ladder(list(cfg.levels), cfg.pool_per_level, "probe", seed=0)
@@ -170,7 +174,7 @@ def _run_one(arm, seed: int, run_dir: Path, base_model: str, exports: dict, buck
     run: ArmRun = run_arm(arm, seed=seed, base_model=base_model, exports=exports, bucket_of=bucket_of, cfg=cfg,
                           out=run_dir, progress=progress)
     t0 = time.perf_counter()
-    metrics = {"seed": seed, **_evaluate(run.model_dir, heldout, held_assign, seed, cfg)}
+    metrics = {"seed": seed, **_evaluate(run.model_dir, heldout, held_assign, seed, cfg, run_dir / "eval.duckdb")}
     metrics.update(_sft_losses(run, arm, heldout_sft_rows))
     metrics.update({"train_wall_s": round(run.wall_s, 1), "eval_wall_s": round(time.perf_counter() - t0, 1),
                     "generated_tokens": run.generated_tokens, "steps": run.steps, "n_rows": run.n_rows})
@@ -180,15 +184,27 @@ def _run_one(arm, seed: int, run_dir: Path, base_model: str, exports: dict, buck
     return metrics
 
 
-def _evaluate(model_dir: str, heldout, held_assign, seed: int, cfg: ExperimentConfig) -> dict:
-    """Held-out pass@1 / pass@k overall and pass@1 per base-probe bucket (curate.evaluate)."""
+def _evaluate(model_dir: str, heldout, held_assign, seed: int, cfg: ExperimentConfig, store: Path) -> dict:
+    """Held-out pass@1 / pass@k overall, per base-probe bucket (curate.evaluate) and per level (read back
+    from the evaluation's store)."""
     from stagewise.curate.evaluate import evaluate
+    from stagewise.curate.store import ProbeStore
 
     res = evaluate(model_dir, heldout, buckets=held_assign.select(["id", "bucket"]),
                    num_samples=cfg.eval_samples, ks=tuple(cfg.ks), backend="hf", temperature=1.0, top_p=1.0,
                    max_new_tokens=cfg.max_new_tokens, prompt_template=cfg.prompt_template,
-                   seed=EVAL_SEED_BASE + seed, batch_size=cfg.probe_batch_size, progress=False)
-    return metrics_from_eval(res.table, cfg.ks)
+                   seed=EVAL_SEED_BASE + seed, batch_size=cfg.probe_batch_size, progress=False, store=str(store))
+    metrics = metrics_from_eval(res.table, cfg.ks)
+    with ProbeStore(str(store), read_only=True) as st:
+        counts = st.sample_counts(res.run_id)
+    by_level: dict[int, list[float]] = {}
+    for p in heldout:
+        n, c = counts.get(p.id, (0, 0))
+        if n:
+            by_level.setdefault(testbed.level_of(p), []).append(c / n)
+    for lvl, vals in sorted(by_level.items()):
+        metrics[f"acc_level{lvl}"] = sum(vals) / len(vals)
+    return metrics
 
 
 def metrics_from_eval(table, ks) -> dict:
@@ -230,6 +246,20 @@ def _sft_losses(run: ArmRun, arm, rows) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ reporting
+
+
+def _n_parameters(model_dir: str) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for f in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            for key in fh.keys():
+                n = 1
+                for d in fh.get_slice(key).get_shape():
+                    n *= int(d)
+                total += n
+    return total
 
 
 def _counts(assign) -> dict:
