@@ -85,8 +85,9 @@ class MetricsJsonl(TrainerCallback):
     def __init__(self, path: Path, stage: str):
         self.path, self.stage = Path(path), stage
         self.step_times: list[float] = []
+        self.step_cpu_times: list[float] = []  # this process's CPU seconds: steadier than wall time on a busy machine
         self.last_logs: dict = {}
-        self._t0 = None
+        self._t0 = self._c0 = None
 
     def write(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +95,12 @@ class MetricsJsonl(TrainerCallback):
             fh.write(json.dumps(record, default=float) + "\n")
 
     def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kw):
         if self._t0 is not None:
             self.step_times.append(time.perf_counter() - self._t0)
+            self.step_cpu_times.append(time.process_time() - self._c0)
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = dict(logs or {})

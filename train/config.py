@@ -23,11 +23,12 @@ _CHOICES = {
     "report_to": ("none", "tensorboard", "wandb"),
     "mode": ("weighted", "relift", "bridge"),
     "lambda_schedule": ("constant", "linear"),
+    "sft_loss": ("nll", "dft", "iw-sft"),
 }
 _POSITIVE = ("max_steps", "batch_size", "gradient_accumulation_steps", "num_generations", "logging_steps",
-             "save_steps", "max_length", "buffer_size", "lora_r")
+             "save_steps", "max_length", "buffer_size", "lora_r", "sft_batch_size")
 _NON_NEGATIVE = ("beta", "learning_rate", "weight_decay", "warmup_steps", "iw_clip", "sft_eval_steps",
-                 "sft_weight", "max_grad_norm")
+                 "sft_weight", "max_grad_norm", "gain_weight")
 
 
 def default_config(kind: str) -> dict:
@@ -36,8 +37,12 @@ def default_config(kind: str) -> dict:
 
     if kind not in KINDS:
         raise ConfigError(f"unknown trainer kind {kind!r}; expected one of {KINDS}")
-    text = resources.files("stagewise").joinpath("configs", f"train_{kind}.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    def load(name):
+        return yaml.safe_load(resources.files("stagewise").joinpath("configs", f"train_{name}.yaml").read_text()) or {}
+
+    if kind == "joint":  # the RL options plus the joint ones
+        return {**load("rl"), **load("joint")}
+    return load(kind)
 
 
 def _norm_keys(d: dict) -> dict:

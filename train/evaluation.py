@@ -99,7 +99,8 @@ class StageEval:
 def export_problems(export: Export, *, max_per_bucket: int | None = None, seed: int = 0) -> tuple[list, dict]:
     """The export's items as curate Problems, with {id: bucket}. Problems come from the probe store named
     in the manifest (the raw question the probe templated); without a store, they are rebuilt from the
-    rows' last user message with no template, since the exported prompt already carries it."""
+    rows' last user message, to be used with the identity template "{prompt}" and the row's own system
+    message, since the exported prompt already carries the template."""
     import random
 
     from stagewise.curate.schema import Problem
@@ -176,10 +177,10 @@ def evaluate_checkpoint(model: str, label: str, *, export: Export, heldout=None,
         import polars as pl
 
         buckets = pl.DataFrame({"id": list(bucket_of), "bucket": list(bucket_of.values())})
-        stored = _problems_from_store(export, [problems[0].id]) if problems else {}
+        rebuilt = any(p.extra.get("messages") for p in problems)
         # Rows rebuilt from exported prompts already carry the template; stored problems need the probe's.
         templ = dict(system_prompt=probe.get("system_prompt"), prompt_template=probe.get("prompt_template")) \
-            if stored else dict(system_prompt=_system_of(problems[0]), prompt_template=None)
+            if not rebuilt else dict(system_prompt=_system_of(problems[0]) or "", prompt_template="{prompt}")
         res = evaluate(model, problems, buckets=buckets, **templ, **common)
         result.rows += _rows(res, label, "export items")
     return result

@@ -196,8 +196,8 @@ def reprobe_moves(export, model_dir: str, out: Path, sft_rows: list[dict], *, se
     res = probe(problems, model=model_dir, store=str(out / "reprobe.duckdb"), num_samples=int(n),
                 temperature=sampling.get("temperature", 1.0), top_p=sampling.get("top_p", 1.0),
                 max_new_tokens=sampling.get("max_new_tokens", 256), seed=seed,
-                system_prompt=cfg.get("system_prompt") if stored else _system(problems),
-                prompt_template=cfg.get("prompt_template") if stored else None, progress=False)
+                system_prompt=cfg.get("system_prompt") if stored else (_system(problems) or ""),
+                prompt_template=cfg.get("prompt_template") if stored else "{prompt}", progress=False)
     counts = res.store.sample_counts(res.run_id)
     by_id = {str(r["id"]): r for r in sft_rows}
     moved = []

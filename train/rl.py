@@ -146,6 +146,8 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
         reward.close()
     metrics = {**metrics_cb.last_logs, **output.metrics}
     result = TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                         metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts)})
+                         metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts),
+                                                        "step_times_s": metrics_cb.step_times,
+                                                        "step_cpu_s": metrics_cb.step_cpu_times})
     mark_finished(out, result)
     return result

@@ -146,7 +146,8 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
     if eval_rows:
         metrics.update(trainer.evaluate())
     result = TrainResult("sft", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                         metrics_cb.mean_step_time())
+                         metrics_cb.mean_step_time(), extra={"step_times_s": metrics_cb.step_times,
+                                                        "step_cpu_s": metrics_cb.step_cpu_times})
     mark_finished(out, result)
     return result
 
