@@ -134,10 +134,7 @@ def test_pool_matches_in_process_scoring_and_survives_hangs_and_crashes(custom_m
            ("x", P("1", "nonsense"))]
     items = ok[:20] + bad + ok[20:]
     with VerifierPool(workers=2, timeout_s=2.0) as pool:
-        pool.score_many(ok[:2])  # start the workers outside the timed part
-        t = time.monotonic()
         verdicts = pool.score_many(items)
-        elapsed = time.monotonic() - t
         stats = dict(pool.stats)
         after = pool.score_many(ok[:4])  # the pool still works after kills and deaths
     expected = [score(c, p, timeout_s=None) for c, p in ok]
@@ -146,9 +143,20 @@ def test_pool_matches_in_process_scoring_and_survives_hangs_and_crashes(custom_m
     assert [v.status for v in verdicts[20:25]] == ["timeout", "timeout", "error", "error", "error"]
     assert "killed" in verdicts[21].reason and "died" in verdicts[22].reason
     assert stats["restarts"] == 2  # the stuck worker and the dead one
-    # Two hangs on two workers overlap; each costs at most its timeout, the rest is quick.
-    assert elapsed < 2 * 2.0 + 3.0
     assert all(v.status == "correct" for v in after)
+
+
+@pytest.mark.parametrize("hang", ["spin", "stuck"])
+def test_a_hung_answer_costs_its_timeout_and_no_more(custom_module, hang):
+    with VerifierPool(workers=1, timeout_s=2.0) as pool:
+        assert pool.start(wait=True)
+        t = time.monotonic()
+        v = pool.score("x", P("1", f"{custom_module}:{hang}"))
+        elapsed = time.monotonic() - t
+        # spin: the worker's own alarm (0.9 x timeout); stuck: the parent kills it at the timeout.
+        assert v.status == "timeout"
+        assert 2.0 * 0.9 - 0.05 <= elapsed <= 2.0 + 0.5
+        assert pool.score("\\boxed{2}", P("2", "math")).status == "correct"
 
 
 def test_pool_works_from_a_non_main_thread():
@@ -164,3 +172,19 @@ def test_pool_works_from_a_non_main_thread():
     t.start()
     t.join(timeout=120)
     assert [v.status for v in out["v"]] == ["timeout", "correct"]
+
+
+def test_score_gives_back_a_callers_own_alarm():
+    import signal
+
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(time.monotonic()))
+    try:
+        t = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        assert score("\\boxed{2}", P("2", "math")).status == "correct"
+        time.sleep(1.5)
+        assert len(fired) == 1 and fired[0] - t == pytest.approx(1.0, abs=0.3)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
