@@ -103,11 +103,7 @@ def parse_spec(text: str) -> SourceSpec:
         return _path_spec(text, rest, head)
     if sep and head == "hf":
         return _hf_spec(text, text)
-    # DIR@SPLIT for a save_to_disk DatasetDict
-    base, at, split = text.rpartition("@")
-    if at and is_hf_disk_dir(base):
-        return SourceSpec(text, "hf_disk", base, split=split, label=_file_label(base) + f"@{split}")
-    if sep and len(head) > 1 and not os.path.exists(head) and os.path.sep not in head:
+    if sep and len(head) > 1 and not os.path.exists(head) and os.path.sep not in head and "@" not in text:
         raise InputError(f"unknown source prefix '{head}:'", path=text,
                          fix=f"use one of {', '.join(PREFIXES)} or a file path")
     return _path_spec(text, text, None)
@@ -116,6 +112,9 @@ def parse_spec(text: str) -> SourceSpec:
 def _path_spec(text: str, path: str, preset: str | None) -> SourceSpec:
     if is_hf_disk_dir(path):
         return SourceSpec(text, "hf_disk", path, preset, label=_file_label(path))
+    base, at, split = path.rpartition("@")  # DIR@SPLIT picks a split of a save_to_disk DatasetDict
+    if at and not os.path.exists(path) and is_hf_disk_dir(base):
+        return SourceSpec(text, "hf_disk", base, preset, split=split, label=_file_label(base) + f"@{split}")
     check_file(path)
     if os.path.isdir(path):
         return SourceSpec(text, "dir", path, preset, label=os.path.basename(os.path.normpath(path)))
@@ -126,7 +125,7 @@ def _path_spec(text: str, path: str, preset: str | None) -> SourceSpec:
 def _hf_spec(text: str, body: str) -> SourceSpec:
     rest = body[3:]
     rest, _, split = rest.partition("@")
-    # NAME may be a local path or owner/name; CONFIG follows the last ':' outside a Windows drive.
+    # NAME may be a local path or owner/name; CONFIG follows the last ':'.
     name, sep, config = rest.rpartition(":")
     if not sep:
         name, config = rest, None
