@@ -175,6 +175,180 @@ def _print_profile(p: dict, console) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _sampling_options(f):
+    """Model, backend, sampling and prompt flags shared by `probe` and `eval`."""
+    options = [
+        click.option("--model", default="smollm2-135m", show_default=True,
+                     help="smollm2-135m (embedded), a local transformers directory, a hub id, or the served "
+                          "model name for --backend openai."),
+        click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf", "vllm", "openai"]),
+                     help="hf: transformers (CPU/GPU); vllm: GPU engine (stagewise[vllm]); openai: any "
+                          "OpenAI-compatible server at --base-url."),
+        click.option("--base-url", default=None, help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--temperature", type=float, default=1.0, show_default=True,
+                     help="Sampling temperature; probe with what RL will use."),
+        click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling threshold."),
+        click.option("--max-new-tokens", type=int, default=512, show_default=True, help="Longest answer sampled."),
+        click.option("--batch-size", type=int, default=32, show_default=True,
+                     help="hf: sequences decoded together; also samples committed per store transaction."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Run seed; each (item, sample index) gets its own seed from it."),
+        click.option("--limit", type=int, default=None, help="Use only the first N problems."),
+        click.option("--system-prompt", default=None,
+                     help="System prompt (default: none for gsm8k/math, reasoning-gym's for rg:*; '' for none)."),
+        click.option("--prompt-template", default=None,
+                     help="How the question is put, with {prompt} where it goes (default: ask for "
+                          "\\boxed{} for gsm8k/math, the question as is for rg:*)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_probe_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    b = s["buckets"]
+    table = Table(title=f"probe run {s['run_id']} ({s['store']})", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{s['model']} via {s['backend']}")
+    mode = f"adaptive, k_max {s['k']}" if s["adaptive"] else f"k = {s['k']}"
+    table.add_row("items", f"{s['items']:,} ({mode}" + (f", shard {s['shard']}" if s.get("shard") else "") + ")")
+    table.add_row("buckets", f"unmastered {b['unmastered']:,}   partial {b['partial']:,}   mastered {b['mastered']:,}"
+                  + (f"   no verified sample {b['unverified']:,}" if b.get("unverified") else ""))
+    table.add_row("mean pass@1", _fmt(s["mean_pass_at_1"]))
+    gens = f"{s['samples']:,} samples ({s['samples_new']:,} new, {s['samples_resumed']:,} resumed)"
+    if s["adaptive"] and s.get("fixed_generations"):
+        gens += f"; {s['samples'] / s['fixed_generations']:.0%} of fixed k={s['k']}"
+    table.add_row("generations", gens)
+    rate = f"{s['tokens_per_s']:.1f} tok/s" if s.get("tokens_per_s") else "-"
+    table.add_row("tokens", f"{s['tokens']:,} stored, {s['tokens_new']:,} generated now ({rate}, "
+                  f"{s['seconds']:.0f} s)")
+    fin = s.get("finish_reasons", {})
+    table.add_row("finish", ", ".join(f"{k} {v:,}" for k, v in sorted(fin.items())) or "-")
+    vf = s["verifier_failures"]
+    table.add_row("verifier", f"no answer {vf['no_answer']:,}, timeout {vf['timeout']:,}, error {vf['error']:,}")
+    for reason, n in s.get("failure_reasons", {}).items():
+        table.add_row("", f"{n:,} x {reason}")
+    if s.get("ignored_duplicates"):
+        table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
+    console.print(table)
+    if b["unmastered"]:
+        console.print(f"note: 0/{s['k']} correct does not mean never solvable (at p = 0.1, "
+                      f"P(0/{s['k']}) = {0.9 ** s['k']:.2f}).")
+
+
+@cli.command("probe")
+@click.argument("data", nargs=-1, required=True)
+@source_options
+@click.option("--store", required=True, type=click.Path(dir_okay=False),
+              help="DuckDB file for the samples; re-running the same command resumes it.")
+@_sampling_options
+@click.option("--num-samples", "-k", type=int, default=8, show_default=True, help="Samples per item (fixed mode).")
+@click.option("--adaptive", is_flag=True,
+              help="Sample in rounds: stop an item once it has a success and a failure (and --min-samples).")
+@click.option("--k-max", type=int, default=16, show_default=True, help="--adaptive: most samples per item.")
+@click.option("--min-samples", type=int, default=4, show_default=True, help="--adaptive: fewest samples per item.")
+@click.option("--shard", default=None, help="i/N: probe only the i-th (0-based) of N disjoint shards.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, store, model, backend,
+              base_url, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
+              prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, no_progress):
+    """Sample a model k times per problem, verify every answer, and store per-item mastery.
+
+    \b
+    Example:
+        stagewise probe gsm8k:test --limit 32 -k 4 --store run.duckdb
+        stagewise probe "rg:chain_sum?size=50&seed=1" --adaptive --k-max 16 --store rg.duckdb
+        stagewise probe data.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model M --store s.duckdb
+    """
+    import json
+
+    import stagewise as sw
+
+    sources = {k: v for k, v in dict(prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
+                                     id_col=id_col, skip_bad=skip_bad or None, rejects=rejects).items() if v}
+    res = sw.probe(list(data), model=model, store=store, backend=backend, num_samples=num_samples, adaptive=adaptive,
+                   k_max=k_max, min_samples=min_samples, temperature=temperature, top_p=top_p,
+                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
+                   system_prompt=system_prompt, prompt_template=prompt_template, shard=shard, base_url=base_url,
+                   progress=not no_progress and not as_json, source_options=sources)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+    else:
+        _print_probe_summary(res.summary)
+
+
+@cli.command("eval")
+@click.argument("data", nargs=-1, required=True)
+@source_options
+@_sampling_options
+@click.option("--num-samples", "-k", type=int, default=8, show_default=True, help="Samples per item.")
+@click.option("--ks", default="1,4,8", show_default=True, help="pass@k reported for these k (each <= -k).")
+@click.option("--buckets", type=click.Path(dir_okay=False), default=None,
+              help="assignments.parquet (columns id, bucket) from `stagewise export`: also report per bucket.")
+@click.option("--store", type=click.Path(dir_okay=False), default=None,
+              help="Keep the samples in this DuckDB file (resumable); default: in memory.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, model, backend, base_url,
+             temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt, prompt_template, as_json,
+             num_samples, ks, buckets, store, progress):
+    """Evaluate a model: pass@1 and unbiased pass@k with 95% intervals per source, task and bucket.
+
+    \b
+    Example:
+        stagewise eval gsm8k:test --limit 64 -k 8 --model out/rl/final
+        stagewise eval gsm8k:test --model smollm2-135m --buckets export/assignments.parquet -k 4 --ks 1,4
+    """
+    import json
+
+    import stagewise as sw
+
+    try:
+        ks_t = tuple(int(x) for x in str(ks).split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{ks!r} is not a comma-separated list of integers, e.g. 1,4,8",
+                                 param_hint="--ks") from None
+    sources = {k: v for k, v in dict(prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
+                                     id_col=id_col, skip_bad=skip_bad or None, rejects=rejects).items() if v}
+    res = sw.evaluate(model, list(data), buckets=buckets, num_samples=num_samples, ks=ks_t, backend=backend,
+                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                      system_prompt=system_prompt, prompt_template=prompt_template, seed=seed, store=store,
+                      batch_size=batch_size, limit=limit, task=task, base_url=base_url,
+                      progress=progress and not as_json, source_options=sources)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"eval of {model}: {res.summary['items']:,} items x {num_samples} samples "
+                        f"(95% intervals over items)", title_justify="left")
+    table.add_column("group", no_wrap=True)
+    table.add_column("items", justify="right")
+    for k in res.ks:
+        table.add_column(f"pass@{k} [95% CI]", justify="right", no_wrap=True)
+    for row in res.table.to_dicts():
+        cells = [row["group"], f"{row['n_items']:,}"]
+        for k in res.ks:
+            key, lo, hi = ("pass@1", "ci_low", "ci_high") if k == 1 else (f"pass@{k}", f"pass@{k}_ci_low",
+                                                                         f"pass@{k}_ci_high")
+            cells.append("-" if row.get(key) is None else f"{row[key]:.3f} [{row[lo]:.3f}, {row[hi]:.3f}]")
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    for note in res.notes:
+        console.print(f"note: {note}")
+
+
 @cli.command("merge")
 @click.argument("stores", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),

@@ -26,7 +26,8 @@ def make_backend(name: str, model: str, **opts) -> Backend:
     if name == "hf":
         from stagewise.curate.backends.hf import HFBackend
 
-        return HFBackend(model, **_pick(opts, "batch_size", "device", "dtype", "trust_remote_code"))
+        return HFBackend(model, **_pick(opts, "batch_size", "device", "dtype", "trust_remote_code",
+                                          "threads"))
     if name == "vllm":
         from stagewise.curate.backends.vllm_backend import VLLMBackend
 

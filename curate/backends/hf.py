@@ -92,7 +92,7 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int = 32, device: str | None = None,
-                 dtype: str | None = None, trust_remote_code: bool = False):
+                 dtype: str | None = None, trust_remote_code: bool = False, threads: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,6 +100,10 @@ class HFBackend(Backend):
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+        if threads:
+            # Intra-op threads for this process. On a shared, oversubscribed CPU one thread per process
+            # beats two: OpenMP's spin-waiting threads stall when the kernel deschedules one of them.
+            torch.set_num_threads(int(threads))
         self.model_name = model
         self.path = resolve_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -110,9 +114,18 @@ class HFBackend(Backend):
             torch_dtype = getattr(torch, dtype)
         self.dtype = torch_dtype
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
+        from transformers.utils import logging as hf_logging
+
+        # transformers' "Loading weights" bar would interleave with the probe's own progress bar.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model.eval()
         self.num_layers = self.model.config.get_text_config().num_hidden_layers
         stops = set()
@@ -202,7 +215,8 @@ class HFBackend(Backend):
         cache = _slot_cache(state, self.num_layers)
         rows: list[_Row | None] = []
         next_tok = pos = None
-        capacity = self.batch_size
+        # No more slots than samples: a small request must not decode a mostly empty batch.
+        capacity = max(1, min(self.batch_size, sum(len(r.sample_indices) for r in todo)))
 
         def finished(row: _Row, reason: str) -> GenerationResult:
             toks = row.tokens[:-1] if reason == "stop" else row.tokens

