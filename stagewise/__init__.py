@@ -35,7 +35,8 @@ _API = {
     "train_sft": "stagewise.train.sft",
     "train_rl": "stagewise.train.rl",
     "train_joint": "stagewise.train.joint",
-    "train": "stagewise.train.pipeline",
+    # `sw.train` would be the stagewise.train sub-package itself, so the two-stage trainer is train_pipeline.
+    "train_pipeline": "stagewise.train.pipeline:train",
     "run": "stagewise.pipeline",
     "experiment": "stagewise.experiment",
     "StagewiseError": "stagewise.curate.errors",
@@ -48,7 +49,8 @@ __all__ = sorted(_API) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
+        module, _, attr = _API[name].partition(":")
+        value = getattr(importlib.import_module(module), attr or name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'stagewise' has no attribute {name!r}")

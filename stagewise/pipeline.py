@@ -99,7 +99,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         echo(f"  note: {note}")
 
     def do_train():
-        res = sw.train(str(run_dir / "export"), cfg["model"], str(run_dir / "train"), eval_data=heldout,
+        res = sw.train_pipeline(str(run_dir / "export"), cfg["model"], str(run_dir / "train"), eval_data=heldout,
                        sft=cfg["sft"], rl=cfg["rl"], eval={"backend": cfg["backend"], **cfg["eval"]},
                        seed=cfg["seed"], resume=True, progress=progress)
         return res.to_dict()
