@@ -605,7 +605,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     per_stage = _route_sets(_parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
-    res = sw.train(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None, config=config,
+    res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None, config=config,
                    sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"], max_steps=max_steps,
                    learning_rate=learning_rate, batch_size=batch_size, seed=seed, resume=resume,
                    dry_run=dry_run)
