@@ -36,7 +36,7 @@ def cli():
 
     \b
     Example:
-        stagewise profile gsm8k:data/gsm8k_test.jsonl
+        stagewise profile gsm8k:test            # the shipped GSM8K test split
         stagewise run                      # the whole pipeline on the embedded default
     """
 
