@@ -158,7 +158,8 @@ class ColumnPlan:
         if self.preset == "gsm8k":
             solution = f"{self.answer} before ####"
         return {"preset": self.preset or "generic", "prompt": self.prompt, "answer": answer,
-                "solution": solution, "id": self.id, "task": self.task_col or self.task,
+                "solution": solution, "id": self.id,
+                "task": f"{self.task_col} column, else {self.task}" if self.task_col else self.task,
                 "notes": list(self.notes)}
 
     # -- one record at a time ------------------------------------------------------------------
@@ -205,9 +206,10 @@ class ColumnPlan:
                                        f"pass --answer-col naming the final-answer column, or {SKIP_FIX}")
                 else:
                     raise RowError("null answer", self.answer, f"fill it, or {SKIP_FIX}", kind="missing")
-        if self.task_col and rec.get(self.task_col):
+        used = {self.prompt, self.answer, self.solution, self.id}
+        if self.task_col and is_task_name(rec.get(self.task_col)):
             task = str(rec[self.task_col])
-        used = {self.prompt, self.answer, self.solution, self.id, self.task_col}
+            used.add(self.task_col)  # otherwise (a category such as "algebra") it stays in meta
         if self.preset != "reasoning-gym":
             for k, v in rec.items():
                 if k not in used and not k.startswith("_"):
@@ -234,7 +236,10 @@ class ColumnPlan:
 
         prompt = text(self.prompt)
         solution = text(self.solution)
-        task = text(self.task_col).fill_null(pl.lit(self.task)) if self.task_col else pl.lit(self.task)
+        task = pl.lit(self.task)
+        if self.task_col and self.task_col in schema:
+            col = text(self.task_col)
+            task = pl.when(col.str.contains(TASK_NAME_PATTERN).fill_null(False)).then(col).otherwise(task)
         if self.preset == "gsm8k":
             raw = text(self.answer)
             tail = raw.str.split(GSM8K_MARKER).list.last()  # after the last marker, like rpartition
@@ -255,6 +260,14 @@ class ColumnPlan:
                 fail = pl.lit(False)
         return [prompt.alias("prompt"), answer.alias("answer"), solution.alias("solution"),
                 text(self.id).alias("id"), task.alias("task"), fail.alias("parse_fail")]
+
+
+# Values of a `task` column that name a verifier (not a category like "algebra").
+TASK_NAME_PATTERN = r"^(?:gsm8k|math|exact|rg:[A-Za-z0-9_]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+
+
+def is_task_name(value) -> bool:
+    return isinstance(value, str) and re.search(TASK_NAME_PATTERN, value) is not None
 
 
 def _jsonable(value):

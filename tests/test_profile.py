@@ -214,3 +214,11 @@ def test_cli_skip_bad_reports_the_count(tmp_path):
     out = CliRunner().invoke(cli, ["profile", path, "--skip-bad", "--rejects", str(rejects)])
     assert out.exit_code == 0, out.output
     assert f"Skipped 1 bad row; written to {rejects}." in out.output
+
+
+def test_task_column_agrees_between_engines(tmp_path):
+    rows = [{"question": "a", "answer": "1", "task": "exact"}, {"question": "b", "answer": "2", "task": "algebra"}]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    assert sw.profile(path).to_dict()["tasks"] == sw.profile(str(tmp_path / "t.json")).to_dict()["tasks"] == {
+        "exact": 1, "math": 1}

@@ -323,3 +323,13 @@ def test_math_format_is_auto_detected(tmp_path):
     problems = load_problems(path)
     assert problems[0].answer == "\\frac12" and problems[0].task == "math"
     assert problems.report["sources"][0]["columns"]["preset"] == "math"
+
+
+def test_a_task_column_is_used_only_when_it_names_a_verifier(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"question": "a", "answer": "1", "task": "exact"},
+                                              {"question": "b", "answer": "2", "task": "algebra"},
+                                              {"question": "c", "answer": "3", "task": "rg:basic_arithmetic"}])
+    problems = load_problems(path)
+    assert [p.task for p in problems] == ["exact", "math", "rg:basic_arithmetic"]
+    assert problems[1].meta_dict == {"task": "algebra"}  # a category, kept
+    assert [p.task for p in load_problems(path, task="exact")] == ["exact"] * 3
