@@ -95,10 +95,9 @@ class _Worker:
                 stream.close()
             except (OSError, ValueError, BrokenPipeError):
                 pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
-            pass
+        # No wait(): the caller should not pay for reaping. SIGKILL cannot be ignored, and subprocess
+        # reaps an abandoned Popen on its next process start (or poll() at close) without blocking.
+        self.proc.poll()
         self.stderr.close()
 
     def stop(self, grace_s: float = 2.0) -> None:
@@ -109,6 +108,10 @@ class _Worker:
         except (OSError, ValueError, BrokenPipeError, subprocess.TimeoutExpired):
             pass
         self.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+            pass
 
 
 class VerifierPool:
@@ -135,7 +138,8 @@ class VerifierPool:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._start_failures = 0
-        self._finalizer = weakref.finalize(self, VerifierPool._stop_all, self._workers)
+        self._killed: list[subprocess.Popen] = []
+        self._finalizer = weakref.finalize(self, VerifierPool._stop_all, self._workers, self._killed)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -222,6 +226,7 @@ class VerifierPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
+        self._killed.append(worker.proc)  # reaped at close(), so no zombie outlives the pool
         self._workers.remove(worker)
         self.stats["restarts"] += 1
         if self._start_failures < _MAX_START_FAILURES:
@@ -338,10 +343,16 @@ class VerifierPool:
     _give_up_reason = "verifier workers cannot start"
 
     @staticmethod
-    def _stop_all(workers: list[_Worker]) -> None:
+    def _stop_all(workers: list[_Worker], killed: list) -> None:
         for w in workers:
             w.stop()
         workers.clear()
+        for proc in killed:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+                pass
+        killed.clear()
 
 
 __all__ = ["ProblemView", "VerifierPool"]
