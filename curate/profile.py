@@ -50,13 +50,14 @@ class ProfileResult:
 
 
 def profile(*specs, prompt_col=None, answer_col=None, solution_col=None, id_col=None, task=None,
-            skip_bad=False, rejects=None, tokenizer=None, samples=3, card=None) -> ProfileResult:
+            skip_bad=False, rejects=None, tokenizer=None, samples=3, card=None, progress=None) -> ProfileResult:
     """Profile one or more sources (the specs of `load_problems`).
 
     With `tokenizer` (a local path or hub id) token lengths are added; with `card` a Markdown data card
     and a length histogram PNG beside it are written. Malformed rows raise InputError naming the file
     and line unless `skip_bad` (then they are counted, and written to `rejects` if given). Answers a
     preset cannot parse are counted, not raised: finding them is what a profile is for.
+    `progress(rows_so_far)` is called after each chunk (the CLI shows it).
     """
     if len(specs) == 1 and isinstance(specs[0], (list, tuple)):
         specs = tuple(specs[0])
@@ -69,7 +70,9 @@ def profile(*specs, prompt_col=None, answer_col=None, solution_col=None, id_col=
     total = _Accumulator(samples, tok)
     columns, rejected = [], []
     for sub in subs:
-        acc, desc = _profile_source(sub, cols, samples, tok, skip_bad)
+        done = sum(total.counts["sources"].values())
+        report = (lambda n, done=done: progress(done + n)) if progress else None
+        acc, desc = _profile_source(sub, cols, samples, tok, skip_bad, report)
         total.merge(acc)
         rejected += acc.rejected
         columns.append(dict(desc, spec=sub.text, source=sub.label))
@@ -94,8 +97,9 @@ def profile(*specs, prompt_col=None, answer_col=None, solution_col=None, id_col=
 class _Accumulator:
     """Statistics gathered chunk by chunk: counters, and 24 bytes per row (two hashes, two lengths)."""
 
-    def __init__(self, samples: int, tok=None):
-        self.n_samples, self.tok = samples, tok
+    def __init__(self, samples: int, tok=None, progress=None):
+        self.n_samples, self.tok, self.progress = samples, tok, progress
+        self.rows = 0
         self.counts = {k: Counter() for k in ("sources", "tasks", "answer_types", "parse_failures", "missing")}
         self.per_row, self.samples, self.rejected = [], [], []
         self.tokens = {"prompt_tokens": [], "solution_tokens": []}
@@ -128,6 +132,9 @@ class _Accumulator:
         self.per_row.append(rows.select("p_hash", "p_len", "s_len").with_columns(key.hash().alias("n_hash")))
         c = self.counts
         c["sources"][source] += canon.height
+        self.rows += canon.height
+        if self.progress:
+            self.progress(self.rows)
         c["parse_failures"][preset] += int(rows["parse_fail"].sum())
         c["missing"]["prompt"] += int(rows["no_prompt"].sum())
         c["missing"]["answer"] += int(rows["no_answer"].sum())
@@ -186,13 +193,13 @@ def _fast_key(expr):
     return expr.str.to_lowercase().str.replace_all(_WS_RUN, " ").str.strip_chars()
 
 
-def _profile_source(sub, cols, samples, tok, skip_bad):
+def _profile_source(sub, cols, samples, tok, skip_bad, progress=None):
     """Profile one expanded source: the polars fast path if it applies, else the row-by-row readers."""
     import polars as pl
 
     ext = os.path.splitext(sub.target)[1].lower() if sub.kind == "file" else ""
     if ext in (".jsonl", ".ndjson", ".parquet"):
-        acc = _Accumulator(samples, tok)
+        acc = _Accumulator(samples, tok, progress)
         try:
             blocks = _jsonl_frames(sub.target) if ext != ".parquet" else _parquet_frames(sub.target)
             plan = _stream(sub, cols, blocks, acc)
@@ -200,7 +207,7 @@ def _profile_source(sub, cols, samples, tok, skip_bad):
                 return acc, dict(plan.describe(), engine="polars")
         except (pl.exceptions.PolarsError, OSError, ValueError):
             pass  # malformed line, mixed types...: the row readers name the line or cope with it
-    acc = _Accumulator(samples, tok)
+    acc = _Accumulator(samples, tok, progress)
     plan = _rows(sub, cols, acc, skip_bad)
     return acc, dict(plan.describe() if plan else {"preset": None}, engine="rows")
 

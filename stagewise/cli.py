@@ -103,22 +103,15 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
     import stagewise as sw
 
     err = Console(stderr=True)
-    with err.status("Profiling…", spinner="dots") if not as_json else _nullcontext():
+    with err.status("Profiling…", spinner="dots") as status:
         result = sw.profile(*data, prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
                             id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects, tokenizer=tokenizer,
-                            samples=samples, card=card)
+                            samples=samples, card=card,
+                            progress=lambda n: status.update(f"Profiling… {n:,} rows"))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
     _print_profile(result.to_dict(), Console())
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _print_profile(p: dict, console) -> None:

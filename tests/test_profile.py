@@ -222,3 +222,10 @@ def test_task_column_agrees_between_engines(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(rows))
     assert sw.profile(path).to_dict()["tasks"] == sw.profile(str(tmp_path / "t.json")).to_dict()["tasks"] == {
         "exact": 1, "math": 1}
+
+
+def test_progress_reports_rows_across_sources(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(profile_mod, "BLOCK_BYTES", 64 << 10)
+    sw.profile("gsm8k:test", "gsm8k:train", progress=seen.append)
+    assert seen == sorted(seen) and len(seen) > 2 and seen[-1] == 1319 + 500
