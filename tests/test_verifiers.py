@@ -188,3 +188,17 @@ def test_score_gives_back_a_callers_own_alarm():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_pool_scores_reasoning_gym_in_workers():
+    import reasoning_gym
+
+    entries = list(reasoning_gym.create_dataset("chain_sum", size=6, seed=1))
+    items = [(f"<answer>{e['answer']}</answer>" if i % 2 else "<answer>-99999</answer>",
+              Problem(prompt=e["question"], answer=e["answer"], task="rg:chain_sum", meta={"rg_entry": e}))
+             for i, e in enumerate(entries)]
+    with VerifierPool(workers=1, timeout_s=10.0) as pool:
+        verdicts = pool.score_many(items)
+        assert pool.preload == ("rg:chain_sum",)
+    assert [v.status for v in verdicts] == ["wrong", "correct"] * 3
+    assert [v.status for v in verdicts] == [score(c, p).status for c, p in items]

@@ -123,7 +123,7 @@ class VerifierPool:
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 8,
-                 memory_limit_mb: int = 4096, preload: tuple[str, ...] = ("math",)):
+                 memory_limit_mb: int = 4096, preload: tuple[str, ...] | None = None):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if timeout_s <= 0:
@@ -132,7 +132,8 @@ class VerifierPool:
         self.timeout_s = float(timeout_s)
         self.max_in_flight = max(1, max_in_flight)
         self.memory_limit_mb = memory_limit_mb
-        self.preload = tuple(preload)
+        # Tasks whose imports a worker does before saying ready; None: those of the first batch it serves.
+        self.preload = None if preload is None else tuple(preload)
         self.stats = {"scored": 0, "in_workers": 0, "timeouts": 0, "errors": 0, "restarts": 0}
         self._workers: list[_Worker] = []
         self._pid = os.getpid()
@@ -222,7 +223,7 @@ class VerifierPool:
             self._workers.clear()
             self._pid = os.getpid()
         while len(self._workers) < self.n_workers:
-            self._workers.append(_Worker(self.preload, self.memory_limit_mb))
+            self._workers.append(_Worker(self.preload or ("math",), self.memory_limit_mb))
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -230,10 +231,12 @@ class VerifierPool:
         self._workers.remove(worker)
         self.stats["restarts"] += 1
         if self._start_failures < _MAX_START_FAILURES:
-            self._workers.append(_Worker(self.preload, self.memory_limit_mb))
+            self._workers.append(_Worker(self.preload or ("math",), self.memory_limit_mb))
 
     def _run(self, queued, payloads, results, on_result) -> None:
         self.stats["in_workers"] += len(queued)
+        if self.preload is None:
+            self.preload = tuple(sorted({payloads[i]["problem"]["task"] for i in queued}))[:8]
         self._ensure_workers()
         sel = selectors.DefaultSelector()
         registered: set[int] = set()

@@ -51,6 +51,10 @@ def main(argv=None) -> int:
             verifier = get_verifier(task)
             for completion, answer in _WARMUP.get(task, ()):
                 run_verifier(verifier, completion, ProblemView(answer=answer, task=task), None)
+            if task.startswith("rg:"):
+                from stagewise.curate.verifiers.rg import _scorer
+
+                _scorer(task[3:], "{}")  # imports reasoning-gym and builds the dataset's scorer
         except Exception as exc:  # noqa: BLE001 - reported per request later
             print(f"verifier worker: preloading {task!r} failed: {exc}", file=sys.stderr)
     channel.write('{"ready": true}\n')
