@@ -193,13 +193,14 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
           task: str | None = None, system_prompt: str | None = None, prompt_template: str | None = None,
           shard=None, base_url: str | None = None, progress: bool = True, round_size: int = 1,
           backend_options: dict | None = None, source_options: dict | None = None,
-          verifier_workers: int = 2, verifier_timeout_s: float = 5.0) -> ProbeResult:
+          verifier_workers: int = 2, verifier_timeout_s: float = 5.0, on_commit=None) -> ProbeResult:
     """Probe `model` on `problems` and store every sample in `store` (a .duckdb path or a ProbeStore).
 
     `backend` is "hf", "vllm", "openai" or a ready Backend. Fixed mode draws `num_samples` per item;
     `adaptive` draws `min_samples`, then continues only uniform items up to `k_max` (`round_size` more
     per round). `shard="i/N"` probes the i-th of N disjoint shards (0-based). Re-running with the same
-    settings resumes. Returns a ProbeResult with the run id and a summary.
+    settings resumes. `on_commit(new_samples, total_committed)` is called after each committed batch.
+    Returns a ProbeResult with the run id and a summary.
     """
     from stagewise.curate import adaptive as adaptive_rule
     from stagewise.curate.prompts import build_messages, prompting_record
@@ -264,7 +265,7 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
                             num_samples=num_samples, k_max=k_max, min_samples=min_samples,
                             round_size=round_size, batch_size=batch_size, progress=progress,
                             verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s,
-                            problems=by_id)
+                            problems=by_id, on_commit=on_commit)
         summary = summarize(st, run_id, list(by_id), stats)
         summary.update({"model": model, "backend": config["backend"], "store": st.path,
                         "shard": config["shard"], "adaptive": adaptive,
@@ -308,7 +309,8 @@ def _plan(st, run_id: str, ids: list[str], *, adaptive: bool, num_samples: int, 
 
 
 def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, num_samples, k_max, min_samples,
-                round_size, batch_size, progress, verifier_workers, verifier_timeout_s, problems) -> dict:
+                round_size, batch_size, progress, verifier_workers, verifier_timeout_s, problems,
+                on_commit=None) -> dict:
     from stagewise.curate.verifiers import VerifierPool
 
     ids = [p.id for p in items]
@@ -357,6 +359,8 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
                 stats["samples_new"] += new
                 done += len(rows)
                 pending.clear()
+                if on_commit is not None:
+                    on_commit(new, done)
 
             display.update(total=total, done=done, items_done=items_done, items=len(ids),
                            tokens=stats["tokens_new"], correct=correct, verified=verified, description=label)

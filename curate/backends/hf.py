@@ -138,7 +138,8 @@ class HFBackend(Backend):
         self.stop_ids = stops
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self._identity = None
-        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "slot_steps": 0, "live_slot_steps": 0}
+        self.stats = {"prefill_tokens": 0, "prompts_prefilled": 0, "decode_steps": 0, "slot_steps": 0,
+                      "live_slot_steps": 0, "compactions": 0, "grows": 0}
 
     # ------------------------------------------------------------------------------------ interface
 
@@ -184,6 +185,7 @@ class HFBackend(Backend):
         cache = DynamicCache()
         out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         self.stats["prefill_tokens"] += len(ids)
+        self.stats["prompts_prefilled"] += 1
         layers = out.past_key_values.layers
         prompt = _Prompt(request=request, keys=[layer.keys for layer in layers],
                          values=[layer.values for layer in layers], logits=out.logits[0, -1].float(),
@@ -228,7 +230,7 @@ class HFBackend(Backend):
             nonlocal next_tok, pos
             k0 = prompt.keys[0]
             need = prompt.length + max(r.params.max_new_tokens for r in [prompt.request]) + 1
-            cap = max(2 * need, 256)
+            cap = max(2 * need, 64)
             state.K = [torch.zeros((capacity, k0.shape[1], cap, k0.shape[3]), dtype=k0.dtype, device=k0.device)
                        for _ in range(self.num_layers)]
             state.V = [torch.zeros_like(k) for k in state.K]
@@ -238,14 +240,15 @@ class HFBackend(Backend):
             next_tok = torch.zeros(capacity, dtype=torch.long, device=k0.device)
             pos = torch.zeros(capacity, dtype=torch.long, device=k0.device)
 
-        def make_room(extra: int):
-            """Ensure columns [0, T + extra) fit: drop columns no live row uses, else grow."""
+        def make_room(min_pointer: int = 0):
+            """Ensure column max(T, min_pointer) fits: drop columns no live row uses, else grow."""
             cap = state.valid.shape[1]
-            if state.T + extra <= cap:
+            if max(state.T, min_pointer) + 1 <= cap:
                 return
             live = [r.start for r in rows if r is not None]
             shift = min(live) if live else state.T
             if shift > 0:
+                self.stats["compactions"] += 1
                 keep = state.T - shift
                 for buf in state.K + state.V:
                     buf[:, :, :keep] = buf[:, :, shift:state.T].clone()
@@ -255,8 +258,10 @@ class HFBackend(Backend):
                     if r is not None:
                         r.start -= shift
                 state.T = keep
-            if state.T + extra > cap:
-                grow = max(state.T + extra, int(cap * 1.5)) - cap
+            need = max(state.T, min_pointer) + 1
+            if need > cap:
+                self.stats["grows"] += 1
+                grow = max(need, int(cap * 1.5)) - cap
                 for i, buf in enumerate(state.K):
                     state.K[i] = torch.cat([buf, buf.new_zeros(buf.shape[:2] + (grow,) + buf.shape[3:])], dim=2)
                 for i, buf in enumerate(state.V):
@@ -276,12 +281,11 @@ class HFBackend(Backend):
             if params.max_new_tokens <= 1:
                 return finished(row, "length")
             L = prompt.length
+            make_room(L)
             if state.T < L:
                 # Jump the write pointer forward; the skipped columns are masked out for live rows.
-                make_room(L - state.T + 1)
                 state.valid[:, state.T:L] = False
                 state.T = L
-            make_room(1)
             t = state.T
             for i in range(self.num_layers):
                 state.K[i][slot, :, t - L:t] = prompt.keys[i][0]
@@ -334,7 +338,7 @@ class HFBackend(Backend):
                 next_tok, pos = next_tok.index_select(0, idx), pos.index_select(0, idx)
                 rows[:] = [rows[i] for i in live]
                 live = list(range(len(rows)))
-            make_room(1)
+            make_room()
             t = state.T
             state.valid[:, t] = True
             mask = state.valid[:, : t + 1][:, None, None, :]
