@@ -202,3 +202,21 @@ def test_pool_scores_reasoning_gym_in_workers():
         assert pool.preload == ("rg:chain_sum",)
     assert [v.status for v in verdicts] == ["wrong", "correct"] * 3
     assert [v.status for v in verdicts] == [score(c, p).status for c, p in items]
+
+
+def test_pool_never_reruns_an_unguarded_training_script(tmp_path):
+    # spawn/forkserver pools re-import __main__ in each worker; a script without a main guard (common in
+    # training code) would then start training again inside the verifier workers.
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        print("SCRIPT BODY RAN", flush=True)
+        from stagewise.curate.verifiers import VerifierPool
+        pool = VerifierPool(workers=2, timeout_s=5.0)
+        print(pool.score_many([("\\\\boxed{3}", {"answer": "3", "task": "math"})])[0].status, flush=True)
+        pool.close()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["SCRIPT", "BODY", "RAN", "correct"], out.stderr[-2000:]
