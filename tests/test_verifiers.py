@@ -218,5 +218,6 @@ def test_pool_never_reruns_an_unguarded_training_script(tmp_path):
         print(pool.score_many([("\\\\boxed{3}", {"answer": "3", "task": "math"})])[0].status, flush=True)
         pool.close()
     """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
+                         timeout=300)
     assert out.stdout.split() == ["SCRIPT", "BODY", "RAN", "correct"], out.stderr[-2000:]
