@@ -76,9 +76,10 @@ def joint_available() -> bool:
 
 
 def resolve_arms(names) -> list[Arm]:
-    """Arm objects for a list or comma-separated string of names; default: every arm that can run."""
+    """Arm objects for a list or comma-separated string of names; default: the nine arms of issue 7
+    (the joint-* arms of issue 8 are opt-in: bridge alone samples twice the rollouts of an RL step)."""
     if names is None:
-        names = list(DEFAULT_ARMS) + (list(JOINT_ARMS) if joint_available() else [])
+        names = list(DEFAULT_ARMS)
     elif isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in ARMS]
@@ -173,9 +174,13 @@ def _train_stage(stage: Stage, export_dir: Path, model: str, out: Path, rows, n_
                         sft_eval_steps=0, verifier_workers=1)
     from stagewise.train.joint import train_joint
 
+    # Same step count and RL batch as the other arms; the SFT term's batch is the SFT stage's batch, and
+    # the relift buffer is one SFT batch so that it fills within a short run.
     return train_joint(export_dir, model, out, mode=stage.loss, max_steps=n_steps, seed=seed,
                        batch_size=cfg.batch_size // cfg.num_generations, num_generations=cfg.num_generations,
-                       learning_rate=cfg.rl_learning_rate, progress=progress)
+                       learning_rate=cfg.rl_learning_rate, progress=progress, max_new_tokens=cfg.max_new_tokens,
+                       sft_batch_size=cfg.batch_size, buffer_size=cfg.batch_size, save_steps=10_000,
+                       sft_eval_steps=0, verifier_workers=1)
 
 
 def generated_tokens(metrics_path: Path, completions_per_step: int) -> int:

@@ -37,7 +37,7 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     mix: tuple = ((2, 0.45), (3, 0.45), (4, 0.10))
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_steps: int = 100
