@@ -205,11 +205,20 @@ def _profile_source(sub, cols, samples, tok, skip_bad, progress=None):
             plan = _stream(sub, cols, blocks, acc)
             if plan is not None:
                 return acc, dict(plan.describe(), engine="polars")
-        except (pl.exceptions.PolarsError, OSError, ValueError):
+        except (pl.exceptions.PolarsError, OSError, ValueError, _NeedRowReader):
             pass  # malformed line, mixed types...: the row readers name the line or cope with it
     acc = _Accumulator(samples, tok, progress)
     plan = _rows(sub, cols, acc, skip_bad)
     return acc, dict(plan.describe() if plan else {"preset": None}, engine="rows")
+
+
+class _NeedRowReader(Exception):
+    """The fast path met something only the row readers can name (and count) properly."""
+
+
+# polars turns a list or object into its JSON text when the rest of a column is strings; such an
+# answer starts with `["` or `{"` (an interval answer such as "[0, 1]" has no quotes).
+_JSON_IN_TEXT = r'^\s*[\[{]\s*"'
 
 
 def _stream(sub, cols, frames, acc):
@@ -231,6 +240,9 @@ def _stream(sub, cols, frames, acc):
                 raise InputError(f"the {role} column holds {schema[col]} values, not one value per row",
                                  path=sub.where, column=col,
                                  fix=f"pass --{role}-col naming a column with a single value")
+        if plan.answer in schema and schema[plan.answer] == pl.String and \
+                df[plan.answer].str.contains(_JSON_IN_TEXT).any():
+            raise _NeedRowReader
         acc.add(df.select(plan.polars_exprs(schema)), sub.label, plan.preset or "generic")
     return plan
 

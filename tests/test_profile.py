@@ -128,6 +128,16 @@ def test_malformed_line_raises_with_line_or_is_skipped(tmp_path):
     assert json.loads(rejects.read_text())["line"] == 2
 
 
+def test_a_list_answer_among_strings_is_named_by_line(tmp_path):
+    path = write_jsonl(tmp_path / "l.jsonl", [{"question": "a", "answer": "1"}, {"question": "b", "answer": ["2"]},
+                                              {"question": "c", "answer": "[0, 1]"}])
+    with pytest.raises(InputError) as exc:
+        sw.profile(path)
+    assert (exc.value.line, exc.value.column) == (2, "answer") and "got a list" in str(exc.value)
+    p = sw.profile(path, skip_bad=True).to_dict()
+    assert p["rows"] == 2 and p["bad_rows"] == 1  # the interval answer "[0, 1]" is not mistaken for a list
+
+
 def test_list_typed_answer_column_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "l.jsonl", [{"question": "a", "answer": ["1"]}, {"question": "b", "answer": ["2"]}])
     with pytest.raises(InputError) as exc:
