@@ -14,8 +14,9 @@ relift  (ReLIFT's interleaving, our reading of its buffer rule)
     RL on the RL split. After each generation, every prompt whose group has no correct completion (all
     rewards < 1: its GRPO advantage is zero, so RL learns nothing from it) moves into an SFT buffer, with its
     verified demonstration: the SFT split's demonstration for the same id if there is one, else a
-    demonstration written from the gold answer in the prompt's answer format (`format_target`) and
-    accepted only if the stagewise verifier scores it correct; without one the item is counted as
+    demonstration written from the gold answer in the answer format the prompt asks for (`format_target`:
+    \boxed{} or <answer> tags; the bare answer if the prompt asks for none) and accepted only if the
+    stagewise verifier scores it correct; without one the item is counted as
     "no demonstration". The SFT split's items start in the buffer. Whenever the buffer holds
     `buffer_size` items (ReLIFT: 128), one SFT update (one optimizer step of the same optimizer on those
     items, mean token NLL) runs after the RL step and the items leave the buffer. Every move and update is
@@ -226,10 +227,11 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
 
         answer = answer_of(row)
         problem = {"answer": answer, "task": row.get("task") or "exact", "meta": row.get("meta") or "{}"}
-        user = [m["content"] for m in row["prompt"] if m.get("role") == "user"][-1]
-        system = next((m["content"] for m in row["prompt"] if m.get("role") == "system"), "")
-        target = format_target(None, answer, problem, prompt_template=user if "{prompt}" in user else "{prompt}",
-                               system_prompt=system)
+        asked = " ".join(m.get("content") or "" for m in row["prompt"])
+        # Written in the answer format the prompt asks for (\boxed{} or <answer> tags); a prompt that asks
+        # for none gets the bare answer.
+        target = format_target(None, answer, problem) if ("boxed" in asked or "<answer>" in asked) \
+            else str(answer)
         if not score(target, problem).correct:
             return None
         return {"id": pid, "prompt": row["prompt"], "completion": [{"role": "assistant", "content": target}]}

@@ -1,0 +1,111 @@
+"""Cooperative single-stage modes on a tiny char-level model (weighted, relift, bridge)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stagewise.curate.errors import InputError
+from stagewise.train.evaluation import sft_loss, sft_token_batches
+from stagewise.train.joint import train_joint
+from stagewise.train.rl import train_rl
+from stagewise.train.sft import train_sft
+
+from train_helpers import make_export, sft_row
+
+# Demonstrations on prompts s0..s7 and RL prompts q0..q7 share one skill (answer "7", one token), so SFT
+# and RL pull the same way; the probe's max_new_tokens=1 travels in the manifest. "zq" can never be
+# answered in one token ("ZZ"): its group is all wrong by construction.
+ONE_TOKEN_PROBE = {"sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1},
+                   "system_prompt": None, "prompt_template": "{prompt}", "model": "tiny"}
+SFT_ITEMS = [(f"s{i}", "7") for i in range(8)]
+RL_ITEMS = [(f"q{i}", "7") for i in range(8)]
+WITH_IMPOSSIBLE = RL_ITEMS[:7] + [("zq", "ZZ")]
+IMPOSSIBLE_ID = "r7"
+KW = dict(learning_rate=1e-2, batch_size=4, num_generations=8, sft_batch_size=4, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from stagewise.curate.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("joint-toy")
+    model = build_tiny_model(root / "tiny", seed=0)
+    data = make_export(root / "export", sft=SFT_ITEMS, rl=RL_ITEMS, probe=ONE_TOKEN_PROBE)
+    data_zz = make_export(root / "export-zz", sft=SFT_ITEMS, rl=WITH_IMPOSSIBLE, probe=ONE_TOKEN_PROBE)
+    # Three SFT steps: "7" becomes likely enough that GRPO groups are mixed, not yet certain.
+    warm = train_sft(data, model, root / "warm", max_steps=3, learning_rate=1e-2, batch_size=8, progress=False)
+    return {"data": data, "data_zz": data_zz, "model": warm.model_dir}
+
+
+def _sft_loss(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rows = [sft_row(i, q, a) for i, (q, a) in enumerate(SFT_ITEMS)]
+    return sft_loss(model, sft_token_batches(rows, tok))
+
+
+def _log(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _reward_gain(out):
+    rewards = [r["reward"] for r in _log(out) if "reward" in r]
+    return rewards[-1] - rewards[0], rewards
+
+
+@pytest.mark.parametrize("mode", ["weighted", "relift", "bridge"])
+def test_each_mode_lowers_sft_loss_and_raises_reward(toy, tmp_path, mode):
+    out = tmp_path / mode
+    res = train_joint(toy["data"], toy["model"], out, mode=mode, max_steps=4, buffer_size=4, **KW)
+    assert res.global_step == 4
+    before, after = _sft_loss(toy["model"]), _sft_loss(res.model_dir)
+    gain, rewards = _reward_gain(out)
+    # Stated margins (seed 0): the completion NLL of the 8 demonstrations falls by >= 15%, and the reward of
+    # the last step exceeds the first by >= 0.3 (measured for relift: NLL 2.03 -> 1.60, reward 0.06 -> 0.72).
+    assert after <= 0.85 * before, (before, after)
+    assert gain >= 0.3, rewards
+
+
+def test_relift_moves_an_all_wrong_item_into_the_sft_buffer(toy, tmp_path):
+    out = tmp_path / "relift"
+    res = train_joint(toy["data_zz"], toy["model"], out, mode="relift", max_steps=2, buffer_size=100, **KW)
+    info = res.extra["relift"]
+    assert IMPOSSIBLE_ID in info["moved_ids"]
+    moves = [r for r in _log(out) if r.get("event") == "relift_move"]
+    assert any(IMPOSSIBLE_ID in r["ids"] for r in moves)
+    # The SFT split (8 items) started in the buffer; moved items joined it; no update yet (buffer 100).
+    assert info["buffer_left"] == 8 + info["moved"] and info["sft_updates"] == 0
+
+
+def test_relift_runs_one_sft_update_per_full_buffer(toy, tmp_path):
+    out = tmp_path / "relift"
+    res = train_joint(toy["data_zz"], toy["model"], out, mode="relift", max_steps=1, buffer_size=4, **KW)
+    updates = [r for r in _log(out) if r.get("event") == "relift_sft_update"]
+    assert res.extra["relift"]["sft_updates"] == len(updates) >= 2  # 8 SFT items + moves, 4 per update
+    assert all(u["n_items"] == 4 for u in updates) and res.extra["relift"]["buffer_left"] < 4
+
+
+def test_bridge_shadow_takes_only_rl_gradients(toy, tmp_path):
+    kw = dict(KW, max_steps=1)
+    joint = train_joint(toy["data"], toy["model"], tmp_path / "bridge", mode="bridge", **kw)
+    pure = train_rl(toy["data"], toy["model"], tmp_path / "rl", **{k: v for k, v in kw.items()
+                                                                     if k != "sft_batch_size"})
+    shadow = load_file(joint.extra["shadow_model"] + "/model.safetensors")
+    rl = load_file(pure.model_dir + "/model.safetensors")
+    joint_w = load_file(joint.model_dir + "/model.safetensors")
+    start = load_file(toy["model"] + "/model.safetensors")
+    assert set(shadow) == set(rl)
+    for k in rl:  # the shadow after one step IS the pure-RL model from the same seed
+        assert torch.equal(shadow[k], rl[k]), k
+    assert any(not torch.equal(start[k], rl[k]) for k in rl)  # RL moved the weights
+    assert max((joint_w[k] - rl[k]).abs().max().item() for k in rl) > 1e-3  # the joint took SFT too
+
+
+def test_weighted_needs_demonstrations(tmp_path, tiny_model_dir):
+    data = make_export(tmp_path / "export", sft=[], rl=WITH_IMPOSSIBLE, probe=ONE_TOKEN_PROBE)
+    with pytest.raises(InputError, match="mode weighted needs SFT demonstrations"):
+        train_joint(data, tiny_model_dir, tmp_path / "out", mode="weighted", progress=False)
