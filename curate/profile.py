@@ -288,14 +288,14 @@ def _rows(sub, cols, acc, skip_bad):
     plan = plan_for(sub, first, columns=columns, **cols)
     if plan is None:  # no usable record: report the bad ones (or nothing: an empty source)
         for line, rec in rows:
-            _bad(sub, line, rec.message, None, "fix or delete that line", rec.raw, skip_bad, acc)
+            _bad(sub, line, rec.message, None, rec.fix, rec.raw, skip_bad, acc)
         return None
     preset = plan.preset or "generic"
     schema = {c: (pl.Boolean if c == "parse_fail" else pl.String) for c in CANON}
     chunk: list[dict] = []
     for line, rec in rows:
         if isinstance(rec, BadRow):
-            _bad(sub, line, rec.message, None, "fix or delete that line", rec.raw, skip_bad, acc)
+            _bad(sub, line, rec.message, None, rec.fix, rec.raw, skip_bad, acc)
             continue
         try:
             f = plan.convert(rec, require_prompt=False)

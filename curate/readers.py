@@ -26,6 +26,8 @@ class BadRow:
     line: int
     message: str
     raw: str
+    fix: str = "fix or delete that line"
+    reason: str = "malformed"
 
 
 def file_format(path: str) -> str:
@@ -95,7 +97,10 @@ def _decode(raw: bytes, path: str, line: int) -> str:
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start} of the line)",
                          path=path, line=line,
-                         fix="re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT") from None
+                         fix=ICONV_FIX) from None
+
+
+ICONV_FIX = "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT"
 
 
 def _iter_jsonl(path: str):
@@ -103,7 +108,14 @@ def _iter_jsonl(path: str):
         for line_no, raw in enumerate(f, 1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors write one) is harmless
-            text = _decode(raw, path, line_no).strip()
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                # One bad line: skippable with --skip-bad, like a malformed one.
+                yield line_no, BadRow(line_no, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                      f"{exc.start} of the line)", raw.decode("utf-8", "replace"),
+                                      fix=ICONV_FIX, reason="encoding")
+                continue
             if not text:
                 continue
             try:

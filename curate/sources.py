@@ -261,7 +261,7 @@ def load_problems(*specs, prompt_col=None, answer_col=None, solution_col=None, i
             src["rows"] += 1
             report["rows_read"] += 1
             if isinstance(rec, BadRow):
-                bad(spec, line, rec.message, fix="fix or delete that line", raw=rec.raw, reason="malformed")
+                bad(spec, line, rec.message, fix=rec.fix, raw=rec.raw, reason=rec.reason)
                 continue
             assert plan is not None  # a good record exists, so peek() found it
             try:

@@ -279,6 +279,8 @@ def test_non_utf8_names_the_line(tmp_path):
     with pytest.raises(InputError) as exc:
         load_problems(str(path))
     assert exc.value.line == 2 and "not UTF-8" in str(exc.value) and "iconv" in str(exc.value)
+    problems = load_problems(str(path), skip_bad=True)
+    assert len(problems) == 1 and problems.report["bad_by_reason"] == {"encoding": 1}
 
 
 def test_null_and_list_answers_are_bad_rows(tmp_path):
