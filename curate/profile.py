@@ -336,8 +336,13 @@ def _describe(s) -> dict:
 
 def _load_tokenizer(path):
     transformers = require("transformers", "dev")
+    name = os.path.expanduser(str(path))
+    if not os.path.exists(name) and "/" not in name:
+        from stagewise.curate.models import resolve_model
+
+        name = resolve_model(name)  # the embedded default, e.g. smollm2-135m
     try:
-        return transformers.AutoTokenizer.from_pretrained(os.path.expanduser(str(path)))
+        return transformers.AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load tokenizer: {str(exc).splitlines()[0]}", path=str(path),
                          fix="pass --tokenizer with a local model directory (or a hub id when online)") from None

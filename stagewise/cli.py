@@ -70,7 +70,7 @@ def source_options(f):
 @cli.command("profile")
 @click.argument("data", nargs=-1, required=True)
 @source_options
-@click.option("--tokenizer", help="Also count tokens with this tokenizer (local model directory).")
+@click.option("--tokenizer", help="Also count tokens: a model directory, smollm2-135m, or a hub id.")
 @click.option("--card", type=click.Path(dir_okay=False),
               help="Write a Markdown data card here (and a length histogram PNG beside it).")
 @click.option("--samples", default=3, show_default=True, help="Sample rows to show.")
@@ -93,7 +93,7 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
     Example:
         stagewise profile gsm8k:test
         stagewise profile data/train.jsonl --answer-col target --card cards/train.md
-        stagewise profile gsm8k:test --tokenizer ~/.cache/stagewise/models/smollm2-135m-instruct
+        stagewise profile gsm8k:test --tokenizer smollm2-135m
         stagewise profile broken.jsonl --skip-bad --rejects rejects.jsonl --json
     """
     import json
