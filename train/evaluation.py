@@ -194,7 +194,13 @@ def _system_of(problem) -> str | None:
 def _rows(res, label: str, set_name: str) -> list[dict]:
     table = res.table
     records = table.to_dicts() if hasattr(table, "to_dicts") else list(table)
-    return [{"checkpoint": label, "set": set_name, **r} for r in records]
+    out = []
+    for r in records:
+        group = str(r.get("group", ""))
+        if group.startswith("bucket="):  # curate.evaluate names bucket groups "bucket=<name>"
+            group = group.split("=", 1)[1]
+        out.append({"checkpoint": label, "set": set_name, **r, "group": group})
+    return out
 
 
 def forgetting(evals: list[StageEval]) -> dict:
@@ -212,7 +218,7 @@ def forgetting(evals: list[StageEval]) -> dict:
 
 
 def _is_bucket_row(r: dict, bucket: str) -> bool:
-    return str(r.get("group", "")).split(":")[-1].strip() == bucket or r.get("bucket") == bucket
+    return r.get("set") != "heldout" and str(r.get("group", "")) == bucket
 
 
 def comparison_table(evals: list[StageEval]) -> list[dict]:
