@@ -29,6 +29,20 @@ from stagewise.experiment import testbed
 from stagewise.experiment.render import render_prompt, render_target
 
 
+# The assistant turn ends with the end token, as in real chat templates (SmolLM2's <|im_end|> is its
+# eos). The generic tiny-model template (curate.models.CHAT_TEMPLATE) ends a turn with a newline only;
+# TRL's SFT renders conversational rows through the template and so would never show the model where a
+# demonstration stops: after a few SFT steps it kept writing past its answer, and the verifier read
+# the last number of the rambling. Only the assistant-turn ending differs, so pretraining text (prompt
+# with generation prompt + target + eos) is the same under both templates.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+    # {{ '\\n' }}, not a bare newline: transformers renders templates with trim_blocks, which would eat it.
+    "{% if m['role'] == 'assistant' %}<eos>{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """The tiny model and its pretraining mix. `mix` maps level -> fraction of pretraining items."""
@@ -76,6 +90,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), *, prompt_template: str 
     stamp = target / "stagewise_pretrain.json"
     if stamp.exists():
         meta = json.loads(stamp.read_text())
+        _ensure_chat_template(target)
         return PretrainResult(str(target), True, meta["config"], meta["stats"])
 
     import torch
@@ -87,6 +102,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), *, prompt_template: str 
                      num_heads=config.num_heads, max_positions=256, seed=config.seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _ensure_chat_template(tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     stats = _train_loop(model, tokenizer, config, prompt_template, progress)
@@ -100,6 +116,17 @@ def pretrain(config: PretrainConfig = PretrainConfig(), *, prompt_template: str 
     else:
         os.replace(tmp, target)
     return PretrainResult(str(target), False, meta["config"], stats)
+
+
+def _ensure_chat_template(model_dir: Path) -> None:
+    """Give the model's tokenizer the experiment's chat template (also for models cached before it)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.chat_template == CHAT_TEMPLATE:
+        return
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(model_dir)
 
 
 def _batches(config: PretrainConfig, prompt_template, rng: random.Random):
