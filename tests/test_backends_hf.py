@@ -46,7 +46,10 @@ def _reference(backend, req, idx, seed):
                     filtered = torch.zeros_like(probs)
                     filtered[order[keep]] = sorted_p[keep]
                     probs = filtered
-                tok = int(torch.multinomial(probs, 1, generator=gen))
+                # Inverse CDF with one float64 uniform per token from the sample's own generator.
+                cdf = probs.double().cumsum(-1)
+                u = float(torch.rand((), generator=gen, dtype=torch.float64)) * float(cdf[-1])
+                tok = int((cdf <= u).sum().clamp(max=len(cdf) - 1))
             out.append(tok)
             if tok in backend.stop_ids:
                 return out, "stop"

@@ -50,6 +50,44 @@ class _Row:
     start: int  # first valid column in the slot
 
 
+def sample_rows(logits, temperatures, top_ps, generators) -> list[int]:
+    """One token per row of `logits` ([R, V]), each from its own generator.
+
+    The rule (the tests' reference implements it independently): temperature 0 is argmax; otherwise
+    softmax(logits / temperature), restricted to the smallest top-p nucleus, and the token is the
+    first index whose cumulative probability exceeds u * total, with u ~ U[0, 1) drawn as one float64
+    from the row's generator. One draw per token keeps a row's samples independent of its batch, and
+    the batched cumulative sum is far cheaper than a multinomial call per row.
+    """
+    import torch
+
+    rows = logits.shape[0]
+    out: list[int] = [0] * rows
+    sampled = [i for i in range(rows) if temperatures[i] > 0]
+    for i in range(rows):
+        if temperatures[i] <= 0:
+            out[i] = int(torch.argmax(logits[i]))
+    if not sampled:
+        return out
+    index = torch.tensor(sampled, device=logits.device)
+    temps = torch.tensor([float(temperatures[i]) for i in sampled], device=logits.device)[:, None]
+    probs = torch.softmax(logits.index_select(0, index).float() / temps, dim=-1)
+    for j, i in enumerate(sampled):
+        if top_ps[i] < 1.0:
+            sorted_p, order = torch.sort(probs[j], descending=True)
+            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_ps[i]
+            filtered = torch.zeros_like(probs[j])
+            filtered[order[keep]] = sorted_p[keep]
+            probs[j] = filtered
+    cdf = probs.double().cumsum(dim=-1)
+    u = torch.stack([torch.rand((), generator=generators[i], dtype=torch.float64) for i in sampled])
+    u = u.to(cdf.device) * cdf[:, -1]
+    toks = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+    for j, i in enumerate(sampled):
+        out[i] = int(toks[j])
+    return out
+
+
 class _SlotState:
     """The shared key/value buffers, the validity mask and the write pointer."""
 
@@ -193,21 +231,6 @@ class HFBackend(Backend):
         prompt.pending.extend(zip(request.sample_indices, request.seeds))
         return prompt
 
-    def _sample(self, logits, temperature: float, top_p: float, generator) -> int:
-        """One token from one row's logits ([V]) with that row's generator."""
-        import torch
-
-        if temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_p
-            filtered = torch.zeros_like(probs)
-            filtered[order[keep]] = sorted_p[keep]
-            probs = filtered
-        return int(torch.multinomial(probs, 1, generator=generator))
-
     def _run(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         import torch
 
@@ -274,7 +297,7 @@ class HFBackend(Backend):
             gen = torch.Generator(device="cpu")
             gen.manual_seed(seed)
             row = _Row(prompt.request, sample_idx, gen, [], 0)
-            tok = self._sample(prompt.logits, params.temperature, params.top_p, gen)
+            tok = sample_rows(prompt.logits[None], [params.temperature], [params.top_p], [gen])[0]
             row.tokens.append(tok)
             if tok in self.stop_ids:
                 return finished(row, "stop")
@@ -349,10 +372,12 @@ class HFBackend(Backend):
             self.stats["decode_steps"] += 1
             self.stats["slot_steps"] += len(rows)
             self.stats["live_slot_steps"] += len(live)
-            for i in live:
+            live_params = [rows[i].request.params for i in live]
+            toks = sample_rows(logits.index_select(0, torch.tensor(live, device=logits.device)),
+                               [p.temperature for p in live_params], [p.top_p for p in live_params],
+                               [rows[i].generator for i in live])
+            for i, tok, params in zip(live, toks, live_params):
                 row = rows[i]
-                params = row.request.params
-                tok = self._sample(logits[i], params.temperature, params.top_p, row.generator)
                 row.tokens.append(tok)
                 next_tok[i] = tok
                 pos[i] += 1
