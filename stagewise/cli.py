@@ -693,6 +693,42 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     _print_stage(res)
 
 
+@train_group.command("joint")
+@_train_common
+@click.option("--mode", type=click.Choice(["weighted", "relift", "bridge"]), default=None,
+              help="weighted: GRPO + lambda x SFT loss; relift: all-wrong groups feed an SFT buffer; bridge: "
+                   "bilevel with an RL-only shadow and a LoRA adapter (train/joint.py).")
+@click.option("--loss-type", type=click.Choice(["grpo", "dr_grpo", "dapo"]), default=None,
+              help="GRPO-family loss (TRL's).")
+@click.option("--num-generations", type=int, default=None, help="Completions per prompt (the GRPO group).")
+@click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
+@click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
+def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                    mode, loss_type, num_generations, sft_weight, buffer_size):
+    """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
+
+    \b
+    Example:
+        stagewise train joint --data export/ --model smollm2-135m --out runs/j --mode weighted --sft-weight 0.5
+        stagewise train joint --data export/ --out runs/j --mode relift --buffer-size 128
+        stagewise train joint --data export/ --out runs/j --mode bridge --set gain_weight=0.5 --dry-run
+    """
+    _need(data=data, out=out)
+    import stagewise as sw
+
+    res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
+                         batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                         loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
+                         buffer_size=buffer_size, **_parse_sets(sets))
+    _print_stage(res)
+    relift = res.extra.get("relift")
+    if relift:
+        click.echo(f"  relift: {relift['moved']} items moved to the SFT buffer, {relift['sft_updates']} SFT "
+                   f"updates, {relift['no_demo']} all-wrong items without a verified demonstration")
+    if res.extra.get("shadow_model"):
+        click.echo(f"  bridge: RL-only shadow model at {res.extra['shadow_model']}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # run, experiment (issues 6, 7)
 # ---------------------------------------------------------------------------------------------------

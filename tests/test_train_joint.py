@@ -109,3 +109,17 @@ def test_weighted_needs_demonstrations(tmp_path, tiny_model_dir):
     data = make_export(tmp_path / "export", sft=[], rl=WITH_IMPOSSIBLE, probe=ONE_TOKEN_PROBE)
     with pytest.raises(InputError, match="mode weighted needs SFT demonstrations"):
         train_joint(data, tiny_model_dir, tmp_path / "out", mode="weighted", progress=False)
+
+
+def test_cli_joint_runs_relift_and_reports_moves(toy, tmp_path):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli, ["train", "joint", "--data", toy["data_zz"], "--model", toy["model"], "--out",
+                                      str(out), "--mode", "relift", "--max-steps", "1", "--batch-size", "4",
+                                      "--num-generations", "4", "--buffer-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "joint-relift: 1 steps" in result.output and "items moved to the SFT buffer" in result.output
+    assert (out / "model" / "config.json").exists() and (out / "done.json").exists()

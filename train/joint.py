@@ -354,13 +354,14 @@ def _lora_model(net, cfg):
     return model
 
 
-def train_joint(data, model, out, *, mode: str = "weighted", max_steps: int | None = None,
+def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | None = None,
                 learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
                 resume: bool = False, config=None, dry_run: bool = False, progress: bool = True,
                 sft_eval_rows: list[dict] | None = None, **overrides) -> TrainResult:
     """Single-stage cooperative SFT+RL on an export (SFT split = demonstrations, RL split = prompts).
 
-    mode: weighted | relift | bridge (see the module docstring for the update rules and sources).
+    mode: weighted | relift | bridge (None: the config's, default weighted); see the module docstring for
+    the update rules and sources.
     Options: stagewise/configs/train_joint.yaml (the RL options plus the joint ones)."""
     from transformers import set_seed
 
