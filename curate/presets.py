@@ -191,7 +191,7 @@ class ColumnPlan:
             md = rec.get("metadata") or {}
             if isinstance(md, str):
                 md = json.loads(md)
-            solution = solution or md.get("answer_cot")
+            solution = solution or md.get("answer_cot") or _expression_solution(md, answer)
             task = "rg:" + str(md.get("source_dataset") or rec.get("_rg_name") or "unknown")
             # The whole entry, so the rg verifier can call the dataset's score_answer(answer, entry).
             meta = {"rg_entry": json.loads(json.dumps(entry, default=_jsonable))}
@@ -364,4 +364,14 @@ def _guess_preset(columns, first, answer_col, solution_col) -> str | None:
     if "problem" in columns and sol and not answer_col and isinstance(first.get(sol), str) \
             and "\\boxed{" in first[sol]:
         return "math"
+    return None
+
+
+def _expression_solution(metadata: dict, answer: str) -> str | None:
+    """A one-line worked solution for reasoning-gym arithmetic ("3 + 4 * 2 = 11"), built from the entry's
+    own expression, so unmastered arithmetic items get an SFT demonstration; the exporter still checks it
+    with the item's verifier before using it."""
+    expression = metadata.get("expression")
+    if isinstance(expression, str) and expression.strip() and answer:
+        return f"{expression.strip()} = {answer}"
     return None

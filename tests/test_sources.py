@@ -335,3 +335,14 @@ def test_a_task_column_is_used_only_when_it_names_a_verifier(tmp_path):
     assert [p.task for p in problems] == ["exact", "math", "rg:basic_arithmetic"]
     assert problems[1].meta_dict == {"task": "algebra"}  # a category, kept
     assert [p.task for p in load_problems(path, task="exact")] == ["exact"] * 3
+
+
+def test_reasoning_gym_arithmetic_gets_a_worked_solution_from_its_expression():
+    from stagewise.curate.verifiers import score
+
+    problems = load_problems("rg:basic_arithmetic?size=3&seed=2&min_terms=2&max_terms=3")
+    for p in problems:
+        expression = p.meta_dict["rg_entry"]["metadata"]["expression"] if isinstance(p.meta, str) else None
+        assert p.solution == f"{expression} = {p.answer}"
+        # The demonstration the exporter will build from it is accepted by the item's own verifier.
+        assert score(f"{p.solution}\n<answer>{p.answer}</answer>", p).status == "correct"
