@@ -4,7 +4,8 @@
     python -m benchmarks.bench_adaptive --make-problems      # regenerate benchmarks/adaptive_problems.jsonl
 
 Two real probes of the default model on the problem set fixed in advance (benchmarks/adaptive_problems.jsonl:
-reasoning-gym levels chosen so that most items are partial for SmolLM2-135M at temperature 1.0):
+reasoning-gym chain sums chosen so that most items are partial for SmolLM2-135M at temperature 1.0,
+scored by the numeric verifier, see SPECS):
 a fixed run with k = 16 and an adaptive run (min_samples 4, k_max 16, one more sample per round for
 items still uniform). Printed side by side: the adaptive run's generations as a fraction of fixed k,
 and as a ratio to the oracle minimum computed from the fixed run's samples (DESIGN.md). Also the
@@ -26,11 +27,13 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 PROBLEMS = os.path.join(HERE, "adaptive_problems.jsonl")
 
-# Levels picked so most items are partial for SmolLM2-135M (pilot: see RESULTS.md "## adaptive").
-SPECS = [
-    "rg:chain_sum?size=12&seed=11&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
-    "rg:basic_arithmetic?size=12&seed=12&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
-]
+# Reasoning-gym chain sums of two one-digit terms ("7 + 8 ="): easy enough that SmolLM2-135M at
+# temperature 1.0 is right some of the time on most items. Scored with the numeric (gsm8k) verifier and
+# the \boxed{} prompt: in a pilot SmolLM2-135M never produced reasoning-gym's <answer></answer> tags
+# (24/24 samples no_answer with reasoning-gym's system prompt, 31/32 with an explicit example), so
+# with the rg verifier every item would be unmastered and there would be nothing to adapt to.
+SPECS = ["rg:chain_sum?size=24&seed=11&min_terms=2&max_terms=2&min_digits=1&max_digits=1"]
+TASK = "gsm8k"
 
 
 def make_problems(specs, path) -> int:
@@ -40,7 +43,7 @@ def make_problems(specs, path) -> int:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for p in problems:
-            f.write(json.dumps(p.row(), sort_keys=True) + "\n")
+            f.write(json.dumps(dict(p.row(), task=TASK), sort_keys=True) + "\n")
     os.replace(tmp, path)
     return len(problems)
 
@@ -160,7 +163,9 @@ def main(argv=None) -> int:
         f"`python -m benchmarks.bench_adaptive` — two real probes of SmolLM2-135M-Instruct (hf backend, "
         f"temperature 1.0, max {args.max_new_tokens} new tokens, {args.threads} torch thread(s), nice 10) on the "
         f"{len(problems)} reasoning-gym items in `benchmarks/adaptive_problems.jsonl` (levels: "
-        + "; ".join(f"`{s}`" for s in SPECS) + f"): fixed k={args.k_max} and adaptive (min_samples "
+        + "; ".join(f"`{s}`" for s in SPECS) + f", scored with the `{TASK}` numeric verifier and the \\boxed{{}} "
+        "prompt, since SmolLM2-135M does not produce reasoning-gym's <answer> tags): fixed k="
+        f"{args.k_max} and adaptive (min_samples "
         f"{args.min_samples}, k_max {args.k_max}, one more sample per round for uniform items). The oracle "
         "minimum is computed from the fixed run's samples (DESIGN.md).",
         "",

@@ -95,17 +95,17 @@ def resolve_problems(problems, *, task: str | None = None, limit: int | None = N
         problems = [problems]
     items = list(problems)
     if items and all(isinstance(p, (str, Path)) for p in items):
-        loaded = list(load_problems(*[str(p) for p in items], task=task, **(source_options or {})))
-    else:
-        loaded = []
-        for p in items:
-            if isinstance(p, dict):
-                p = Problem(**{k: p[k] for k in ("prompt", "answer", "id", "solution", "source", "task", "meta")
-                               if p.get(k) is not None})
-            if task is not None and p.task != task:
-                p = Problem(prompt=p.prompt, answer=p.answer, id=p.id, solution=p.solution, source=p.source,
-                            task=task, meta=p.meta, extra=p.extra)
-            loaded.append(p)
+        items = list(load_problems(*[str(p) for p in items], task=task, **(source_options or {})))
+    loaded = []
+    for p in items:
+        if isinstance(p, dict):
+            p = Problem(**{k: p[k] for k in ("prompt", "answer", "id", "solution", "source", "task", "meta")
+                           if p.get(k) is not None})
+        # The override wins over every source's own task (reasoning-gym specs set rg:<name> themselves).
+        if task is not None and p.task != task:
+            p = Problem(prompt=p.prompt, answer=p.answer, id=p.id, solution=p.solution, source=p.source,
+                        task=task, meta=p.meta, extra=p.extra)
+        loaded.append(p)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit must be at least 1 (got {limit})")
