@@ -80,8 +80,7 @@ DEFAULT = ExperimentConfig()
 # One seed, few steps, every arm: the mechanics in about three minutes.
 QUICK = replace(DEFAULT, pool_per_level=12, heldout_per_level=6, total_steps=4, seeds=1)
 # The test suite's configuration: smaller still (pass arms=... to pick a few).
-TEST = replace(DEFAULT, pool_per_level=6, heldout_per_level=3, total_steps=4, seeds=1, batch_size=8,
-               max_new_tokens=64)
+TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, seeds=1, batch_size=8)
 
 
 def preset(quick: bool = False, test: bool = False) -> ExperimentConfig:
