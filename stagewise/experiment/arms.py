@@ -60,7 +60,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     # Issue 8: single-stage cooperative SFT+RL on the routed export, all steps in one stage.
     Arm("joint-weighted", "stage", (Stage("joint", loss="weighted"),), "RL loss + lambda x SFT loss each step"),
     Arm("joint-relift", "stage", (Stage("joint", loss="relift"),), "RL with all-wrong prompts moved to SFT"),
-    Arm("joint-bridge", "stage", (Stage("joint", loss="bridge"),), "BRIDGE cooperative bilevel SFT+RL"),
+    Arm("joint-bridge", "stage", (Stage("joint", loss="bridge"),), "BRIDGE cooperative bilevel SFT+RL (its RL-only shadow's rollouts are not in the token count)"),
 )}
 DEFAULT_ARMS = ("base", "sft-all", "rl-all", "sft-all-rl-all", "routed", "anti-routed", "random",
                 "routed-dft", "routed-iw-sft")

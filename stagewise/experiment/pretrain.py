@@ -28,7 +28,6 @@ from stagewise.curate.models import build_tiny_model, cache_dir
 from stagewise.experiment import testbed
 from stagewise.experiment.render import render_prompt, render_target
 
-
 # The assistant turn ends with the end token, as in real chat templates (SmolLM2's <|im_end|> is its
 # eos). The generic tiny-model template (curate.models.CHAT_TEMPLATE) ends a turn with a newline only;
 # TRL's SFT renders conversational rows through the template and so would never show the model where a

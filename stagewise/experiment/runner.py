@@ -239,8 +239,10 @@ def _sft_losses(run: ArmRun, arm, rows) -> dict:
     final = loss_of(run.model_dir)
     out = {"sft_loss_final": final}
     kinds = [s.kind for s in arm.stages]
-    if "rl" in kinds:
-        out["sft_loss_before_rl"] = loss_of(run.stage_models[kinds.index("rl")])
+    # RL runs in the "rl" stage, or throughout a single-stage "joint" run (it starts from the base model).
+    rl_stage = next((i for i, k in enumerate(kinds) if k in ("rl", "joint")), None)
+    if rl_stage is not None:
+        out["sft_loss_before_rl"] = loss_of(run.stage_models[rl_stage])
         out["sft_loss_after_rl"] = final
     return out
 
