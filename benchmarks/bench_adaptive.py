@@ -42,8 +42,7 @@ def make_problems(specs, path) -> int:
     problems = sw.load_problems(*specs)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        for p in problems:
-            f.write(json.dumps(dict(p.row(), task=TASK), sort_keys=True) + "\n")
+        f.writelines(json.dumps(dict(p.row(), task=TASK), sort_keys=True) + "\n" for p in problems)
     os.replace(tmp, path)
     return len(problems)
 
@@ -79,18 +78,19 @@ def main(argv=None) -> int:
     except OSError:
         pass
 
-    import stagewise as sw
-    from benchmarks.harness import print_table, update_results_md, write_json
     from stagewise.curate import adaptive
     from stagewise.curate.backends import make_backend
     from stagewise.curate.statistics import bucket
+
+    import stagewise as sw
+    from benchmarks.harness import print_table, update_results_md, write_json
 
     problems = load(args.problems)[: args.limit]
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-adaptive-")
     os.makedirs(workdir, exist_ok=True)
     backend = make_backend("hf", "smollm2-135m", batch_size=args.batch_size, threads=args.threads)
-    common = dict(model="smollm2-135m", backend=backend, max_new_tokens=args.max_new_tokens,
-                  batch_size=args.batch_size, progress=sys.stderr.isatty())
+    common = {"model": "smollm2-135m", "backend": backend, "max_new_tokens": args.max_new_tokens,
+                  "batch_size": args.batch_size, "progress": sys.stderr.isatty()}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     fixed = sw.probe(problems, store=os.path.join(workdir, "fixed.duckdb"), num_samples=args.k_max, **common)
@@ -142,12 +142,12 @@ def main(argv=None) -> int:
     targets = [
         f"- generations <= 50% of fixed k: {frac:.0%}, {'met' if frac <= 0.5 else 'NOT met'}",
         f"- generations <= 1.2x oracle minimum: {ratio:.2f}x, {'met' if ratio <= 1.2 else 'NOT met'}",
-        f"- partial items (fixed run) >= half: {counts['partial']}/{len(problems)}, "
-        f"{'met' if counts['partial'] * 2 >= len(problems) else 'NOT met'}",
-        f"- bucket agreement, real adaptive vs real fixed run: {real['agree']}/{real['items']} ({real['rate']:.1%}); "
-        f"{flips} of {same_idx} samples at the same (item, index) scored differently between the runs",
-        f"- bucket agreement, rule replayed on the fixed run's samples: {replay.agreement:.0%} "
-        f"({len(replay.disagreements)} disagreements)",
+        (f"- partial items (fixed run) >= half: {counts['partial']}/{len(problems)}, "
+        f"{'met' if counts['partial'] * 2 >= len(problems) else 'NOT met'}"),
+        (f"- bucket agreement, real adaptive vs real fixed run: {real['agree']}/{real['items']} ({real['rate']:.1%}); "
+        f"{flips} of {same_idx} samples at the same (item, index) scored differently between the runs"),
+        (f"- bucket agreement, rule replayed on the fixed run's samples: {replay.agreement:.0%} "
+        f"({len(replay.disagreements)} disagreements)"),
     ]
     for t in targets:
         print(t)
@@ -169,8 +169,8 @@ def main(argv=None) -> int:
         f"{args.min_samples}, k_max {args.k_max}, one more sample per round for uniform items). The oracle "
         "minimum is computed from the fixed run's samples (DESIGN.md).",
         "",
-        f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, after: "
-        f"{'/'.join(f'{x:.1f}' for x in load_after)}.",
+        (f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, after: "
+        f"{'/'.join(f'{x:.1f}' for x in load_after)}."),
         "",
         "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
         *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], "", *targets]

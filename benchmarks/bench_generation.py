@@ -49,9 +49,8 @@ def _prompts(n: int) -> list[dict]:
 
 def _load_hf(threads: int):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from stagewise.curate.models import resolve_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
     path = resolve_model("smollm2-135m")
@@ -79,8 +78,8 @@ def worker(args) -> dict:
         tok, model = _load_hf(args.threads)
         eos = model.generation_config.eos_token_id
         texts = [tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True) for p in prompts]
-        gen_kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new,
-                      pad_token_id=tok.pad_token_id)
+        gen_kw = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": max_new,
+                      "pad_token_id": tok.pad_token_id}
         tokens = samples = 0
         with torch.inference_mode():
             if args.method == "naive":
@@ -230,7 +229,7 @@ def main(argv=None) -> int:
                "load_after": load_after}
     write_json("generation", payload)
     body = [
-        "`python -m benchmarks.bench_generation` — useful generated tokens/s (up to and including the end "
+        ("`python -m benchmarks.bench_generation` — useful generated tokens/s (up to and including the end "
         f"token) on {args.prompts} GSM8K prompts x k={args.k}, max {args.max_new_tokens} new tokens, "
         f"SmolLM2-135M-Instruct fp32, temperature 1.0, {args.threads} torch thread(s) per process, each method "
         "in its own `nice` subprocess; model loading not timed. Rates are per CPU-second of the generating "
@@ -238,11 +237,11 @@ def main(argv=None) -> int:
         "varied from minute to minute); wall-clock rates are listed too. naive = one `generate` per sample "
         f"({args.naive_samples} samples); padded = `generate` on {args.padded_batch} left-padded rows "
         f"({args.padded_batches} batches); hf backend = `curate.backends.hf` on all "
-        f"{args.prompts * args.k} samples.",
+        f"{args.prompts * args.k} samples."),
         "",
-        f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
+        (f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the 2 cores were shared with other jobs; "
-        "ratios are what this run measured, absolute numbers move with the load).",
+        "ratios are what this run measured, absolute numbers move with the load)."),
         "",
         "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
         *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], "", *targets]

@@ -71,7 +71,6 @@ def _interval(values: list[float]) -> tuple[float, float]:
 def group_table(per_item: list[dict], ks, groups: dict[str, list[str]]):
     """Rows of (group, n_items, n_samples, pass@1, ci_low, ci_high, pass@k, pass@k_ci_low, pass@k_ci_high)."""
     import polars as pl
-
     from stagewise.curate.statistics import pass_at_k, wilson_interval
 
     by_id = {r["id"]: r for r in per_item}

@@ -341,7 +341,7 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
             pending: list = []
             done = done_before
 
-            def commit():
+            def commit(pending=pending):
                 nonlocal correct, verified, done
                 verdicts = pool.score_many([(r.text, problems[r.key]) for r in pending])
                 rows = []

@@ -87,7 +87,7 @@ def answer_format(task: str, *, system_prompt: str | None = None, prompt_templat
 
 
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
-_GSM8K_FINAL = re.compile(r"\n?####\s*(.*)\s*$", re.S)
+_GSM8K_FINAL = re.compile(r"\n?####\s*(.*)\s*$", re.DOTALL)
 
 
 def format_target(solution: str | None, answer: str, problem, prompt_template: str | None = None, *,
@@ -103,7 +103,7 @@ def format_target(solution: str | None, answer: str, problem, prompt_template: s
     body = _GSM8K_FINAL.sub("", body).rstrip()
     answer = str(answer).strip()
     if fmt == "tags":
-        if re.search(r"<answer>.*</answer>", body, re.S):
+        if re.search(r"<answer>.*</answer>", body, re.DOTALL):
             return body
         tail = f"<answer>{answer}</answer>"
     else:

@@ -267,8 +267,9 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
 
     import stagewise as sw
 
-    sources = {k: v for k, v in dict(prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
-                                     id_col=id_col, skip_bad=skip_bad or None, rejects=rejects).items() if v}
+    sources = {"prompt_col": prompt_col, "answer_col": answer_col, "solution_col": solution_col, "id_col": id_col,
+               "skip_bad": skip_bad or None, "rejects": rejects}
+    sources = {k: v for k, v in sources.items() if v}
     res = sw.probe(list(data), model=model, store=store, backend=backend, num_samples=num_samples, adaptive=adaptive,
                    k_max=k_max, min_samples=min_samples, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
@@ -310,8 +311,9 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
     except ValueError:
         raise click.BadParameter(f"{ks!r} is not a comma-separated list of integers, e.g. 1,4,8",
                                  param_hint="--ks") from None
-    sources = {k: v for k, v in dict(prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
-                                     id_col=id_col, skip_bad=skip_bad or None, rejects=rejects).items() if v}
+    sources = {"prompt_col": prompt_col, "answer_col": answer_col, "solution_col": solution_col, "id_col": id_col,
+               "skip_bad": skip_bad or None, "rejects": rejects}
+    sources = {k: v for k, v in sources.items() if v}
     res = sw.evaluate(model, list(data), buckets=buckets, num_samples=num_samples, ks=ks_t, backend=backend,
                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                       system_prompt=system_prompt, prompt_template=prompt_template, seed=seed, store=store,

@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from stagewise.curate.backends import make_backend
 from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
 from stagewise.curate.errors import ConfigError
@@ -185,14 +184,14 @@ def test_missing_base_url_names_the_flag():
 
 
 def test_probe_through_the_server_resumes(server, tmp_path):
-    import stagewise as sw
-
     from stagewise.curate.schema import Problem
+
+    import stagewise as sw
 
     problems = [Problem(prompt=f"What is {i} + 1?", answer=str(i + 1), task="gsm8k") for i in range(3)]
     store = str(tmp_path / "openai.duckdb")
-    kw = dict(model=server["model"], store=store, backend="openai", base_url=server["base_url"], num_samples=2,
-              max_new_tokens=6, progress=False)
+    kw = {"model": server["model"], "store": store, "backend": "openai", "base_url": server["base_url"], "num_samples": 2,
+              "max_new_tokens": 6, "progress": False}
     first = sw.probe(problems[:2], **kw)
     assert first.summary["samples_new"] == 4
     second = sw.probe(problems, **kw)

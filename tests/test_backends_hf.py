@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from stagewise.curate.backends import make_backend
 from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
 

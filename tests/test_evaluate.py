@@ -7,12 +7,12 @@ import math
 
 import polars as pl
 import pytest
-
-import stagewise as sw
 from stagewise.curate.errors import InputError
 from stagewise.curate.schema import Problem
 from stagewise.curate.statistics import pass_at_k
 from stagewise.curate.store import ProbeStore
+
+import stagewise as sw
 
 TASK = "probe_helpers:parity"
 
@@ -23,7 +23,7 @@ def _problems():
 
 
 def _kw(**extra):
-    kw = dict(num_samples=4, ks=(1, 2, 4), max_new_tokens=8, batch_size=8, backend_options={"threads": 1})
+    kw = {"num_samples": 4, "ks": (1, 2, 4), "max_new_tokens": 8, "batch_size": 8, "backend_options": {"threads": 1}}
     kw.update(extra)
     return kw
 

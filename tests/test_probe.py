@@ -12,12 +12,12 @@ import subprocess
 import sys
 
 import pytest
-
-import stagewise as sw
 from stagewise.curate import adaptive
 from stagewise.curate.errors import ConfigError
 from stagewise.curate.schema import Problem
 from stagewise.curate.store import ProbeStore
+
+import stagewise as sw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK = "probe_helpers:parity"
@@ -29,8 +29,8 @@ def _problems(n=8):
 
 
 def _kw(model, store, **extra):
-    kw = dict(model=model, store=str(store), num_samples=4, max_new_tokens=12, batch_size=4, progress=False,
-              backend_options={"threads": 1})
+    kw = {"model": model, "store": str(store), "num_samples": 4, "max_new_tokens": 12, "batch_size": 4, "progress": False,
+              "backend_options": {"threads": 1}}
     kw.update(extra)
     return kw
 
@@ -213,3 +213,46 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_counts_nothing_twice(tiny
                      max_new_tokens=24, batch_size=2, progress=False, backend_options={"threads": 1})
     clean.close()
     assert _texts(clean.store_path, clean.run_id) == after
+
+
+# ------------------------------------------------------------------------------ the real default model
+
+
+@pytest.mark.slow
+def test_gsm8k_with_the_default_model_from_the_cli(tmp_path, repo_data_dir):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    spec = "gsm8k:" + os.path.join(repo_data_dir, "gsm8k", "test.jsonl")
+    store = str(tmp_path / "gsm8k.duckdb")
+    out = CliRunner().invoke(cli, ["probe", spec, "--limit", "32", "-k", "4", "--max-new-tokens", "128",
+                                   "--store", store, "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "32 (k = 4)" in out.output and "128 samples (128 new, 0 resumed)" in out.output
+    with ProbeStore(store, read_only=True) as st:
+        run_id = st.latest_run_id()
+        frame = st.samples(run_id)
+        cfg = st.run(run_id)
+    assert frame.height == 128
+    assert cfg["model"]["name"] == "smollm2-135m" and len(cfg["model"]["weights_sha256"]) == 64
+    assert "\\boxed{}" in cfg["resolved"]["boxed"]["prompt_template"]
+    # The model answers: most samples carry a number the verifier could extract.
+    assert (frame["status"] != "no_answer").sum() > 64
+
+
+@pytest.mark.slow
+def test_reasoning_gym_with_the_default_model_from_the_api(tmp_path):
+    res = sw.probe("rg:chain_sum?size=16&seed=3&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
+                   model="smollm2-135m", store=str(tmp_path / "rg.duckdb"), num_samples=4, max_new_tokens=96,
+                   progress=False)
+    s = res.summary
+    assert s["items"] == 16 and s["samples"] == 64
+    assert sum(s["buckets"].values()) == 16
+    with res:
+        cfg = res.store.run(res.run_id)
+        tasks = {p.task for p in res.store.problems()}
+    assert tasks == {"rg:chain_sum"}
+    assert "<answer>" in cfg["resolved"]["rg"]["system_prompt"]
+    # Whatever the model manages, every sample was scored by reasoning-gym's verifier with a status.
+    assert sum(s["statuses"].values()) == 64

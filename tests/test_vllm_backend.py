@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from stagewise.curate.backends import make_backend
 from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
 from stagewise.curate.errors import MissingDependencyError
@@ -64,12 +63,13 @@ def test_a_sample_depends_on_its_seed_not_on_its_batch(backend):
 @pytest.mark.vllm
 @needs_vllm
 def test_probe_with_vllm_resumes(backend, tmp_path):
-    import stagewise as sw
     from stagewise.curate.schema import Problem
 
+    import stagewise as sw
+
     problems = [Problem(prompt=f"What is {i} + 1?", answer=str(i + 1), task="gsm8k") for i in range(3)]
-    kw = dict(model="smollm2-135m", store=str(tmp_path / "v.duckdb"), backend=backend, num_samples=2,
-              max_new_tokens=16, progress=False)
+    kw = {"model": "smollm2-135m", "store": str(tmp_path / "v.duckdb"), "backend": backend, "num_samples": 2,
+              "max_new_tokens": 16, "progress": False}
     first = sw.probe(problems[:2], **kw)
     second = sw.probe(problems, **kw)
     assert second.run_id == first.run_id

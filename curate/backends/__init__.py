@@ -9,8 +9,13 @@
 
 from __future__ import annotations
 
-from stagewise.curate.backends.base import (Backend, GenerationRequest, GenerationResult, SamplingParams,
-                                            sample_seed)
+from stagewise.curate.backends.base import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    sample_seed,
+)
 from stagewise.curate.errors import ConfigError
 
 BACKENDS = ("hf", "vllm", "openai")

@@ -22,8 +22,8 @@ the columns no live sequence uses.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
 from stagewise.curate.errors import ConfigError
@@ -132,9 +132,8 @@ class HFBackend(Backend):
     def __init__(self, model: str, *, batch_size: int = 32, device: str | None = None,
                  dtype: str | None = None, trust_remote_code: bool = False, threads: int | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from stagewise.curate.models import resolve_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")

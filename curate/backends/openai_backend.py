@@ -20,7 +20,7 @@ import asyncio
 import queue
 import random
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
 from stagewise.curate.errors import ConfigError, StagewiseError, require
@@ -138,8 +138,8 @@ class OpenAIBackend(Backend):
         import openai
 
         params = req.params
-        kwargs = dict(model=self.model, messages=req.messages, temperature=params.temperature, top_p=params.top_p,
-                      max_tokens=params.max_new_tokens, seed=seed)
+        kwargs = {"model": self.model, "messages": req.messages, "temperature": params.temperature, "top_p": params.top_p,
+                      "max_tokens": params.max_new_tokens, "seed": seed}
         if n > 1:
             kwargs["n"] = n
         last = None

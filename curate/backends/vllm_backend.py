@@ -9,7 +9,7 @@ names the `vllm` extra.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
 from stagewise.curate.errors import require
@@ -30,8 +30,8 @@ class VLLMBackend(Backend):
         self.model_name = model
         self.path = resolve_model(model)
         self.chunk_size = max(1, int(chunk_size))
-        kwargs = dict(model=self.path, tensor_parallel_size=int(tensor_parallel_size), dtype=dtype,
-                      enable_prefix_caching=True, trust_remote_code=trust_remote_code, seed=0)
+        kwargs = {"model": self.path, "tensor_parallel_size": int(tensor_parallel_size), "dtype": dtype,
+                      "enable_prefix_caching": True, "trust_remote_code": trust_remote_code, "seed": 0}
         if int(data_parallel_size) > 1:
             kwargs["data_parallel_size"] = int(data_parallel_size)
         if gpu_memory_utilization is not None:
