@@ -48,7 +48,6 @@ def build_export(out: str, n: int = 64) -> str:
     """A TRL export of GSM8K rows (same layout as `stagewise export --format trl`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from stagewise.curate.prompts import build_messages, format_target
     from stagewise.curate.sources import load_problems
 
@@ -112,12 +111,16 @@ def worker(side: str, stage: str, model: str, data: str, out: str, size: dict) -
     # Bare TRL: the same config objects and rows, none of our plumbing.
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
     from stagewise.curate.models import resolve_model
     from stagewise.train.common import quiet_libraries
-    from stagewise.train.data import (load_rl_rows, load_sft_rows, open_export, rl_dataset_rows,
-                                      sft_dataset_rows)
+    from stagewise.train.data import (
+        load_rl_rows,
+        load_sft_rows,
+        open_export,
+        rl_dataset_rows,
+        sft_dataset_rows,
+    )
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     quiet_libraries()
     cfg = C.resolve_device(C.build_config(stage, None, **kwargs))
@@ -130,17 +133,15 @@ def worker(side: str, stage: str, model: str, data: str, out: str, size: dict) -
     from pathlib import Path
 
     if stage == "sft":
-        from trl import SFTTrainer
-
         from stagewise.train.sft import sft_config
+        from trl import SFTTrainer
 
         trainer = SFTTrainer(model=net, args=sft_config(cfg, Path(out)), processing_class=tok,
                              train_dataset=Dataset.from_list(sft_dataset_rows(load_sft_rows(export))),
                              callbacks=[timer])
     else:
-        from trl import GRPOTrainer
-
         from stagewise.train.rl import grpo_config, resolve_sampling
+        from trl import GRPOTrainer
 
         cfg = resolve_sampling(cfg, export.sampling)
 
@@ -227,11 +228,11 @@ def main(argv=None) -> int:
                  + "; ".join(f"{m} {s}: `{json.dumps(SIZES[m][s])}`" for m in SIZES for s in ("sft", "rl")) + ".",
                  "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-        lines += ["", "Why CPU time: the benchmark shares 2 cores with other jobs, and wall time per step varied "
+        lines += ["", ("Why CPU time: the benchmark shares 2 cores with other jobs, and wall time per step varied "
                   "3-10x between identical steps; the process's own CPU time measures the work each side does. "
                   "The RL verifier runs in VerifierPool worker processes whose CPU time is not counted (exact/"
                   "numeric checks of short answers: milliseconds per step). Raw per-step times: "
-                  "benchmarks/results/trainer.json."]
+                  "benchmarks/results/trainer.json.")]
         harness.update_results_md("trainer", "\n".join(lines))
     return 0
 

@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from stagewise.curate.errors import InputError
 from stagewise.train.evaluation import sft_loss, sft_token_batches
 from stagewise.train.joint import train_joint
 from stagewise.train.rl import train_rl
 from stagewise.train.sft import train_sft
-
 from train_helpers import make_export, sft_row
 
 # Demonstrations on prompts s0..s7 and RL prompts q0..q7 share one skill (answer "7", one token), so SFT

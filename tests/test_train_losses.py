@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from stagewise.train.losses import iw_sft_loss, iw_sft_weights
 
 # Two sequences. A: two target tokens, padded to 3 (the padded position carries junk that the mask must

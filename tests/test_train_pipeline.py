@@ -4,11 +4,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from stagewise.train.pipeline import train
+from train_helpers import MEMO, make_export
 
 from stagewise.cli import cli
-from stagewise.train.pipeline import train
-
-from train_helpers import MEMO, make_export
 
 ONE_TOKEN_PROBE = {"sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 3},
                    "system_prompt": None, "prompt_template": "{prompt}", "model": "tiny"}
@@ -74,3 +73,24 @@ def test_cli_reports_a_missing_model_without_traceback(tmp_path, export):
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "model path does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_train_consumes_a_real_export(tmp_path, tiny_model_dir):
+    """The exporter's own output (store -> route -> export), not the fixture builder, trains and evaluates."""
+    import stagewise as sw
+
+    from stages_helpers import build_store, mixed_items
+
+    store = tmp_path / "probe.duckdb"
+    build_store(store, mixed_items())
+    exported = sw.export(str(store), tmp_path / "export", format="trl", keep_mastered=2)
+    res = train(exported.out, tiny_model_dir, tmp_path / "run", sft={"max_steps": 2, "batch_size": 4},
+                rl={"max_steps": 1, "batch_size": 2, "num_generations": 2},
+                eval={"num_samples": 1, "ks": [1], "max_items_per_bucket": 2, "sft_holdout": 0.0},
+                progress=False)
+    assert res.sft.config["n_train"] == 8 and res.rl.config["n_train"] == 8
+    # The RL stage sampled the way the probe did: max_new_tokens from the store's run config.
+    assert res.rl.config["max_new_tokens"] == 32
+    assert res.rl.config["sampling_source"]["max_new_tokens"] == "probe manifest"
+    groups = {r["group"] for r in res.table}
+    assert {"unmastered", "partial", "mastered"} <= groups

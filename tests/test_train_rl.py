@@ -5,11 +5,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.train.rl import train_rl
 from stagewise.train.sft import train_sft
-
 from train_helpers import make_export
 
 # A trivially learnable task: every prompt's answer is "7", completions are one token long (the probe's

@@ -8,11 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.train.evaluation import sft_loss, sft_token_batches
 from stagewise.train.sft import train_sft
-
 from train_helpers import MEMO, make_export, sft_row
 
 FAST = dict(progress=False, lr_scheduler_type="constant", save_steps=1000)

@@ -9,9 +9,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stagewise.curate.errors import ConfigError, InputError
 from transformers import TrainerCallback
 
-from stagewise.curate.errors import ConfigError, InputError
+
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun (RANK is set there), or a plain single process. Only it
+    writes metrics, configs, markers and the final model, so ranks never race on one file."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -36,9 +41,8 @@ class TrainResult:
 def load_model_and_tokenizer(model: str, cfg: dict):
     """Resolve `model` (alias, directory, hub id) and load it at the resolved precision."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from stagewise.curate.models import resolve_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(model)
     quiet_libraries()
@@ -90,6 +94,8 @@ class MetricsJsonl(TrainerCallback):
         self._t0 = self._c0 = None
 
     def write(self, record: dict) -> None:
+        if not is_main_process():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record, default=float) + "\n")
@@ -176,6 +182,8 @@ def finished_run(out: Path, resolved: dict, resume: bool) -> TrainResult | None:
 
 def mark_finished(out: Path, result: TrainResult) -> None:
     """Completion marker written last (atomically): its presence means OUT/model is complete."""
+    if not is_main_process():
+        return
     tmp = out / f".done.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(result.to_dict(), default=str, indent=1))
     os.replace(tmp, out / "done.json")
@@ -186,6 +194,10 @@ def save_final(trainer, tokenizer, out: Path) -> str:
     import shutil
 
     target = out / "model"
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        trainer.accelerator.wait_for_everyone()
+        return str(target)
     tmp = out / f".model.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -197,6 +209,7 @@ def save_final(trainer, tokenizer, out: Path) -> str:
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+    trainer.accelerator.wait_for_everyone()
     return str(target)
 
 

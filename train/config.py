@@ -173,6 +173,8 @@ def write_resolved(cfg: dict, out: Path, name: str = "config.yaml") -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
+    if int(os.environ.get("RANK", "0")) != 0:  # one writer under accelerate launch
+        return path
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     os.replace(tmp, path)

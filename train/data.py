@@ -85,7 +85,7 @@ def read_rows(path: Path) -> list[dict]:
 
     try:
         return pq.read_table(path).to_pylist()
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise InputError(f"cannot read parquet ({exc})", path=str(path), fix="re-run `stagewise export`") from None
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
-
 from stagewise.train.data import Export, answer_of, read_rows
+from transformers import TrainerCallback
 
 BUCKETS = ("unmastered", "partial", "mastered")
 
@@ -152,7 +151,7 @@ def _problems_from_store(export: Export, ids: list[str]) -> dict:
             return {p.id: p for p in store.problems(ids)}
         finally:
             store.close()
-    except Exception:  # a store another process holds or an older schema: fall back to the rows
+    except Exception:  # noqa: BLE001 - a store another process holds or an older schema: use the rows
         return {}
 
 

@@ -50,15 +50,21 @@ import random
 from pathlib import Path
 
 import torch
-from trl import GRPOTrainer
-
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.train import config as C
-from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, finished_run,
-                                    load_model_and_tokenizer, mark_finished, save_final)
+from stagewise.train.common import (
+    TrainResult,
+    callbacks_for,
+    checkpoint_to_resume,
+    finished_run,
+    load_model_and_tokenizer,
+    mark_finished,
+    save_final,
+)
 from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export
 from stagewise.train.evaluation import sft_token_batches
 from stagewise.train.losses import iw_sft_loss
+from trl import GRPOTrainer
 
 MODES = ("weighted", "relift", "bridge")
 
@@ -363,12 +369,11 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
     mode: weighted | relift | bridge (None: the config's, default weighted); see the module docstring for
     the update rules and sources.
     Options: stagewise/configs/train_joint.yaml (the RL options plus the joint ones)."""
-    from transformers import set_seed
-
     from stagewise.curate.models import resolve_model
     from stagewise.train.evaluation import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
     from stagewise.train.rl import build_grpo_trainer, check_rl_model, resolve_sampling
+    from transformers import set_seed
 
     cfg = C.build_config("joint", config, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                          batch_size=batch_size, seed=seed, **overrides)

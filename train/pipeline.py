@@ -17,8 +17,7 @@ from pathlib import Path
 from stagewise.curate.errors import InputError
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult
-from stagewise.train.data import (answer_of, load_rl_rows, load_sft_rows, open_export, read_rows,
-                                  split_holdout)
+from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export, split_holdout
 
 
 @dataclass
@@ -63,8 +62,13 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     works); `sft`/`rl`/`eval` dicts override single keys; the common flags apply to both stages.
     `eval_data`: held-out problems (load_problems specs or Problems) evaluated at every checkpoint.
     `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL."""
-    from stagewise.train.evaluation import (comparison_table, evaluate_checkpoint, forgetting, plot_curves,
-                                            read_metrics)
+    from stagewise.train.evaluation import (
+        comparison_table,
+        evaluate_checkpoint,
+        forgetting,
+        plot_curves,
+        read_metrics,
+    )
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
@@ -261,8 +265,8 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
         for ck, v in result.forgetting["mastered_pass@1"].items():
             lines.append(f"- {ck}: pass@1 {_fmt(v)} (drop {_fmt(result.forgetting['drop'][ck])})")
     if curves:
-        lines += ["", "## Curves", "", "SFT loss, RL reward and the held-out SFT loss during RL: SFT and RL do "
-                  "not decouple, RL can raise the SFT loss while it raises the reward.", "",
+        lines += ["", "## Curves", "", ("SFT loss, RL reward and the held-out SFT loss during RL: SFT and RL do "
+                  "not decouple, RL can raise the SFT loss while it raises the reward."), "",
                   f"![curves]({Path(curves).name})"]
     for name, text in (("report.md", "\n".join(lines) + "\n"),
                        ("summary.json", json.dumps(result.to_dict(), indent=2, default=str))):

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trl import GRPOConfig, GRPOTrainer
-
 from stagewise.curate.errors import ConfigError
 from stagewise.train import config as C
-from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, finished_run,
-                                    load_model_and_tokenizer, mark_finished, quiet_trainer, save_final)
+from stagewise.train.common import (
+    TrainResult,
+    callbacks_for,
+    checkpoint_to_resume,
+    finished_run,
+    load_model_and_tokenizer,
+    mark_finished,
+    quiet_trainer,
+    save_final,
+)
 from stagewise.train.data import load_rl_rows, open_export, rl_dataset_rows
+from trl import GRPOConfig, GRPOTrainer
 
 SAMPLING_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256}
 
@@ -104,10 +111,9 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
 
     `sft_eval_rows` (held-out SFT demonstrations) makes the run log the held-out SFT loss every
     `sft_eval_steps` steps. Other options: see stagewise/configs/train_rl.yaml."""
-    from transformers import set_seed
-
     from stagewise.train.evaluation import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
+    from transformers import set_seed
 
     cfg = C.build_config("rl", config, loss_type=loss_type, num_generations=num_generations, beta=beta,
                          max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,

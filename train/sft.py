@@ -9,13 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from trl import SFTConfig, SFTTrainer
-
 from stagewise.train import config as C
-from stagewise.train.common import (TrainResult, callbacks_for, checkpoint_to_resume, finished_run,
-                                    load_model_and_tokenizer, mark_finished, quiet_trainer, save_final)
+from stagewise.train.common import (
+    TrainResult,
+    callbacks_for,
+    checkpoint_to_resume,
+    finished_run,
+    load_model_and_tokenizer,
+    mark_finished,
+    quiet_trainer,
+    save_final,
+)
 from stagewise.train.data import load_sft_rows, open_export, sft_dataset_rows
 from stagewise.train.losses import iw_sft_loss
+from trl import SFTConfig, SFTTrainer
 
 
 class IWSFTTrainer(SFTTrainer):
@@ -91,11 +98,11 @@ def build_sft_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, 
         return trainer
     ref = None
     if not cfg.get("lora"):
-        from transformers import AutoModelForCausalLM
-
         # A frozen copy of the starting weights: deepcopy, so it is exactly the model we start from even
         # when the caller passed an in-memory model.
         import copy
+
+        from transformers import AutoModelForCausalLM
 
         ref = copy.deepcopy(model) if model_path is None else AutoModelForCausalLM.from_pretrained(
             model_path, dtype=model.dtype)
@@ -120,9 +127,8 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
     export = open_export(data)
     if rows is None:
         rows = load_sft_rows(export)
-    from transformers import set_seed
-
     from stagewise.curate.models import resolve_model
+    from transformers import set_seed
 
     resolved = {"stage": "sft", "data": str(data), "model": resolve_model(model), "out": str(out),
                 "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg, "probe": export.probe}
