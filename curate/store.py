@@ -41,6 +41,7 @@ NON_IDENTITY_KEYS = frozenset({
     "store", "data", "created_at", "run_id",
 })
 
+_PROBLEM_COLUMNS = ("id", "prompt", "answer", "solution", "source", "task", "meta")
 SAMPLE_COLUMNS = ("completion", "extracted", "score", "status", "reason", "n_tokens", "finish_reason")
 
 _TABLES = """
@@ -245,7 +246,8 @@ class ProbeStore:
             if not isinstance(p, Problem):
                 p = Problem(**{k: p[k] for k in ("prompt", "answer", "id", "solution", "source", "task", "meta")
                                if p.get(k) is not None})
-            by_id.setdefault(p.id, p.row())  # first wins, as for ids already stored
+            if p.id not in by_id:  # first wins, as for ids already stored; getattr: asdict is slow
+                by_id[p.id] = {c: getattr(p, c) for c in _PROBLEM_COLUMNS}
         rows = list(by_id.values())
         if not rows:
             return 0
@@ -264,7 +266,7 @@ class ProbeStore:
         sql = "SELECT id, prompt, answer, solution, source, task, meta FROM problems"
         params = []
         if ids is not None:
-            sql += " WHERE list_contains(?, id)"
+            sql += " WHERE id IN (SELECT unnest(?::VARCHAR[]))"  # a hash semi-join, not a scan per id
             params = [list(ids)]
         rows = self.con.execute(sql + " ORDER BY rowid", params).fetchall()
         return [Problem(id=r[0], prompt=r[1], answer=r[2], solution=r[3], source=r[4], task=r[5], meta=r[6])
