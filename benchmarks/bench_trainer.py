@@ -1,6 +1,6 @@
 """Benchmark: stagewise's SFT and RL stages vs bare TRL trainers configured identically.
 
-    nice python -m benchmarks.bench_trainer                       # tiny model + SmolLM2-135M (~15 min)
+    nice python -m benchmarks.bench_trainer                       # SmolLM2-135M + tiny model (15-60 min)
     python -m benchmarks.bench_trainer --models tiny --no-results-md   # a quick look (~2 min)
 
 Each side runs in its own subprocess on the same model, data and TrainingArguments:
@@ -35,8 +35,8 @@ NAME = "trainer"
 TARGET_OVERHEAD = 0.05
 
 SIZES = {
-    "tiny": {"sft": dict(max_steps=25, batch_size=8, max_length=256, learning_rate=1e-3),
-             "rl": dict(max_steps=10, batch_size=4, num_generations=8, max_new_tokens=32, learning_rate=1e-4,
+    "tiny": {"sft": dict(max_steps=12, batch_size=8, max_length=256, learning_rate=1e-3),
+             "rl": dict(max_steps=6, batch_size=4, num_generations=8, max_new_tokens=32, learning_rate=1e-4,
                         gradient_accumulation_steps=1)},
     "smollm2-135m": {"sft": dict(max_steps=3, batch_size=8, max_length=256, learning_rate=1e-5),
                      "rl": dict(max_steps=3, batch_size=2, num_generations=8, max_new_tokens=128,
@@ -182,9 +182,9 @@ def run_side(side, stage, model, data, size, repeats_dir) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="tiny,smollm2-135m")
+    ap.add_argument("--models", default="smollm2-135m,tiny")
     ap.add_argument("--stages", default="sft,rl")
-    ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side (tiny model)")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs per side (tiny model)")
     ap.add_argument("--no-results-md", action="store_true")
     ap.add_argument("--worker"), ap.add_argument("--stage"), ap.add_argument("--model")
     ap.add_argument("--data"), ap.add_argument("--out"), ap.add_argument("--size")

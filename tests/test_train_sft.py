@@ -51,7 +51,7 @@ def _one_step_delta(tmp_path, model_dir, data, name, loss, batch_size, accum, st
     return {k: end[k] - start[k] for k in start}, [r["loss"] for r in logged if "loss" in r]
 
 
-@pytest.mark.parametrize("loss", ["nll", "iw-sft"])
+@pytest.mark.parametrize("loss", ["nll", "dft", "iw-sft"])
 def test_loss_and_gradient_do_not_change_with_gradient_accumulation(tmp_path, tiny_model_dir, loss):
     # Rows of different lengths, so a per-micro-batch token mean would differ from the global one.
     items = [(q * (1 + i % 3), a * (1 + i % 2)) for i, (q, a) in enumerate(MEMO)]
@@ -131,3 +131,26 @@ def test_resuming_a_finished_stage_is_a_no_op(tmp_path, tiny_model_dir):
                       resume=True)
     assert again.model_dir == first.model_dir and again.global_step == 2
     assert (out / "metrics.jsonl").read_text() == lines  # nothing trained twice
+
+
+def test_lora_trains_an_adapter_and_ships_merged_weights(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    data = make_export(tmp_path / "export", sft=MEMO)
+    res = train_sft(data, tiny_model_dir, tmp_path / "out", max_steps=2, learning_rate=1e-2, batch_size=4,
+                    lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, progress=False)
+    assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(res.model_dir)  # a plain model: RL loads it as is
+    start = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = {k: v for k, v in merged.state_dict().items() if k in start}
+    assert any(not torch.equal(start[k], after[k]) for k in start)  # the adapter was merged in
+
+
+def test_report_to_a_missing_logger_is_a_clear_error(tmp_path, tiny_model_dir):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    data = make_export(tmp_path / "export", sft=MEMO)
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        train_sft(data, tiny_model_dir, tmp_path / "out", report_to="wandb", progress=False)

@@ -72,3 +72,28 @@ def make_export(out, sft=(), rl=(), replay=(), probe=None, write_empty=True) -> 
 # A memorisable SFT set: short questions each with a fixed one-word answer.
 MEMO = [("a?", "cat"), ("b?", "dog"), ("c?", "owl"), ("d?", "fox"), ("e?", "elk"), ("f?", "yak"),
         ("g?", "emu"), ("h?", "bee")]
+
+
+def make_gsm8k_export(out, n: int = 16) -> str:
+    """A TRL export of the shipped GSM8K rows with the default prompts and worked-solution targets."""
+    import os
+
+    import stagewise
+    from stagewise.curate.prompts import build_messages, format_target
+    from stagewise.curate.sources import load_problems
+
+    data = os.path.join(os.path.dirname(stagewise.__file__), "data", "gsm8k", "train_head500.jsonl")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sft, rl = [], []
+    for p in load_problems(f"gsm8k:{data}", limit=n):
+        msgs = build_messages(p)
+        sft.append({"id": p.id, "task": p.task, "answer": p.answer, "meta": p.meta, "prompt": msgs,
+                    "completion": [{"role": "assistant", "content": format_target(p.solution, p.answer, p)}]})
+        rl.append({"id": p.id, "task": p.task, "solution": p.answer, "meta": p.meta, "prompt": msgs})
+    _write_parquet(sft, out / "sft.parquet")
+    _write_parquet(rl, out / "rl.parquet")
+    probe = {"sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64}, "system_prompt": None,
+             "prompt_template": None, "model": "smollm2-135m"}
+    (out / "manifest.json").write_text(json.dumps({"format": "trl", "probe": probe}))
+    return str(out)

@@ -123,6 +123,13 @@ def resolve_device(cfg: dict) -> dict:
         raise ConfigError(f"precision={precision} needs a GPU; on CPU use --precision fp32 (or auto)")
     cfg["resolved_precision"] = precision
     cfg["device"] = "cuda" if gpu else "cpu"
+    if cfg.get("report_to") in ("tensorboard", "wandb"):  # only when asked, and then it must be installed
+        import importlib.util
+
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}[cfg["report_to"]]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"report_to={cfg['report_to']} needs {module}: pip install {module} "
+                              "(or report_to: none; metrics.jsonl is always written)")
     return cfg
 
 
