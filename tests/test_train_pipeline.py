@@ -94,3 +94,14 @@ def test_train_consumes_a_real_export(tmp_path, tiny_model_dir):
     assert res.rl.config["sampling_source"]["max_new_tokens"] == "probe manifest"
     groups = {r["group"] for r in res.table}
     assert {"unmastered", "partial", "mastered"} <= groups
+
+
+def test_resuming_a_finished_run_reuses_training_and_evaluation(tmp_path, tiny_model_dir, export):
+    out = tmp_path / "run"
+    kw = dict(sft={"max_steps": 2, "batch_size": 4}, rl={"max_steps": 1, "batch_size": 2, "num_generations": 2},
+              eval={"num_samples": 1, "ks": [1]}, progress=False)
+    first = train(export, tiny_model_dir, out, **kw)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval").iterdir()}
+    again = train(export, tiny_model_dir, out, resume=True, **kw)
+    assert again.table == first.table and again.model_dir == first.model_dir
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval").iterdir()} == stamps  # nothing re-evaluated

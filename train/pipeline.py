@@ -62,13 +62,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     works); `sft`/`rl`/`eval` dicts override single keys; the common flags apply to both stages.
     `eval_data`: held-out problems (load_problems specs or Problems) evaluated at every checkpoint.
     `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL."""
-    from stagewise.train.evaluation import (
-        comparison_table,
-        evaluate_checkpoint,
-        forgetting,
-        plot_curves,
-        read_metrics,
-    )
+    from stagewise.train.evaluation import comparison_table, forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
@@ -107,7 +101,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if do_eval:
         from stagewise.curate.models import resolve_model
 
-        result.evals.append(evaluate_checkpoint(resolve_model(model), "before", **eval_kw))
+        result.evals.append(_cached_eval(out, resolve_model(model), "before", eval_kw))
 
     if sft_rows:
         result.sft = train_sft(data, current, out / "sft", config=sections.get("sft"), rows=sft_rows,
@@ -116,7 +110,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         if not dry_run:
             current = result.sft.model_dir
             if do_eval:
-                result.evals.append(evaluate_checkpoint(current, "after SFT", **eval_kw))
+                result.evals.append(_cached_eval(out, current, "after SFT", eval_kw))
 
     if reprobe and not dry_run:
         moved_rows = reprobe_moves(export, current, out / "reprobe", sft_rows or [], seed=ecfg["seed"])
@@ -132,7 +126,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         if not dry_run:
             current = result.rl.model_dir
             if do_eval:
-                result.evals.append(evaluate_checkpoint(current, "after RL", **eval_kw))
+                result.evals.append(_cached_eval(out, current, "after RL", eval_kw))
 
     result.model_dir = current if not dry_run else None
     if result.evals:
@@ -143,6 +137,32 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if not dry_run:
         _write_report(result, out, curves)
     return result
+
+
+def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
+    """Evaluate one checkpoint, or reuse OUT/eval/<label>.json when the same model (weights hash) was
+    evaluated with the same settings: a resumed run does not pay for its evaluations twice."""
+    import hashlib
+
+    from stagewise.curate.models import model_identity
+    from stagewise.train.evaluation import StageEval, evaluate_checkpoint
+
+    settings = {k: v for k, v in kw.items() if k not in ("export", "heldout")}
+    settings["heldout"] = sorted(p.id for p in kw.get("heldout") or [])
+    settings["export"] = str(kw["export"].root)
+    key = hashlib.sha256(json.dumps([model_identity(model_dir), settings], sort_keys=True, default=str)
+                         .encode()).hexdigest()
+    path = out / "eval" / (label.replace(" ", "_") + ".json")
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return StageEval(label, cached["rows"])
+    res = evaluate_checkpoint(model_dir, label, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "rows": res.rows}, default=str))
+    os.replace(tmp, path)
+    return res
 
 
 def _sections(config) -> dict:
