@@ -638,13 +638,21 @@ def _print_eval_table(rows) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    table = Table(title="pass@1 before / after each stage")
-    for c in cols:
-        table.add_column(c)
+    checkpoints = [k[len("pass@1 "):] for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("pass@1 ")]
+    table = Table(title="pass@1 [95% CI] before / after each stage", title_justify="left")
+    for col in ("set", "group", "n", *checkpoints):
+        table.add_column(col, justify="left" if col in ("set", "group") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols])
-    Console().print(table)
+        cells = []
+        for ck in checkpoints:
+            v = r.get(f"pass@1 {ck}")
+            ci = str(r.get(f"ci {ck}", "")).replace(" ", "")
+            cells.append("-" if v is None else f"{v:.3f} {ci}".strip())
+        table.add_row(str(r.get("set")), str(r.get("group")), str(r.get("n_items", "")), *cells)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=120)
+    console.print(table)
 
 
 @train_group.command("sft")
