@@ -62,7 +62,8 @@ def sft_loss(model, batches: list[tuple[list[int], int]]) -> float:
 
 
 class HeldoutSFTLoss(TrainerCallback):
-    """Logs `heldout_sft_loss` at the start of RL and every `every` steps (to metrics.jsonl via `sink`)."""
+    """Logs `heldout_sft_loss` at the start of RL, every `every` steps and at the end (to metrics.jsonl
+    via `sink`)."""
 
     def __init__(self, rows: list[dict], tokenizer, every: int = 5, sink=None, stage: str = "rl"):
         self.batches = sft_token_batches(rows, tokenizer)
@@ -81,6 +82,11 @@ class HeldoutSFTLoss(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if model is not None and self.batches and state.global_step % self.every == 0:
+            self._record(state.global_step, model)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        # The last step too, so a short run still shows where RL left the SFT loss.
+        if model is not None and self.batches and (not self.history or self.history[-1][0] != state.global_step):
             self._record(state.global_step, model)
 
 
