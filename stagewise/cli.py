@@ -577,9 +577,11 @@ def _print_stage(res) -> None:
               help="Re-probe the SFT model on the SFT items; those now partially mastered join RL.")
 @click.option("--eval-data", multiple=True, help="Held-out problems evaluated before/after each stage (spec).")
 @click.option("--no-eval", is_flag=True, help="Skip the before/after evaluation.")
+@click.option("--joint", type=click.Choice(["weighted", "relift", "bridge"]), default=None,
+              help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                reprobe, eval_data, no_eval):
+                reprobe, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -590,6 +592,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
         stagewise train --data export/ --model smollm2-135m --out runs/t
         stagewise train --data export/ --out runs/t --reprobe --eval-data "rg:chain_sum?size=20&seed=9"
         stagewise train --data export/ --out runs/t --dry-run
+        stagewise train --data export/ --out runs/j --joint relift --set joint.buffer_size=64
         accelerate launch -m stagewise.cli train --data export/ --model M --out runs/t --set lora=true
     """
     if ctx.invoked_subcommand is not None:
@@ -600,11 +603,12 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     per_stage = _route_sets(_parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
-    res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None, config=config,
-                   sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"], max_steps=max_steps,
-                   learning_rate=learning_rate, batch_size=batch_size, seed=seed, resume=resume,
-                   dry_run=dry_run)
-    for stage_res in (res.sft, res.rl):
+    res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None,
+                            config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
+                            joint=joint, joint_options=per_stage["joint"] if joint else None,
+                            max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                            resume=resume, dry_run=dry_run)
+    for stage_res in (res.sft, res.rl, res.joint):
         if stage_res is not None:
             _print_stage(stage_res)
     for stage, why in res.skipped.items():
@@ -621,14 +625,14 @@ def _route_sets(extra: dict) -> dict:
     """`--set sft.loss=dft` goes to one stage; an unprefixed key to every stage whose config has it."""
     from stagewise.train.config import default_config
 
-    known = {kind: set(default_config(kind)) for kind in ("sft", "rl", "eval")}
+    known = {kind: set(default_config(kind)) for kind in ("sft", "rl", "eval", "joint")}
     out = {kind: {} for kind in known}
     for key, value in extra.items():
         kind, _, name = key.partition(".")
         if name and kind in out:
             out[kind][name] = value
             continue
-        targets = [k for k in known if key in known[k]] or ["sft"]  # unknown: let the stage report it
+        targets = [k for k in known if key in known[k]] or ["sft"]  # unknown anywhere: the SFT stage reports it
         for k in targets:
             out[k][key] = value
     return out

@@ -105,3 +105,16 @@ def test_resuming_a_finished_run_reuses_training_and_evaluation(tmp_path, tiny_m
     again = train(export, tiny_model_dir, out, resume=True, **kw)
     assert again.table == first.table and again.model_dir == first.model_dir
     assert {p.name: p.stat().st_mtime_ns for p in (out / "eval").iterdir()} == stamps  # nothing re-evaluated
+
+
+def test_train_with_a_joint_stage_is_evaluated_the_same_way(tmp_path, tiny_model_dir, export):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--data", export, "--model", tiny_model_dir, "--out", str(out),
+                                      "--joint", "relift", "--max-steps", "2", "--set", "joint.buffer_size=4",
+                                      "--set", "joint.num_generations=2", "--set", "joint.batch_size=2",
+                                      "--set", "eval.num_samples=1", "--set", "eval.ks=[1]"])
+    assert result.exit_code == 0, result.output
+    assert "joint-relift: 2 steps" in result.output and "after joint-relift" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sft"] is None and summary["rl"] is None and summary["joint"]["global_step"] == 2
+    assert any("pass@1 after joint-relift" in row for row in summary["table"])

@@ -258,7 +258,8 @@ def plot_curves(metrics: list[dict], path: str | Path, *, title: str = "training
     import matplotlib.pyplot as plt
 
     series = {
-        "SFT loss": [(m["step"], m["loss"]) for m in metrics if m.get("stage") == "sft" and "loss" in m],
+        "SFT loss": [(m["step"], m["loss"] if m.get("stage") == "sft" else m["sft/loss"]) for m in metrics
+                     if (m.get("stage") == "sft" and "loss" in m) or "sft/loss" in m],
         "RL reward": [(m["step"], m["reward"]) for m in metrics if m.get("stage") != "sft" and "reward" in m],
         "held-out SFT loss (during RL)": [(m["step"], m["heldout_sft_loss"]) for m in metrics
                                           if "heldout_sft_loss" in m],

@@ -363,12 +363,14 @@ def _lora_model(net, cfg):
 def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | None = None,
                 learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
                 resume: bool = False, config=None, dry_run: bool = False, progress: bool = True,
-                sft_eval_rows: list[dict] | None = None, **overrides) -> TrainResult:
+                sft_eval_rows: list[dict] | None = None, sft_rows: list[dict] | None = None,
+                rl_rows: list[dict] | None = None, **overrides) -> TrainResult:
     """Single-stage cooperative SFT+RL on an export (SFT split = demonstrations, RL split = prompts).
 
     mode: weighted | relift | bridge (None: the config's, default weighted); see the module docstring for
     the update rules and sources.
-    Options: stagewise/configs/train_joint.yaml (the RL options plus the joint ones)."""
+    Options: stagewise/configs/train_joint.yaml (the RL options plus the joint ones). `sft_rows`/`rl_rows`
+    replace the export's splits (the pipeline passes the SFT split minus its held-out part)."""
     from stagewise.curate.models import resolve_model
     from stagewise.train.evaluation import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
@@ -383,8 +385,10 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
     out = Path(out)
     export = open_export(data)
     cfg = resolve_sampling(cfg, export.sampling)
-    rl_rows = load_rl_rows(export)
-    sft_rows = load_sft_rows(export) if export.has("sft") and _nonempty(export, "sft") else []
+    if rl_rows is None:
+        rl_rows = load_rl_rows(export)
+    if sft_rows is None:
+        sft_rows = load_sft_rows(export) if export.has("sft") and _nonempty(export, "sft") else []
     if not sft_rows and cfg["mode"] in ("weighted", "bridge"):
         raise InputError(f"mode {cfg['mode']} needs SFT demonstrations and the SFT split is empty or missing",
                          path=str(export.root), fix="use --mode relift, or export with an SFT split")

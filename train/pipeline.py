@@ -25,6 +25,7 @@ class PipelineResult:
     out: str
     sft: TrainResult | None = None
     rl: TrainResult | None = None
+    joint: TrainResult | None = None
     evals: list = field(default_factory=list)  # evaluation.StageEval per checkpoint
     table: list = field(default_factory=list)  # comparison rows (set, group, pass@1 per checkpoint)
     forgetting: dict = field(default_factory=dict)
@@ -35,6 +36,7 @@ class PipelineResult:
     def to_dict(self) -> dict:
         return {"out": self.out, "model_dir": self.model_dir,
                 "sft": self.sft.to_dict() if self.sft else None, "rl": self.rl.to_dict() if self.rl else None,
+                "joint": self.joint.to_dict() if self.joint else None,
                 "table": self.table, "forgetting": self.forgetting, "moved": self.moved,
                 "skipped": self.skipped}
 
@@ -53,7 +55,8 @@ def _split_rows(export, split, loader):
 
 
 def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=None, sft: dict | None = None,
-          rl: dict | None = None, eval: dict | None = None, stages=("sft", "rl"), max_steps: int | None = None,
+          rl: dict | None = None, eval: dict | None = None, stages=("sft", "rl"), joint: str | None = None,
+          joint_options: dict | None = None, max_steps: int | None = None,
           learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
           resume: bool = False, dry_run: bool = False, progress: bool = True) -> PipelineResult:
     """SFT on the SFT split, then RL on the RL split, with stage-aware evaluation before and after each.
@@ -61,7 +64,9 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `config`: a YAML path (or dict) with `sft:`, `rl:` and `eval:` sections (a `stagewise run` config
     works); `sft`/`rl`/`eval` dicts override single keys; the common flags apply to both stages.
     `eval_data`: held-out problems (load_problems specs or Problems) evaluated at every checkpoint.
-    `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL."""
+    `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL.
+    `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
+    evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
     from stagewise.train.evaluation import comparison_table, forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
@@ -77,6 +82,8 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     # Validate both stages' options before any training starts (all problems at once).
     C.build_config("sft", sections.get("sft"), **sft_over)
     C.build_config("rl", sections.get("rl"), **rl_over)
+    if joint:
+        C.build_config("joint", sections.get("joint"), mode=joint, **{**common, **(joint_options or {})})
 
     result = PipelineResult(str(out))
     sft_rows, why = _split_rows(export, "sft", load_sft_rows) if "sft" in stages else (None, "not requested")
@@ -102,6 +109,23 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         from stagewise.curate.models import resolve_model
 
         result.evals.append(_cached_eval(out, resolve_model(model), "before", eval_kw))
+
+    if joint:
+        from stagewise.train.joint import train_joint
+
+        if rl_rows is None:
+            raise InputError("joint training needs an RL split", path=str(export.root),
+                             fix="; ".join(result.skipped.values()))
+        result.skipped.pop("sft", None)
+        result.joint = train_joint(data, current, out / f"joint-{joint}", mode=joint, config=sections.get("joint"),
+                                   sft_rows=sft_rows or [], rl_rows=rl_rows, sft_eval_rows=heldout_sft or None,
+                                   resume=resume, dry_run=dry_run, progress=progress,
+                                   **{**common, **(joint_options or {})})
+        if not dry_run:
+            current = result.joint.model_dir
+            if do_eval:
+                result.evals.append(_cached_eval(out, current, f"after joint-{joint}", eval_kw))
+        sft_rows = rl_rows = None  # the joint stage replaces both
 
     if sft_rows:
         result.sft = train_sft(data, current, out / "sft", config=sections.get("sft"), rows=sft_rows,
@@ -133,6 +157,8 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         result.table = comparison_table(result.evals)
         result.forgetting = forgetting(result.evals)
     metrics = read_metrics(out / "sft" / "metrics.jsonl") + read_metrics(out / "rl" / "metrics.jsonl")
+    if joint:
+        metrics += read_metrics(out / f"joint-{joint}" / "metrics.jsonl")
     curves = plot_curves(_offset_rl(metrics), out / "curves.png", title=f"stagewise train: {Path(str(model)).name}")
     if not dry_run:
         _write_report(result, out, curves)
@@ -179,7 +205,7 @@ def _sections(config) -> dict:
 
             raise ConfigError(f"config file not found: {p}; pass an existing YAML file to --config")
         raw = yaml.safe_load(p.read_text()) or {}
-    return {k: raw[k] for k in ("sft", "rl", "eval") if isinstance(raw.get(k), dict)}
+    return {k: raw[k] for k in ("sft", "rl", "eval", "joint") if isinstance(raw.get(k), dict)}
 
 
 def _heldout_problems(eval_data):
@@ -264,7 +290,7 @@ def _fmt(v) -> str:
 def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None:
     """report.md (table per bucket, forgetting, curves) and summary.json, written atomically."""
     lines = ["# stagewise train", ""]
-    for name, res in (("SFT", result.sft), ("RL", result.rl)):
+    for name, res in (("SFT", result.sft), ("RL", result.rl), ("joint", result.joint)):
         if res is not None:
             m = res.metrics
             lines.append(f"- {name}: {res.global_step} steps, model `{res.model_dir}`, "
