@@ -20,7 +20,8 @@ relift  (ReLIFT's interleaving, our reading of its buffer rule)
     "no demonstration". The SFT split's items start in the buffer. Whenever the buffer holds
     `buffer_size` items (ReLIFT: 128), one SFT update (one optimizer step of the same optimizer on those
     items, mean token NLL) runs after the RL step and the items leave the buffer. Every move and update is
-    logged to metrics.jsonl (events relift_move / relift_sft_update).
+    logged to metrics.jsonl (events relift_move / relift_sft_update). The buffer is not part of a
+    checkpoint: a resumed run starts it again from the SFT split.
 
 bridge  (bilevel, penalty form; θ base weights, w a LoRA adapter, θ̂ an RL-only shadow of the base weights)
     J(θ, w): expected verifier reward of the model with weights θ and adapter w; L_RL its GRPO surrogate.
