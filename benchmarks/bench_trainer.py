@@ -190,6 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per side (tiny model)")
     ap.add_argument("--no-results-md", action="store_true")
     ap.add_argument("--nice", type=int, default=10, help="niceness of the measured subprocesses")
+    ap.add_argument("--json-name", default="trainer", help="benchmarks/results/<name>.json")
     ap.add_argument("--worker"), ap.add_argument("--stage"), ap.add_argument("--model")
     ap.add_argument("--data"), ap.add_argument("--out"), ap.add_argument("--size")
     args = ap.parse_args(argv)
@@ -197,6 +198,11 @@ def main(argv=None) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         result = worker(args.worker, args.stage, args.model, args.data, args.out, json.loads(args.size))
         print(json.dumps(result))
+        # Also appended as it finishes, so a long run interrupted later still leaves its finished sides.
+        os.makedirs(harness.RESULTS_DIR, exist_ok=True)
+        with open(os.path.join(harness.RESULTS_DIR, "trainer_sides.jsonl"), "a") as f:
+            f.write(json.dumps({"model": os.path.basename(args.model.rstrip("/")), "stage": args.stage,
+                                "side": args.worker, "size": json.loads(args.size), **result}) + "\n")
         return 0
 
     from stagewise.curate.models import build_tiny_model
@@ -223,7 +229,7 @@ def main(argv=None) -> int:
     headers = ["model / stage", "bare CPU s/step", "ours CPU s/step", "overhead (CPU)", "bare wall s/step",
                "ours wall s/step", "overhead (wall)", f"CPU overhead <= {TARGET_OVERHEAD:.0%}"]
     harness.print_table("stagewise trainer vs bare TRL (median per optimizer step)", headers, rows)
-    harness.write_json("trainer", {"target_overhead": TARGET_OVERHEAD, "results": records})
+    harness.write_json(args.json_name, {"target_overhead": TARGET_OVERHEAD, "results": records})
     if not args.no_results_md:
         lines = ["`nice python -m benchmarks.bench_trainer` — our `train_sft`/`train_rl` vs `trl.SFTTrainer`/"
                  "`trl.GRPOTrainer` built from the same SFTConfig/GRPOConfig on the same rows (64 GSM8K items), "
