@@ -183,49 +183,37 @@ def run_side(side, stage, model, data, size, repeats_dir, nice=10) -> dict:
             "peak_rss_mb": m.peak_rss_mb, **payload}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="smollm2-135m,tiny")
-    ap.add_argument("--stages", default="sft,rl")
-    ap.add_argument("--repeats", type=int, default=1, help="alternating runs per side (tiny model)")
-    ap.add_argument("--no-results-md", action="store_true")
-    ap.add_argument("--nice", type=int, default=10, help="niceness of the measured subprocesses")
-    ap.add_argument("--json-name", default="trainer", help="benchmarks/results/<name>.json")
-    ap.add_argument("--worker"), ap.add_argument("--stage"), ap.add_argument("--model")
-    ap.add_argument("--data"), ap.add_argument("--out"), ap.add_argument("--size")
-    args = ap.parse_args(argv)
-    if args.worker:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        result = worker(args.worker, args.stage, args.model, args.data, args.out, json.loads(args.size))
-        print(json.dumps(result))
-        # Also appended as it finishes, so a long run interrupted later still leaves its finished sides.
-        os.makedirs(harness.RESULTS_DIR, exist_ok=True)
-        with open(os.path.join(harness.RESULTS_DIR, "trainer_sides.jsonl"), "a") as f:
-            f.write(json.dumps({"model": os.path.basename(args.model.rstrip("/")), "stage": args.stage,
-                                "side": args.worker, "size": json.loads(args.size), **result}) + "\n")
-        return 0
+def _row(model_name, stage, size, runs):
+    best = {side: {k: min(r[k] for r in rs) for k in ("wall_s", "cpu_s")} for side, rs in runs.items()}
+    over = {k: best["ours"][k] / best["bare"][k] - 1 for k in ("wall_s", "cpu_s")}
+    record = {"model": model_name, "stage": stage, "size": size, "best": best, "overhead": over, "runs": runs}
+    row = [f"{model_name} {stage}", f"{best['bare']['cpu_s']:.3f}", f"{best['ours']['cpu_s']:.3f}",
+           f"{over['cpu_s']:+.1%}", f"{best['bare']['wall_s']:.3f}", f"{best['ours']['wall_s']:.3f}",
+           f"{over['wall_s']:+.1%}", "yes" if over["cpu_s"] <= TARGET_OVERHEAD else "NO"]
+    return row, record
 
-    from stagewise.curate.models import build_tiny_model
 
-    tmp = tempfile.mkdtemp(prefix="bench-trainer-")
-    data = build_export(os.path.join(tmp, "export"))
+def from_sides(path: str) -> tuple[list, list]:
+    """Rebuild the table from results/trainer_sides.jsonl (every finished side of every run so far)."""
+    groups: dict = {}
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            model_name = "tiny" if rec["model"] == "tiny" else rec["model"]
+            key = (model_name, rec["stage"], json.dumps(rec["size"], sort_keys=True))
+            side = {"wall_s": _median_step(rec["step_times_s"]), "cpu_s": _median_step(rec["step_cpu_s"]),
+                    "step_times_s": rec["step_times_s"], "step_cpu_s": rec["step_cpu_s"]}
+            groups.setdefault(key, {"ours": [], "bare": []})[rec["side"]].append(side)
     rows, records = [], []
-    for model_name in args.models.split(","):
-        model = build_tiny_model(os.path.join(tmp, "tiny")) if model_name == "tiny" else model_name
-        repeats = args.repeats if model_name == "tiny" else 1  # SmolLM2 steps cost 16-45 s each
-        for stage in args.stages.split(","):
-            size = SIZES[model_name][stage]
-            runs = {"ours": [], "bare": []}
-            for _ in range(repeats):
-                for side in ("bare", "ours"):
-                    runs[side].append(run_side(side, stage, model, data, size, tmp, nice=args.nice))
-            best = {side: {k: min(r[k] for r in rs) for k in ("wall_s", "cpu_s")} for side, rs in runs.items()}
-            over = {k: best["ours"][k] / best["bare"][k] - 1 for k in ("wall_s", "cpu_s")}
-            records.append({"model": model_name, "stage": stage, "size": size, "best": best, "overhead": over,
-                            "runs": runs})
-            rows.append([f"{model_name} {stage}", f"{best['bare']['cpu_s']:.3f}", f"{best['ours']['cpu_s']:.3f}",
-                         f"{over['cpu_s']:+.1%}", f"{best['bare']['wall_s']:.3f}", f"{best['ours']['wall_s']:.3f}",
-                         f"{over['wall_s']:+.1%}", "yes" if over["cpu_s"] <= TARGET_OVERHEAD else "NO"])
+    for (model_name, stage, size), runs in groups.items():
+        if runs["ours"] and runs["bare"]:
+            row, record = _row(model_name, stage, json.loads(size), runs)
+            rows.append(row)
+            records.append(record)
+    return rows, records
+
+
+def report(rows, records, args) -> None:
     headers = ["model / stage", "bare CPU s/step", "ours CPU s/step", "overhead (CPU)", "bare wall s/step",
                "ours wall s/step", "overhead (wall)", f"CPU overhead <= {TARGET_OVERHEAD:.0%}"]
     harness.print_table("stagewise trainer vs bare TRL (median per optimizer step)", headers, rows)
@@ -244,6 +232,55 @@ def main(argv=None) -> int:
                   "numeric checks of short answers: milliseconds per step). Raw per-step times: "
                   "benchmarks/results/trainer.json.")]
         harness.update_results_md("trainer", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="smollm2-135m,tiny")
+    ap.add_argument("--stages", default="sft,rl")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs per side (tiny model)")
+    ap.add_argument("--no-results-md", action="store_true")
+    ap.add_argument("--nice", type=int, default=10, help="niceness of the measured subprocesses")
+    ap.add_argument("--json-name", default="trainer", help="benchmarks/results/<name>.json")
+    ap.add_argument("--from-sides", action="store_true",
+                    help="only rebuild the table from results/trainer_sides.jsonl (sides finished so far)")
+    ap.add_argument("--worker"), ap.add_argument("--stage"), ap.add_argument("--model")
+    ap.add_argument("--data"), ap.add_argument("--out"), ap.add_argument("--size")
+    args = ap.parse_args(argv)
+    if args.worker:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        result = worker(args.worker, args.stage, args.model, args.data, args.out, json.loads(args.size))
+        print(json.dumps(result))
+        # Also appended as it finishes, so a long run interrupted later still leaves its finished sides.
+        os.makedirs(harness.RESULTS_DIR, exist_ok=True)
+        with open(os.path.join(harness.RESULTS_DIR, "trainer_sides.jsonl"), "a") as f:
+            f.write(json.dumps({"model": os.path.basename(args.model.rstrip("/")), "stage": args.stage,
+                                "side": args.worker, "size": json.loads(args.size), **result}) + "\n")
+        return 0
+
+    if args.from_sides:
+        rows, records = from_sides(os.path.join(harness.RESULTS_DIR, "trainer_sides.jsonl"))
+        report(rows, records, args)
+        return 0
+
+    from stagewise.curate.models import build_tiny_model
+
+    tmp = tempfile.mkdtemp(prefix="bench-trainer-")
+    data = build_export(os.path.join(tmp, "export"))
+    rows, records = [], []
+    for model_name in args.models.split(","):
+        model = build_tiny_model(os.path.join(tmp, "tiny")) if model_name == "tiny" else model_name
+        repeats = args.repeats if model_name == "tiny" else 1  # SmolLM2 steps cost 16-45 s each
+        for stage in args.stages.split(","):
+            size = SIZES[model_name][stage]
+            runs = {"ours": [], "bare": []}
+            for _ in range(repeats):
+                for side in ("bare", "ours"):
+                    runs[side].append(run_side(side, stage, model, data, size, tmp, nice=args.nice))
+            row, record = _row(model_name, stage, size, runs)
+            rows.append(row)
+            records.append(record)
+    report(rows, records, args)
     return 0
 
 
