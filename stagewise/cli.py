@@ -799,7 +799,7 @@ def run_cmd(config_path, out, scale, model, backend, base_url, seed, sets, fresh
                    "anti-routed, random, routed-dft, routed-iw-sft, joint-weighted, joint-relift, joint-bridge.")
 @click.option("--seeds", type=int, default=None, help="Training seeds per arm [default: 3; --quick: 1].")
 @click.option("--total-steps", type=int, default=None,
-              help="Optimizer steps per arm (the equal-compute budget) [default: 40; --quick: 8].")
+              help="Optimizer steps per arm (the equal-compute budget) [default: 32; --quick: 4].")
 def experiment_cmd(out, quick, arms, seeds, total_steps):
     """Test the stage-specific claim on a tiny model: routed SFT/RL against the usual pipeline.
 
@@ -808,8 +808,8 @@ def experiment_cmd(out, quick, arms, seeds, total_steps):
 
     \b
     Example:
-        stagewise experiment --quick --out runs/exp-quick     # ~3 min
-        stagewise experiment --out runs/exp                   # 3 seeds, ~30 min on 2 CPU cores
+        stagewise experiment --quick --out runs/exp-quick     # one seed, a few minutes
+        stagewise experiment --out runs/exp                   # 3 seeds, under 30 min on 2 CPU cores
         stagewise experiment --arms base,routed,sft-all-rl-all --seeds 5
     """
     import stagewise as sw
