@@ -39,10 +39,13 @@ def front_matter(manifest: dict) -> dict:
     # sizes, two exports into folders of the same name (or a re-export with --overwrite) would load the
     # first one's cached rows.
     files = manifest.get("files") or {}
-    infos = [{"config_name": c["config_name"],
-              "splits": [{"name": "train", "num_examples": files[f"{c['config_name']}.parquet"]["rows"]}],
-              "download_size": files[f"{c['config_name']}.parquet"]["bytes"]}
-             for c in configs if f"{c['config_name']}.parquet" in files]
+    infos = []
+    for c in configs:
+        info = files.get(f"{c['config_name']}.parquet")
+        if info:
+            infos.append({"config_name": c["config_name"], "download_size": info["bytes"],
+                          "splits": [{"name": "train", "num_examples": info["rows"],
+                                      "num_bytes": info.get("arrow_bytes", info["bytes"])}]})
     return {"pretty_name": f"stagewise export ({manifest['format']}) of {_model(manifest)}",
             "tags": ["stagewise", "reasoning", "post-training", manifest["format"]],
             "task_categories": ["text-generation"], "size_categories": [size], "configs": configs,
@@ -61,6 +64,19 @@ def _model_path(manifest: dict) -> str:
     if isinstance(model, dict):
         return str(model.get("path") or model.get("name") or model.get("model") or "MODEL")
     return str(model or "MODEL")
+
+
+def _model_refs(manifest: dict) -> tuple[str, str, str]:
+    """How the card's commands name the model: (shell word, python setup line, python expression).
+
+    A stagewise alias such as `smollm2-135m` is no hub id; trainers get the converted local copy."""
+    path = _model_path(manifest)
+    if "/" in path or path == "MODEL":
+        return path, "", repr(path)
+    resolve = f"from stagewise.curate.models import resolve_model; print(resolve_model({path!r}))"
+    return (f'"$(python3 -c "{resolve}")"',
+            (f"from stagewise.curate.models import resolve_model\nMODEL = resolve_model({path!r})  "
+             "# stagewise's converted copy"), "MODEL")
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -105,7 +121,7 @@ def limitations(assignments) -> str:
 
 def _commands(manifest: dict, dirname: str = "DIR") -> str:
     fmt, s = manifest["format"], _sampling(manifest)
-    model = _model_path(manifest)
+    model, py_setup, py_model = _model_refs(manifest)
     num = manifest["probe"].get("num_samples") or manifest["probe"].get("k_max") or 8
     splits = manifest["counts"]["splits"]
     if fmt == "verl":
@@ -149,18 +165,19 @@ def _commands(manifest: dict, dirname: str = "DIR") -> str:
         (f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
          "which GRPOTrainer passes to reward functions."), "", "```python",
         "from datasets import load_dataset", "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
-        "from stagewise.curate.verifiers import score", "",
+        "from stagewise.curate.verifiers import score", *([py_setup] if py_setup else []), "",
         f'sft = load_dataset("{dirname}", "sft", split="train")',
         f'rl = load_dataset("{dirname}", "rl", split="train")', "",
         "def reward(completions, solution, task, meta, **kw):",
         "    return [score(c[0][\"content\"], {\"answer\": a, \"task\": t, \"meta\": m}).score",
         "            for c, a, t, m in zip(completions, solution, task, meta)]", "",
-        f'SFTTrainer(model="{model}", train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
-        f'GRPOTrainer(model="{model}", reward_funcs=reward, train_dataset=rl,',
+        f'SFTTrainer(model={py_model}, train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
+        f'GRPOTrainer(model={py_model}, reward_funcs=reward, train_dataset=rl,',
         (f'            args=GRPOConfig(output_dir="rl", num_generations={num}, '
          f'temperature={s.get("temperature", 1.0)},'),
         f'                            max_completion_length={s.get("max_new_tokens", 512)})).train()',
-        "```", "", f"Or with the bundled trainer: `stagewise train --data {dirname}`."])
+        "```", "", ("Or with the bundled trainer: `stagewise train --data "
+                    f"{dirname} --model {_model_path(manifest)} --out runs/{dirname}`.")])
 
 
 def _samples_per_item(probe: dict) -> str:

@@ -232,8 +232,11 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         "versions": library_versions(),
     }
     def file_table():
-        return {f.name: {"rows": rows.get(f.name), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                for f in sorted(tmp.iterdir()) if f.is_file()}
+        table = {f.name: {"rows": rows.get(f.name), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                 for f in sorted(tmp.iterdir()) if f.is_file()}
+        for fname in rows:  # the in-memory (Arrow) size, which dataset cards report as a split's num_bytes
+            table[fname]["arrow_bytes"] = pq.read_table(tmp / fname).nbytes
+        return table
 
     if card:
         from stagewise.stages.datacard import write_export_card
