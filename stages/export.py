@@ -96,7 +96,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             if r["stage"] in ("sft", "both") and r["id"] in problems]
     found = demo_mod.find_demonstrations([problems[i] for i in need], sources)
     assignments = _apply_demonstrations(assignments, problems, found)
-    summary = summarize(assignments, router.name)
+    summary = summarize(assignments, router.name, keep_mastered=keep_mastered)
 
     splits = _rows_by_split(fmt, assignments, problems, found.demos, system_prompt=system_prompt,
                             prompt_template=prompt_template, model=probed_model)

@@ -386,7 +386,7 @@ class RouteSummary:
                 "warnings": self.warnings}
 
 
-def summarize(assignments, policy: str = "stage") -> RouteSummary:
+def summarize(assignments, policy: str = "stage", *, keep_mastered: int = 0) -> RouteSummary:
     """Count buckets × stages and warn about splits a trainer cannot use."""
     counts = {b: {s: 0 for s in STAGES} for b in BUCKETS}
     for b, s in zip(assignments["bucket"].to_list(), assignments["stage"].to_list()):
@@ -417,6 +417,11 @@ def summarize(assignments, policy: str = "stage") -> RouteSummary:
     elif total and expects_sft and 0 < sft < TINY_SPLIT:
         warnings.append(f"the SFT split has only {sft} items: add harder problems or route with a "
                         "different policy")
+    if keep_mastered and stage_totals["replay"] < keep_mastered:
+        kept = stage_totals["replay"]
+        warnings.append(f"--keep-mastered {keep_mastered} asked for a replay split, but only {kept} "
+                        f"{'item is' if kept == 1 else 'items are'} mastered (n/n correct): forgetting "
+                        "cannot be measured on this run; add easier problems")
     if stage_totals["unrouted"]:
         warnings.append(f"{stage_totals['unrouted']} items are unrouted (see their reason)")
     return RouteSummary(counts, stage_totals, bucket_totals, warnings)

@@ -448,7 +448,7 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
 
     assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
                            keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, out=out)
-    _print_route_summary(summarize(assignments, policy), assignments)
+    _print_route_summary(summarize(assignments, policy, keep_mastered=keep_mastered), assignments)
     if out:
         click.echo(f"wrote {out} ({len(assignments)} rows)")
 

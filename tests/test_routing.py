@@ -107,6 +107,8 @@ def test_summary_warns_when_a_split_is_empty_and_says_what_to_change(tmp_path):
     text = " ".join(summary.warnings)
     assert "RL split is empty" in text and "--num-samples" in text
     assert "SFT split has only 3" in text
+    replay = " ".join(summarize(sw.route(path, keep_mastered=4), keep_mastered=4).warnings)
+    assert "--keep-mastered 4 asked for a replay split, but only 1 item is mastered" in replay
 
 
 def test_store_without_a_run_and_missing_store_are_clear_errors(tmp_path):
