@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError
+from stagewise.stages.routing import NO_DEMO
 
 SOURCES = ("solution", "samples", "teacher")
 DEMO_VERIFY_TIMEOUT_S = 30.0
@@ -252,5 +253,5 @@ def find_demonstrations(problems: list, sources: list[DemoSource]) -> DemoResult
         result.report[src.name] = {"tried": len(pending), "verified": len(demos)}
         pending = [p for p in pending if p.id not in result.demos]
     for p in pending:
-        result.missing[p.id] = "no verified demonstration (" + "; ".join(reasons[p.id] or ["no source"]) + ")"
+        result.missing[p.id] = f"{NO_DEMO} (" + "; ".join(reasons[p.id] or ["no source"]) + ")"
     return result

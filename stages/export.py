@@ -20,6 +20,7 @@ from stagewise.curate.errors import ConfigError, InputError
 from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.formats import SPLITS, ExportItem, make_format, to_table
 from stagewise.stages.routing import (
+    NO_DEMO,
     assignments_from_mastery,
     check_options,
     make_router,
@@ -191,7 +192,7 @@ def _apply_demonstrations(assignments, problems: dict, found):
         if a["id"] not in problems:
             stage, reason = "unrouted", reason + "; the problem row is missing from the store"
         elif stage in ("sft", "both") and a["id"] not in found.demos:
-            why = found.missing.get(a["id"], "no verified demonstration")
+            why = found.missing.get(a["id"], NO_DEMO)
             if stage == "sft":
                 stage, reason = "unrouted", f"{reason}; {why}"
             else:

@@ -18,6 +18,7 @@ BUCKETS = ("unmastered", "partial", "mastered")
 STAGES = ("sft", "rl", "both", "replay", "drop", "unrouted")
 # Below this many rows a split trains on too little to mean anything; the summary says so.
 TINY_SPLIT = 8
+NO_DEMO = "no verified demonstration"  # how export marks SFT items it could not give a target
 UNVERIFIED = "unverified"  # the summary's row for items with no verified sample (no bucket)
 
 
@@ -411,7 +412,11 @@ def summarize(assignments, policy: str = "stage", *, keep_mastered: int = 0) -> 
     elif total and expects_rl and rl < TINY_SPLIT:
         warnings.append(f"the RL split has only {rl} items: probe more problems or draw more samples "
                         "so more items show a mix of right and wrong answers")
-    if total and expects_sft and policy not in ("all",) and sft == 0:
+    no_demo = sum(NO_DEMO in r for r in assignments["reason"].to_list())
+    if no_demo:
+        warnings.append(f"{no_demo} items meant for SFT have no verified demonstration: add reference "
+                        "solutions, --demos samples (verified probe samples) or a --teacher MODEL")
+    if total and expects_sft and policy not in ("all",) and sft == 0 and not no_demo:
         warnings.append("the SFT split is empty: the model gets at least one sample right on every item; "
                         "fine for RL only, otherwise add harder problems")
     elif total and expects_sft and 0 < sft < TINY_SPLIT:

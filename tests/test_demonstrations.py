@@ -113,6 +113,7 @@ def test_export_with_a_teacher_that_never_solves_reports_and_finishes(tmp_path, 
     assert "no reference solution" in a["reason"] and "no verified answer in 2 samples" in a["reason"]
     assert result.manifest["counts"]["splits"] == {"sft": 0, "rl": 1, "replay": 0, "unrouted": 1}
     assert result.manifest["demonstrations"]["report"]["teacher"] == {"tried": 1, "verified": 0}
+    assert any("have no verified demonstration" in w and "--teacher" in w for w in result.summary.warnings)
 
 
 def test_bad_source_lists_are_config_errors():
