@@ -1,7 +1,7 @@
 """Routing: decide, per probed item, which stage of post-training it belongs to (DESIGN.md, routing).
 
 Each policy is a small class with a common base. `Router.decide(items)` returns one `Decision`
-(stage, reason) per item; the bucket never depends on the policy: it is decided on c against n
+(bucket, stage, reason) per item; the bucket never depends on the policy: it is decided on c against n
 (c = 0 unmastered, 0 < c < n partial, c = n mastered). `route()` reads a probe store, applies the
 cross-policy options (`require_samples` first, then `keep_mastered`), runs the policy on the rest and
 returns the assignments table that `export` writes as assignments.parquet.
