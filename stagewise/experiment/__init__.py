@@ -2,7 +2,7 @@
 mastered ones) at CPU scale, and report the result whatever its sign.
 
     import stagewise as sw
-    res = sw.experiment("runs/exp", quick=True)            # one seed, every arm, ~3 minutes
+    res = sw.experiment("runs/exp", quick=True)            # one seed, every arm, a few minutes
     res = sw.experiment("runs/exp", arms="base,routed,random", seeds=3)
 
 Modules: testbed (the addition ladder), pretrain (the tiny model, cached), arms (what each arm trains

@@ -40,7 +40,7 @@ def experiment(out, *, quick: bool = False, arms=None, seeds: int | None = None,
                log=None, command: str | None = None, **overrides) -> ExperimentResult:
     """Run the stage-specific experiment into `out` (results.md, results.json, accuracy_by_bucket.png).
 
-    `quick`: one seed, few steps, all arms (about three minutes); `arms`: names or "a,b,c";
+    `quick`: one seed, 4 steps, all nine arms (about a minute of CPU); `arms`: names or "a,b,c";
     `seeds`: how many training seeds; `overrides`: any ExperimentConfig field (total_steps=...).
     The base model is always evaluated (forgetting is measured against it)."""
     cfg = config or preset(quick=quick, test=test)
