@@ -130,8 +130,13 @@ def model_identity(path_or_id: str) -> dict:
 
 # --------------------------------------------------------------------------------------- tiny models
 
+# The assistant turn ends with the end token, as in real chat templates (SmolLM2's <|im_end|> is its eos):
+# TRL's SFT renders conversational rows through the template, so without it a model is never shown where
+# a demonstration stops and keeps writing past its answer.
 CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+    # {{ '\\n' }}, not a bare newline: transformers renders templates with trim_blocks, which would eat it.
+    "{% if m['role'] == 'assistant' %}<eos>{% endif %}{{ '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 _SPECIAL = ["<pad>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>"]

@@ -28,18 +28,8 @@ from stagewise.curate.models import build_tiny_model, cache_dir
 from stagewise.experiment import testbed
 from stagewise.experiment.render import render_prompt, render_target
 
-# The assistant turn ends with the end token, as in real chat templates (SmolLM2's <|im_end|> is its
-# eos). The generic tiny-model template (curate.models.CHAT_TEMPLATE) ends a turn with a newline only;
-# TRL's SFT renders conversational rows through the template and so would never show the model where a
-# demonstration stops: after a few SFT steps it kept writing past its answer, and the verifier read
-# the last number of the rambling. Only the assistant-turn ending differs, so pretraining text (prompt
-# with generation prompt + target + eos) is the same under both templates.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
-    # {{ '\\n' }}, not a bare newline: transformers renders templates with trim_blocks, which would eat it.
-    "{% if m['role'] == 'assistant' %}<eos>{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
+# The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
+from stagewise.curate.models import CHAT_TEMPLATE  # noqa: E402
 
 
 @dataclass(frozen=True)
