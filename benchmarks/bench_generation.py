@@ -196,12 +196,12 @@ def main(argv=None) -> int:
     for m in methods:
         py = vllm_python if m == "vllm" else sys.executable
         env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-        if m == "vllm" and args.threads == 1:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0")  # one thread, as the others
         meas = run_measured(m, [py, "-m", "benchmarks.bench_generation", "--worker", m, *common],
                             cwd=ROOT, env=env, nice=args.nice)
         if meas.returncode != 0:
-            print(f"{m} failed:\n{meas.stderr[-3000:]}", file=sys.stderr)
+            # The root cause of an engine failure is usually far above the final traceback.
+            causes = [line for line in meas.stderr.splitlines() if "Error" in line or "error:" in line]
+            print(f"{m} failed:\n" + "\n".join(causes[-20:]) + "\n" + meas.stderr[-3000:], file=sys.stderr)
             res[m] = {"method": m, "error": meas.stderr[-500:]}
             continue
         row = json.loads(meas.stdout.strip().splitlines()[-1])
