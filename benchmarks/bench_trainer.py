@@ -231,6 +231,8 @@ def report(rows, records, args) -> None:
                   "The RL verifier runs in VerifierPool worker processes whose CPU time is not counted (exact/"
                   "numeric checks of short answers: milliseconds per step). Raw per-step times: "
                   "benchmarks/results/trainer.json.")]
+        if getattr(args, "note", ""):
+            lines += ["", args.note]
         harness.update_results_md("trainer", "\n".join(lines))
 
 
@@ -242,6 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-results-md", action="store_true")
     ap.add_argument("--nice", type=int, default=10, help="niceness of the measured subprocesses")
     ap.add_argument("--json-name", default="trainer", help="benchmarks/results/<name>.json")
+    ap.add_argument("--note", default="", help="a sentence appended to the RESULTS.md section")
     ap.add_argument("--from-sides", action="store_true",
                     help="only rebuild the table from results/trainer_sides.jsonl (sides finished so far)")
     ap.add_argument("--worker"), ap.add_argument("--stage"), ap.add_argument("--model")
