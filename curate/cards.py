@@ -9,20 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-
-def _atomic_target(path) -> tuple[str, str]:
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    return path, os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-
-
-def write_text_atomic(path, text: str) -> str:
-    path, tmp = _atomic_target(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+from stagewise.curate.atomic import atomic_target as _atomic_target  # noqa: E402
+from stagewise.curate.atomic import write_text_atomic  # noqa: E402,F401
 
 
 def render_card(*, front_matter: dict, title: str, sections: Sequence[tuple[str, str]]) -> str:

@@ -17,11 +17,12 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
+from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.runconfig import diff_configs, load_config
 
@@ -139,17 +140,13 @@ def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
                 "or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resolved.exists():
-        tmp = resolved.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        os.replace(tmp, resolved)
+        write_text_atomic(resolved, yaml.safe_dump(cfg, sort_keys=False))
     state_path = run_dir / "state.json"
     return json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
 
 
 def _save_state(run_dir: Path, state: dict) -> None:
-    tmp = run_dir / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1, default=str))
-    os.replace(tmp, run_dir / "state.json")
+    write_text_atomic(run_dir / "state.json", json.dumps(state, indent=1, default=str))
 
 
 def _check_sections(cfg: dict) -> None:

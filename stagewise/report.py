@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate.atomic import write_text_atomic
+
 
 @dataclass
 class Report:
@@ -37,8 +39,8 @@ class Report:
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         out = Path(out_dir)
         md, htm = out / "report.md", out / "report.html"
-        _atomic_write(md, self._markdown(out))
-        _atomic_write(htm, self._html())
+        write_text_atomic(md, self._markdown(out))
+        write_text_atomic(htm, self._html())
         return md, htm
 
     def _markdown(self, out: Path) -> str:
@@ -92,12 +94,6 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_run_report(run_dir, cfg: dict, *, profile: dict, probed: dict, exported: dict, trained: dict,

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, InputError
 from transformers import TrainerCallback
 
@@ -184,9 +185,7 @@ def mark_finished(out: Path, result: TrainResult) -> None:
     """Completion marker written last (atomically): its presence means OUT/model is complete."""
     if not is_main_process():
         return
-    tmp = out / f".done.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(result.to_dict(), default=str, indent=1))
-    os.replace(tmp, out / "done.json")
+    write_text_atomic(out / "done.json", json.dumps(result.to_dict(), default=str, indent=1))
 
 
 def save_final(trainer, tokenizer, out: Path) -> str:

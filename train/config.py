@@ -10,6 +10,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError
 
 KINDS = ("sft", "rl", "joint", "eval")
@@ -182,7 +183,5 @@ def write_resolved(cfg: dict, out: Path, name: str = "config.yaml") -> Path:
     path = out / name
     if int(os.environ.get("RANK", "0")) != 0:  # one writer under accelerate launch
         return path
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import InputError
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult
@@ -184,10 +185,7 @@ def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
         if cached.get("key") == key:
             return StageEval(label, cached["rows"])
     res = evaluate_checkpoint(model_dir, label, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"key": key, "rows": res.rows}, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"key": key, "rows": res.rows}, default=str))
     return res
 
 
@@ -316,9 +314,6 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
                   f"![curves]({Path(curves).name})"]
     for name, text in (("report.md", "\n".join(lines) + "\n"),
                        ("summary.json", json.dumps(result.to_dict(), indent=2, default=str))):
-        tmp = out / (name + ".tmp")
-        out.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-    (out / "eval.json").write_text(json.dumps([{"checkpoint": e.checkpoint, "rows": e.rows}
-                                               for e in result.evals], indent=2, default=str))
+        write_text_atomic(out / name, text)
+    write_text_atomic(out / "eval.json", json.dumps([{"checkpoint": e.checkpoint, "rows": e.rows}
+                                                     for e in result.evals], indent=2, default=str))
