@@ -194,6 +194,10 @@ def _load_data(cfg: dict):
 
     pool = load(data["sources"], data.get("limit_per_source"))
     heldout = load(data.get("eval_sources") or [], data.get("eval_limit_per_source"))
+    task = (cfg.get("probe") or {}).get("task")
+    if task:  # the held-out items are scored by the verifier the probe used (probe.task overrides every source)
+        for p in heldout:
+            p.task = task
     pool_ids = {p.id for p in pool}
     heldout = ProblemSet([p for p in heldout if p.id not in pool_ids],
                          {"removed_overlap": len(heldout) - sum(p.id not in pool_ids for p in heldout)})
