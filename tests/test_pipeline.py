@@ -115,3 +115,16 @@ def test_the_real_default_run(tmp_path):
     result = sw.run(out=tmp_path / "default")
     assert Path(result.report).exists()
     assert set(result.seconds) >= {"profile", "probe", "export", "train"}
+
+
+def test_heldout_items_are_disjoint_and_scored_like_the_probe():
+    from stagewise.pipeline import _load_data
+    from stagewise.runconfig import load_config
+
+    cfg = load_config(overrides={"data": {"sources": ["rg:chain_sum?size=20&seed=1&max_digits=1&max_terms=2"],
+                                          "eval_sources": ["rg:chain_sum?size=20&seed=9&max_digits=1&max_terms=2"],
+                                          "limit_per_source": 20, "eval_limit_per_source": 20},
+                                 "probe": {"task": "gsm8k"}})
+    pool, heldout = _load_data(cfg)
+    assert heldout and all(p.task == "gsm8k" for p in heldout)
+    assert not {p.id for p in pool} & {p.id for p in heldout}
