@@ -754,7 +754,7 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory [default: runs/<timestamp>]; re-running with the same --out resumes.")
 @click.option("--scale", type=click.Choice(["small", "medium", "large"]), default=None,
-              help="Preset budgets: small ~10 min on 2 CPU cores (the default), medium ~1.5 h, large = a GPU job.")
+              help="Preset budgets: small ~10 min on 2 CPU cores (the default, measured), medium ~1.5 h (estimated), large = a GPU job.")
 @click.option("--model", default=None, help="Model: smollm2-135m (embedded default), a local directory or a hub id.")
 @click.option("--backend", type=click.Choice(["hf", "vllm", "openai"]), default=None,
               help="Generation backend for probing and evaluation.")

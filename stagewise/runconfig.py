@@ -17,9 +17,9 @@ TOP_KEYS = ("model", "backend", "seed", "base_url") + SECTIONS
 
 # What each preset costs is written beside it; `small` is the default file itself.
 SCALES = {
-    # ~48 items, k=4, 4 SFT + 2 RL steps: about 10 minutes on 2 CPU cores.
+    # 36 items, k=4, 4 SFT + 2 RL steps: about 10 minutes on 2 CPU cores (benchmarks/RESULTS.md).
     "small": {},
-    # ~200 items, k=8, 50 SFT + 20 RL steps: about 1.5 hours on 2 CPU cores, minutes on one GPU.
+    # ~200 items, k=8, 50 SFT + 20 RL steps: estimated (not measured) ~1.5 hours on 2 CPU cores.
     "medium": {
         "data": {"limit_per_source": 50,
                  "sources": ["rg:chain_sum?size=50&seed=1&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
