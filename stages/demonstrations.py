@@ -13,6 +13,7 @@ answer the verifier rejects is not a demonstration), and each demonstration reco
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError
@@ -63,13 +64,14 @@ def _status_words(verdict) -> str:
     return f"{verdict.status}{got}"
 
 
-class DemoSource:
+class DemoSource(ABC):
     """One source of demonstrations. `find(problems)` returns (demos by id, reasons for the rest)."""
 
     name = "base"
 
+    @abstractmethod
     def find(self, problems: list) -> tuple[dict, dict]:
-        raise NotImplementedError
+        """Demonstrations by problem id, and a reason for every problem left without one."""
 
 
 class ReferenceSolutionSource(DemoSource):

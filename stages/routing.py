@@ -67,7 +67,8 @@ class Router:
     rule = ""
 
     def decide_one(self, item: Item) -> Decision:
-        raise NotImplementedError
+        """The bucket, stage and reason of one item (policies that need the whole pool override `decide`)."""
+        raise TypeError(f"policy {self.name} routes the whole pool at once; call decide(items)")
 
     def decide(self, items: list[Item]) -> list[Decision]:
         return [self.decide_one(it) for it in items]

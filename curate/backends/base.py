@@ -8,6 +8,7 @@ run asks for exactly the samples a fixed run would.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
 
@@ -51,17 +52,18 @@ def sample_seed(run_seed: int, problem_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-class Backend:
+class Backend(ABC):
     """Base class. Subclasses set `name` and implement `generate`."""
 
     name = "base"
 
+    @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        raise NotImplementedError
+        """One result per (request, sample index), in any order."""
 
+    @abstractmethod
     def identity(self) -> dict:
         """Model identity recorded with the run (name, weights hash or revision, backend)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release engines, servers and pools."""

@@ -5,6 +5,7 @@ The verifier is named by the problem's `task`. The probe and the RL reward call 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -22,10 +23,11 @@ class Verdict:
         return self.status == "correct"
 
 
-class Verifier:
+class Verifier(ABC):
     """Base class. `name` is the task it serves (e.g. "gsm8k", "math", "rg:basic_arithmetic")."""
 
     name = "base"
 
+    @abstractmethod
     def score(self, completion: str, problem) -> Verdict:
-        raise NotImplementedError
+        """Score one completion against the problem's gold answer; never raises (crashes become status error)."""
