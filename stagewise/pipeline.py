@@ -24,9 +24,8 @@ import yaml
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, StagewiseError
-from stagewise.runconfig import diff_configs, load_config
+from stagewise.runconfig import deep_merge, diff_configs, load_config
 
-STAGES = ("profile", "probe", "export", "train", "report")
 
 # Throughputs measured on the 2-core reference machine (benchmarks/RESULTS.md), used only for the
 # up-front estimate; the report records the real wall time of every stage.
@@ -48,7 +47,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         progress: bool = True, echo=print) -> RunResult:
     """Run the whole pipeline; return the run directory, the report path and the headline numbers."""
     if isinstance(config, dict):
-        cfg = load_config(scale=scale, overrides=_merge(config, overrides or {}))
+        cfg = load_config(scale=scale, overrides=deep_merge(config, overrides or {}))
     else:
         cfg = load_config(config, scale=scale, overrides=overrides)
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -117,12 +116,6 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     summary = headline(trained)
     return RunResult(str(run_dir), str(report_md), summary,
                      {k: v["seconds"] for k, v in state["stages"].items()})
-
-
-def _merge(a: dict, b: dict) -> dict:
-    from stagewise.runconfig import deep_merge
-
-    return deep_merge(a, b)
 
 
 def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
