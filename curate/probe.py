@@ -266,7 +266,7 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
                             round_size=round_size, batch_size=batch_size, progress=progress,
                             verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s,
                             problems=by_id, on_commit=on_commit)
-        summary = summarize(st, run_id, list(by_id), stats)
+        summary = probe_summary(st, run_id, list(by_id), stats)
         summary.update({"model": model, "backend": config["backend"], "store": st.path,
                         "shard": config["shard"], "adaptive": adaptive,
                         "k": k_max if adaptive else num_samples})
@@ -394,7 +394,7 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
     return stats
 
 
-def summarize(st, run_id: str, ids: list[str], stats: dict | None = None) -> dict:
+def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) -> dict:
     """Items per bucket, mean pass@1, sample statuses, tokens and throughput of one run (these items)."""
     from stagewise.curate.statistics import bucket
 

@@ -27,7 +27,7 @@ from stagewise.stages.routing import (
     model_name,
     open_store,
     resolve_run,
-    summarize,
+    route_summary,
 )
 
 MANIFEST_VERSION = 1
@@ -97,7 +97,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             if r["stage"] in ("sft", "both") and r["id"] in problems]
     found = demo_mod.find_demonstrations([problems[i] for i in need], sources)
     assignments = _apply_demonstrations(assignments, problems, found)
-    summary = summarize(assignments, router.name, keep_mastered=keep_mastered)
+    summary = route_summary(assignments, router.name, keep_mastered=keep_mastered)
 
     splits = _rows_by_split(fmt, assignments, problems, found.demos, system_prompt=system_prompt,
                             prompt_template=prompt_template, model=probed_model)

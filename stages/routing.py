@@ -388,7 +388,7 @@ class RouteSummary:
                 "warnings": self.warnings}
 
 
-def summarize(assignments, policy: str = "stage", *, keep_mastered: int = 0) -> RouteSummary:
+def route_summary(assignments, policy: str = "stage", *, keep_mastered: int = 0) -> RouteSummary:
     """Count buckets × stages and warn about splits a trainer cannot use."""
     counts = {b: {s: 0 for s in STAGES} for b in BUCKETS}
     for b, s in zip(assignments["bucket"].to_list(), assignments["stage"].to_list()):

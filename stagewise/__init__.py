@@ -36,9 +36,9 @@ _API = {
     "train_rl": "stagewise.train.rl",
     "train_joint": "stagewise.train.joint",
     # `sw.train` would be the stagewise.train sub-package itself, so the two-stage trainer is train_pipeline.
-    "train_pipeline": "stagewise.train.pipeline:train",
-    "run": "stagewise.pipeline",
-    "experiment": "stagewise.experiment",
+    "train_pipeline": "stagewise.train.two_stage:train",
+    "run": "stagewise.end_to_end",
+    "experiment": "stagewise.experiments.runner",
     "StagewiseError": "stagewise.curate.errors",
     "InputError": "stagewise.curate.errors",
     "ConfigError": "stagewise.curate.errors",

@@ -444,11 +444,11 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
         stagewise route --store run.duckdb --keep-mastered 16 --require-samples 8 --out assignments.parquet
     """
     import stagewise as sw
-    from stagewise.stages.routing import summarize
+    from stagewise.stages.routing import route_summary
 
     assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
                            keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, out=out)
-    _print_route_summary(summarize(assignments, policy, keep_mastered=keep_mastered), assignments)
+    _print_route_summary(route_summary(assignments, policy, keep_mastered=keep_mastered), assignments)
     if out:
         click.echo(f"wrote {out} ({len(assignments)} rows)")
 

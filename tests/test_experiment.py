@@ -9,7 +9,7 @@ import json
 import pytest
 from stagewise.curate.verifiers import score
 
-from stagewise.experiment import testbed
+from stagewise.experiments import testbed
 
 
 def test_worked_solution_carries_and_the_verifier_accepts_the_formatted_target():

@@ -99,7 +99,7 @@ def test_print_config_is_the_commented_default():
 
 
 def test_estimate_grows_with_the_budget():
-    from stagewise.pipeline import estimate_minutes
+    from stagewise.end_to_end import estimate_minutes
     from stagewise.runconfig import load_config
 
     small = estimate_minutes(load_config(scale="small"))
@@ -118,7 +118,7 @@ def test_the_real_default_run(tmp_path):
 
 
 def test_heldout_items_are_disjoint_and_scored_like_the_probe():
-    from stagewise.pipeline import _load_data
+    from stagewise.end_to_end import _load_data
     from stagewise.runconfig import load_config
 
     cfg = load_config(overrides={"data": {"sources": ["rg:chain_sum?size=20&seed=1&max_digits=1&max_terms=2"],

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from stages_helpers import CONFIG, build_store, item, mixed_items
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.store import ProbeStore
-from stagewise.stages.routing import summarize
+from stagewise.stages.routing import route_summary
 
 import stagewise as sw
 from stagewise.cli import cli
@@ -102,12 +102,12 @@ def test_require_samples_leaves_thin_items_unrouted(tmp_path):
 def test_summary_warns_when_a_split_is_empty_and_says_what_to_change(tmp_path):
     path = tmp_path / "r.duckdb"
     build_store(path, [item(i, "wwww") for i in range(3)] + [item(9, "cccc")])
-    summary = summarize(sw.route(path))
+    summary = route_summary(sw.route(path))
     assert summary.counts["unmastered"]["sft"] == 3 and summary.counts["mastered"]["drop"] == 1
     text = " ".join(summary.warnings)
     assert "RL split is empty" in text and "--num-samples" in text
     assert "SFT split has only 3" in text
-    replay = " ".join(summarize(sw.route(path, keep_mastered=4), keep_mastered=4).warnings)
+    replay = " ".join(route_summary(sw.route(path, keep_mastered=4), keep_mastered=4).warnings)
     assert "--keep-mastered 4 asked for a replay split, but only 1 item is mastered" in replay
 
 

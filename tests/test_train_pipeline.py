@@ -4,7 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from stagewise.train.pipeline import train
+from stagewise.train.two_stage import train
 from train_helpers import MEMO, make_export
 
 from stagewise.cli import cli

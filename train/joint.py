@@ -63,7 +63,7 @@ from stagewise.train.common import (
     save_final,
 )
 from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export
-from stagewise.train.evaluation import sft_token_batches
+from stagewise.train.stage_eval import sft_token_batches
 from stagewise.train.losses import iw_sft_loss
 from trl import GRPOTrainer
 
@@ -373,7 +373,7 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
     Options: stagewise/configs/train_joint.yaml (the RL options plus the joint ones). `sft_rows`/`rl_rows`
     replace the export's splits (the pipeline passes the SFT split minus its held-out part)."""
     from stagewise.curate.models import resolve_model
-    from stagewise.train.evaluation import HeldoutSFTLoss
+    from stagewise.train.stage_eval import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
     from stagewise.train.rl import build_grpo_trainer, check_rl_model, resolve_sampling
     from transformers import set_seed

@@ -111,7 +111,7 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
 
     `sft_eval_rows` (held-out SFT demonstrations) makes the run log the held-out SFT loss every
     `sft_eval_steps` steps. Other options: see stagewise/configs/train_rl.yaml."""
-    from stagewise.train.evaluation import HeldoutSFTLoss
+    from stagewise.train.stage_eval import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
     from transformers import set_seed
 

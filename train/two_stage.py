@@ -68,7 +68,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL.
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
     evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
-    from stagewise.train.evaluation import comparison_table, forgetting, plot_curves, read_metrics
+    from stagewise.train.stage_eval import comparison_table, forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
@@ -172,7 +172,7 @@ def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
     import hashlib
 
     from stagewise.curate.models import model_identity
-    from stagewise.train.evaluation import StageEval, evaluate_checkpoint
+    from stagewise.train.stage_eval import StageEval, evaluate_checkpoint
 
     settings = {k: v for k, v in kw.items() if k not in ("export", "heldout")}
     settings["heldout"] = sorted(p.id for p in kw.get("heldout") or [])
@@ -229,7 +229,7 @@ def reprobe_moves(export, model_dir: str, out: Path, sft_rows: list[dict], *, se
     """Probe the SFT model on the SFT items with the probe's settings; items now partial (0 < c < n) are
     returned as RL rows (prompt, solution, id, task, meta) and listed in OUT/moved.parquet."""
     from stagewise.curate.probe import probe
-    from stagewise.train.evaluation import export_problems
+    from stagewise.train.stage_eval import export_problems
 
     if not sft_rows:
         return []

@@ -106,7 +106,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
 
     trained = stage("train", do_train)
 
-    from stagewise.report import write_run_report
+    from stagewise.run_report import write_run_report
 
     report_md = write_run_report(run_dir, cfg, profile=profile, probed=probed, exported=exported,
                                  trained=trained, notes=notes,

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stagewise.curate.models import build_tiny_model, cache_dir
-from stagewise.experiment import testbed
-from stagewise.experiment.render import render_prompt, render_target
+from stagewise.experiments import testbed
+from stagewise.experiments.render import render_prompt, render_target
 
 # The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
 from stagewise.curate.models import CHAT_TEMPLATE  # noqa: E402

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from stagewise.curate.errors import ConfigError
-from stagewise.experiment.pretrain import PretrainConfig
+from stagewise.experiments.pretrain import PretrainConfig
 
 # The prompt the probe sends (through the tiny model's chat template). Short on purpose: a 0.7M
 # character model reads every character. The answer format is the numeric verifier's \boxed{}.

@@ -2,7 +2,7 @@
 train every arm at every seed -> evaluate on held-out items -> report.
 
 Everything after pretraining goes through the toolkit (curate.probe, stages.routing, stages.export,
-train.sft / train.rl, curate.evaluate, train.evaluation.sft_loss); this module only decides what to
+train.sft / train.rl, curate.evaluate, train.stage_eval.sft_loss); this module only decides what to
 call with which inputs and collects the numbers. Each (arm, seed) writes `result.json` when it
 finishes, so an interrupted run, re-run with the same command, continues where it stopped.
 """
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
-from stagewise.experiment import testbed
-from stagewise.experiment.arms import ArmRun, resolve_arms, run_arm
-from stagewise.experiment.config import ExperimentConfig, preset
-from stagewise.experiment.pretrain import PretrainResult, pretrain
-from stagewise.experiment.report import BUCKETS, arm_record, write_report
+from stagewise.experiments import testbed
+from stagewise.experiments.arms import ArmRun, resolve_arms, run_arm
+from stagewise.experiments.config import ExperimentConfig, preset
+from stagewise.experiments.pretrain import PretrainResult, pretrain
+from stagewise.experiments.results import BUCKETS, arm_record, write_report
 
 POOL_PROBE_SEED = 0
 HELDOUT_PROBE_SEED = 1  # an independent probe: held-out buckets are not chosen on the evaluation's samples
@@ -225,8 +225,8 @@ def metrics_from_eval(table, ks) -> dict:
 
 
 def _sft_losses(run: ArmRun, arm, rows) -> dict:
-    """Held-out SFT loss of the model entering RL and of the final model (train.evaluation.sft_loss)."""
-    from stagewise.train.evaluation import sft_loss, sft_token_batches
+    """Held-out SFT loss of the model entering RL and of the final model (train.stage_eval.sft_loss)."""
+    from stagewise.train.stage_eval import sft_loss, sft_token_batches
 
     def loss_of(model_dir: str) -> float:
         import torch
