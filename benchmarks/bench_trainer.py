@@ -63,14 +63,20 @@ def build_export(out: str, n: int = 64) -> str:
         msgs = build_messages(p)
         sft.append({"prompt": msgs, "completion": [{"role": "assistant",
                                                    "content": format_target(p.solution, p.answer, p)}],
-                    "id": p.id, "task": p.task, "answer": p.answer, "meta": p.meta})
-        rl.append({"prompt": msgs, "solution": p.answer, "id": p.id, "task": p.task, "meta": p.meta})
+                    "id": p.id, "task": p.task, "question": p.prompt, "answer_format": "boxed", "answer": p.answer,
+                    "meta": p.meta})
+        rl.append({"prompt": msgs, "solution": p.answer, "id": p.id, "task": p.task, "question": p.prompt,
+                   "answer_format": "boxed", "meta": p.meta})
     os.makedirs(out, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(sft), os.path.join(out, "sft.parquet"))
     pq.write_table(pa.Table.from_pylist(rl), os.path.join(out, "rl.parquet"))
+    from stagewise.stages.contract import ExportManifest
+
+    probe = {"sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 128}}
+    manifest = ExportManifest(format="trl", sft_style="prompt-completion", run_id="bench", probe=probe, model={},
+                              route={}, demonstrations={}, counts={"splits": {"sft": len(sft), "rl": len(rl)}})
     with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump({"format": "trl", "probe": {"sampling": {"temperature": 1.0, "top_p": 1.0,
-                                                           "max_new_tokens": 128}}}, f)
+        json.dump(manifest.to_dict(), f)
     return out
 
 

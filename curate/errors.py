@@ -26,6 +26,10 @@ class InputError(StagewiseError):
         super().__init__(text)
 
 
+class EmptySplitError(InputError):
+    """An export split exists but holds no rows: a pipeline skips that stage, a single stage refuses."""
+
+
 class ConfigError(StagewiseError):
     """A bad option or configuration value (all problems reported at once where possible)."""
 

@@ -26,10 +26,11 @@ class EvalResult:
     summary: dict = field(default_factory=dict)
     ks: tuple = (1,)
     notes: list = field(default_factory=list)
+    per_item: list = field(default_factory=list)  # {"id", "n", "c", "statuses": {status: count}} per item
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "ks": list(self.ks), "table": self.table.to_dicts(),
-                "summary": self.summary, "notes": list(self.notes)}
+                "summary": self.summary, "notes": list(self.notes), "per_item": list(self.per_item)}
 
 
 def _load_buckets(buckets) -> dict[str, str]:
@@ -128,12 +129,14 @@ def evaluate(model, problems, *, buckets=None, num_samples: int = 8, ks=(1, 4, 8
         counts = store_obj.sample_counts(res.run_id)
         ids = res.item_ids
         problems_by_id = {p.id: p for p in store_obj.problems(ids)}
+        statuses = store_obj.status_counts(res.run_id)
     finally:
         if store is None:
             res.store.close()
         elif not hasattr(store, "con"):
             res.close()
-    per_item = [{"id": pid, "n": counts.get(pid, (0, 0))[0], "c": counts.get(pid, (0, 0))[1]} for pid in ids]
+    per_item = [{"id": pid, "n": counts.get(pid, (0, 0))[0], "c": counts.get(pid, (0, 0))[1],
+                 "statuses": statuses.get(pid, {})} for pid in ids]
     groups: dict[str, list[str]] = {"all": list(ids)}
     for kind, attr in (("source", "source"), ("task", "task")):
         values: dict[str, list[str]] = {}
@@ -155,4 +158,4 @@ def evaluate(model, problems, *, buckets=None, num_samples: int = 8, ks=(1, 4, 8
     if unverified:
         notes.append(f"{len(unverified)} item(s) have no verified sample (verifier timeout/error) and are left out")
     table = group_table(per_item, ks, groups)
-    return EvalResult(table=table, run_id=res.run_id, summary=res.summary, ks=ks, notes=notes)
+    return EvalResult(table=table, run_id=res.run_id, summary=res.summary, ks=ks, notes=notes, per_item=per_item)

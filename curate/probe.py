@@ -15,6 +15,7 @@ items still uniform (all correct or all wrong) draw more, one round at a time, u
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +136,19 @@ def _open_store(store):
 
 
 def _model_identity(backend: Backend, model: str) -> dict:
+    from stagewise.curate.paths import portable_name
+
     try:
         ident = dict(backend.identity())
     except NotImplementedError:
         ident = {}
-    # The run id must not depend on where the weights sit on this machine, only on what they are.
-    out = {"name": ident.get("name", model), "weights_sha256": ident.get("weights_sha256")}
+    # The run id must not depend on where the weights sit on this machine, only on what they are: a local
+    # model is its directory's base name plus the weights' sha256; a hub model its id (and revision).
+    out = {"name": portable_name(ident.get("name", model)), "weights_sha256": ident.get("weights_sha256")}
+    if ident.get("revision"):
+        out["revision"] = ident["revision"]
     if out["weights_sha256"] is None and ident.get("model") is not None:
-        out["served_model"] = ident["model"]
+        out["served_model"] = portable_name(ident["model"])
     return out
 
 
@@ -254,6 +260,9 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
             "shard": None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}",
             "limit": limit,
         }
+        own = sorted((p.id, p.messages) for p in items if p.messages)
+        if own:  # items that carry their prompt (an export's rows): the run is keyed on those messages
+            config["item_messages_sha256"] = hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()
         if adaptive:
             config.update({"adaptive": {"min_samples": int(min_samples), "k_max": int(k_max),
                                         "round_size": int(round_size)}, "k_max": int(k_max)})

@@ -57,7 +57,11 @@ def resolve_prompting(task: str, system_prompt: str | None = None,
 
 
 def build_messages(problem, *, system_prompt: str | None = None, prompt_template: str | None = None) -> list[dict]:
-    """Chat messages for one problem (a Problem or a dict with prompt/task)."""
+    """Chat messages for one problem (a Problem or a dict with prompt/task). A problem that carries its
+    own `messages` (an exported row) is asked exactly that, whatever the prompting options."""
+    own = _field(problem, "messages")
+    if own:
+        return [dict(m) for m in own]
     system, template = resolve_prompting(_field(problem, "task", "exact"), system_prompt, prompt_template)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": template.replace(PLACEHOLDER, _field(problem, "prompt", ""))})

@@ -22,6 +22,9 @@ class Problem:
     source: str = ""
     task: str = "exact"
     meta: str = "{}"
+    # The exact chat messages to send, when they travel with the item (an exported row); otherwise the
+    # probe builds them from `prompt` and the prompting options.
+    messages: list | None = field(default=None, repr=False)
     extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -33,6 +36,7 @@ class Problem:
     def row(self) -> dict:
         d = asdict(self)
         d.pop("extra")
+        d.pop("messages")
         return d
 
     @property

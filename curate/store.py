@@ -387,6 +387,14 @@ class ProbeStore:
         return {pid: (int(n), int(c)) for pid, n, c in self.con.execute(
             "SELECT problem_id, n, c FROM mastery WHERE run_id = ?", [run_id]).fetchall()}
 
+    def status_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """{problem_id: {status: number of samples}}, every stored sample counted."""
+        out: dict[str, dict[str, int]] = {}
+        for pid, status, count in self.con.execute(
+                "SELECT problem_id, status, count(*) FROM samples WHERE run_id = ? GROUP BY ALL", [run_id]).fetchall():
+            out.setdefault(str(pid), {})[str(status)] = int(count)
+        return out
+
     def sample_indices(self, run_id: str) -> dict[str, set[int]]:
         """{problem_id: set of stored sample indices}, whatever their status: what a resume skips."""
         out: dict[str, set[int]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stagewise.stages.formats import SPLITS
+from stagewise.stages.contract import SPLITS
 
 MASTERY_PNG = "mastery.png"
 SOURCE_PNG = "pass_rate_by_source.png"
@@ -250,7 +250,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     provenance = _table(["field", "value"], [
         ["model", f"`{_model(manifest)}`"],
         ["model identity", f"`{json.dumps(manifest.get('model'), default=str)}`"],
-        ["probe run", f"`{manifest['run_id']}` in `{Path(manifest['store']).name}`"],
+        ["probe run", f"`{manifest['run_id']}`"],
         ["samples per item", _samples_per_item(probe)],
         ["sampling", ", ".join(f"{k}={v}" for k, v in sampling.items()) or "–"],
         *_prompting_rows(probe),

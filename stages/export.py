@@ -18,7 +18,8 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.stages import demonstrations as demo_mod
-from stagewise.stages.formats import SPLITS, ExportItem, make_format, to_table
+from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name
+from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
     assignments_from_mastery,
@@ -30,7 +31,6 @@ from stagewise.stages.routing import (
     route_summary,
 )
 
-MANIFEST_VERSION = 1
 _LIBRARIES = ("stagewise", "polars", "pyarrow", "duckdb", "datasets", "transformers", "trl", "torch",
               "math-verify", "reasoning-gym")
 
@@ -102,7 +102,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     splits = _rows_by_split(fmt, assignments, problems, found.demos, system_prompt=system_prompt,
                             prompt_template=prompt_template, model=probed_model)
     config = {
-        "store": run.store_path, "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
+        "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
                   "require_samples": require_samples, "seed": seed},
         "demonstrations": {"sources": [s.name for s in sources], "teacher": teacher,
@@ -130,7 +130,7 @@ class _Run:
     mastery: object
     problems: dict
     samples: object
-    store_path: str
+    store_name: str  # for messages only: the export never records where the store sits
 
 
 def _read_run(store, run_id, *, with_samples: bool) -> _Run:
@@ -141,12 +141,12 @@ def _read_run(store, run_id, *, with_samples: bool) -> _Run:
         mastery = st.mastery(rid)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
         run = _Run(rid, st.run(rid), mastery, problems, st.samples(rid) if with_samples else None,
-                   str(Path(getattr(st, "path", store)).resolve()))
+                   str(getattr(st, "path", store)))
     finally:
         if opened:
             st.close()
     if not len(run.mastery):
-        raise InputError(f"probe run {rid} has no samples", path=run.store_path,
+        raise InputError(f"probe run {rid} has no samples", path=run.store_name,
                          fix="run (or resume) `stagewise probe` into this store first")
     return run
 
@@ -154,7 +154,7 @@ def _read_run(store, run_id, *, with_samples: bool) -> _Run:
 def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prompt, prompt_template,
                    model) -> dict[str, list]:
     """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them."""
-    from stagewise.curate.prompts import build_messages
+    from stagewise.curate.prompts import answer_format, build_messages
 
     targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
                "unrouted": ["unrouted"]}
@@ -164,9 +164,10 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
         if p is None:
             continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt
         msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
+        asked = answer_format(p.task, system_prompt=system_prompt, prompt_template=prompt_template)
         for split in targets.get(a["stage"], []):
             item = ExportItem(a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
-                              index=len(splits[split]))
+                              index=len(splits[split]), answer_format=asked)
             splits[split].append(fmt.row(split, item))
     return splits
 
@@ -217,21 +218,21 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
     if fmt.name == "verl":
         shutil.copyfile(Path(__file__).parent / "templates" / "reward.py", tmp / "reward.py")
 
-    manifest = {
-        "stagewise_export": MANIFEST_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **{k: config[k] for k in ("format", "sft_style", "store", "run_id")},
-        "probe": run_cfg,
-        "model": run_cfg.get("model"),
-        "route": config["route"],
-        "demonstrations": config["demonstrations"],
-        "counts": {"items": len(assignments), "buckets": summary.bucket_totals,
-                   "stages": summary.stage_totals,
-                   "buckets_by_stage": summary.counts,
-                   "splits": {s: rows[f"{s}.parquet"] for s in SPLITS}},
-        "warnings": summary.warnings,
-        "versions": library_versions(),
-    }
+    # Portable by construction: the probe run is kept by id, the model by name and weights hash, and
+    # any path a user gave (data specs, a local model) by its base name.
+    probe = portable(run_cfg)
+    model = dict(probe.get("model") or {}) if isinstance(probe.get("model"), dict) else {"name": probe.get("model")}
+    model["name"] = portable_name(model.get("name"))
+    probe["model"] = model
+    manifest = ExportManifest(
+        format=config["format"], sft_style=config["sft_style"], run_id=config["run_id"], probe=probe,
+        model=model, route=config["route"], demonstrations=portable(config["demonstrations"]),
+        counts={"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
+                "buckets_by_stage": summary.counts, "splits": {s: rows[f"{s}.parquet"] for s in SPLITS}},
+        warnings=portable(summary.warnings), versions=library_versions(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ).to_dict()
+
     def file_table():
         table = {f.name: {"rows": rows.get(f.name), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
                  for f in sorted(tmp.iterdir()) if f.is_file()}

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 STATS = [("n", pa.int64()), ("c", pa.int64()), ("p_hat", pa.float64()), ("posterior_mean", pa.float64()),
          ("ci_low", pa.float64()), ("ci_high", pa.float64())]
 ROUTING = [("bucket", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
 DEMO = [("demo_source", pa.string()), ("demo_provenance", pa.string())]
 IDENT = [("id", pa.string()), ("task", pa.string())]
-SPLITS = ("sft", "rl", "replay", "unrouted")
+# The raw question and the answer format the prompt asked for (stages/contract.py ITEM_FIELDS).
+ASKED = [("question", pa.string()), ("answer_format", pa.string())]
 
 
 @dataclass
@@ -31,6 +33,10 @@ class ExportItem:
     model: str | None = None  # the probed model's name
     demo: object = None  # stages.demonstrations.Demonstration for SFT rows
     index: int = 0  # position in its split
+    answer_format: str = "boxed"  # what the prompt asked for: "boxed" or "tags"
+
+    def asked(self) -> dict:
+        return {"question": self.problem.prompt, "answer_format": self.answer_format}
 
 
 def _stats(a: dict) -> dict:
@@ -45,6 +51,18 @@ def _demo(item: ExportItem) -> dict:
     return {"demo_source": item.demo.source, "demo_provenance": item.demo.provenance_json()}
 
 
+def _as_messages(value) -> list:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return list(value or [])
+
+
+def _prompt_part(messages) -> list:
+    """The prompt of a full conversation: everything before the final assistant turn."""
+    messages = list(messages or [])
+    return messages[:-1] if messages and messages[-1].get("role") == "assistant" else messages
+
+
 def _assistant(text: str) -> list:
     return [{"role": "assistant", "content": text}]
 
@@ -54,6 +72,7 @@ class ExportFormat:
 
     name = "base"
     sft_style = "prompt-completion"
+    sft_head = 2  # how many leading SFT fields hold the conversation
 
     def row(self, split: str, item: ExportItem) -> dict:
         if split == "sft":
@@ -75,6 +94,28 @@ class ExportFormat:
     def unrouted_fields(self):
         return ROUTING
 
+    def required_columns(self, split: str) -> list[str]:
+        """What a reader cannot do without: the prompt (and SFT target), the gold answer, `id` and
+        `task`. The other declared columns (question, answer_format, meta, statistics) are written by
+        every export, and read as None from a hand-made file, never guessed."""
+        if split == "sft":
+            return [f for f, _ in self.sft_fields()[:self.sft_head]] + ["id", "task", "answer"]
+        return [f for f, _ in self.rl_fields()[:2]] + ["id", "task"]
+
+    def item_fields(self, row: dict, split: str) -> dict:
+        """The contract's fields of one row of this format: id, task, question, answer, answer_format,
+        meta and the prompt `messages` (stages/contract.py). Missing values are None, never guessed."""
+        if split == "sft":
+            messages, answer = self.sft_messages(row), row.get("answer")
+        else:
+            messages, answer = row.get("prompt"), row.get("solution")
+        return {"id": row.get("id"), "task": row.get("task"), "question": row.get("question"),
+                "answer": answer, "answer_format": row.get("answer_format"), "meta": row.get("meta"),
+                "messages": _as_messages(messages)}
+
+    def sft_messages(self, row: dict):
+        return row.get("prompt")
+
     def unrouted_extra(self, item):
         return _routing(item.assignment)
 
@@ -87,11 +128,12 @@ class TRLFormat(ExportFormat):
 
     def __init__(self, sft_style: str = "prompt-completion"):
         self.sft_style = sft_style
+        self.sft_head = 1 if sft_style == "messages" else 2
 
     def sft_fields(self):
         head = ([("messages", MESSAGES)] if self.sft_style == "messages"
                 else [("prompt", MESSAGES), ("completion", MESSAGES)])
-        return head + IDENT + [("answer", pa.string()), ("meta", pa.string())] + DEMO + ROUTING
+        return head + IDENT + ASKED + [("answer", pa.string()), ("meta", pa.string())] + DEMO + ROUTING
 
     def sft_row(self, item):
         p, a = item.problem, item.assignment
@@ -99,23 +141,26 @@ class TRLFormat(ExportFormat):
             head = {"messages": item.messages + _assistant(item.demo.target)}
         else:
             head = {"prompt": item.messages, "completion": _assistant(item.demo.target)}
-        return {**head, "id": p.id, "task": p.task, "answer": p.answer, "meta": p.meta, **_demo(item),
-                **_routing(a)}
+        return {**head, "id": p.id, "task": p.task, **item.asked(), "answer": p.answer, "meta": p.meta,
+                **_demo(item), **_routing(a)}
+
+    def sft_messages(self, row):
+        return _prompt_part(row.get("messages")) if self.sft_style == "messages" else row.get("prompt")
 
     def rl_fields(self):
-        return [("prompt", MESSAGES), ("solution", pa.string())] + IDENT + [("meta", pa.string())] + \
+        return [("prompt", MESSAGES), ("solution", pa.string())] + IDENT + ASKED + [("meta", pa.string())] + \
             ROUTING + STATS
 
     def rl_row(self, item, split):
         p, a = item.problem, item.assignment
-        return {"prompt": item.messages, "solution": p.answer, "id": p.id, "task": p.task, "meta": p.meta,
-                **_routing(a), **_stats(a)}
+        return {"prompt": item.messages, "solution": p.answer, "id": p.id, "task": p.task, **item.asked(),
+                "meta": p.meta, **_routing(a), **_stats(a)}
 
 
 VERL_EXTRA_INFO = pa.struct([
     ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("task", pa.string()),
     ("p_hat", pa.float64()), ("n", pa.int64()), ("c", pa.int64()), ("model", pa.string()),
-    ("meta", pa.string()),
+    ("meta", pa.string()), ("question", pa.string()), ("answer_format", pa.string()),
 ])
 VERL_RL_FIELDS = [
     ("data_source", pa.string()),
@@ -140,14 +185,30 @@ class VerlFormat(ExportFormat):
     reward.py); SFT rows with `messages` for verl's multi-turn SFT dataset."""
 
     name = "verl"
+    sft_head = 1
+
+    def required_columns(self, split):
+        return super().required_columns(split) if split == "sft" else [f for f, _ in VERL_RL_FIELDS]
 
     def sft_fields(self):
-        return [("messages", MESSAGES)] + IDENT + [("answer", pa.string()), ("meta", pa.string())] + DEMO
+        return [("messages", MESSAGES)] + IDENT + ASKED + [("answer", pa.string()), ("meta", pa.string())] + DEMO
 
     def sft_row(self, item):
         p = item.problem
         return {"messages": item.messages + _assistant(item.demo.target), "id": p.id, "task": p.task,
-                "answer": p.answer, "meta": p.meta, **_demo(item)}
+                **item.asked(), "answer": p.answer, "meta": p.meta, **_demo(item)}
+
+    def sft_messages(self, row):
+        return _prompt_part(row.get("messages"))
+
+    def item_fields(self, row, split):
+        if split == "sft":
+            return super().item_fields(row, split)
+        info = row.get("extra_info") or {}
+        return {"id": info.get("id"), "task": info.get("task"), "question": info.get("question"),
+                "answer": (row.get("reward_model") or {}).get("ground_truth"),
+                "answer_format": info.get("answer_format"), "meta": info.get("meta"),
+                "messages": _as_messages(row.get("prompt"))}
 
     def rl_fields(self):
         return list(VERL_RL_FIELDS)
@@ -161,7 +222,7 @@ class VerlFormat(ExportFormat):
             "reward_model": {"style": "rule", "ground_truth": p.answer},
             "extra_info": {"split": split, "index": item.index, "id": p.id, "task": p.task,
                            "p_hat": a.get("p_hat"), "n": a.get("n"), "c": a.get("c"), "model": item.model,
-                           "meta": p.meta},
+                           "meta": p.meta, **item.asked()},
         }
 
 
@@ -172,21 +233,31 @@ class OpenRLHFFormat(ExportFormat):
     name = "openrlhf"
 
     def sft_fields(self):
-        return [("input", MESSAGES), ("output", MESSAGES)] + IDENT + [("answer", pa.string()),
-                                                                      ("meta", pa.string())] + DEMO
+        return [("input", MESSAGES), ("output", MESSAGES)] + IDENT + ASKED + [("answer", pa.string()),
+                                                                              ("meta", pa.string())] + DEMO
 
     def sft_row(self, item):
         p = item.problem
         return {"input": item.messages, "output": _assistant(item.demo.target), "id": p.id, "task": p.task,
-                "answer": p.answer, "meta": p.meta, **_demo(item)}
+                **item.asked(), "answer": p.answer, "meta": p.meta, **_demo(item)}
+
+    def sft_messages(self, row):
+        return row.get("input")
 
     def rl_fields(self):
-        return [("input", MESSAGES), ("label", pa.string())] + IDENT + [("meta", pa.string())] + STATS
+        return [("input", MESSAGES), ("label", pa.string())] + IDENT + ASKED + [("meta", pa.string())] + STATS
 
     def rl_row(self, item, split):
         p, a = item.problem, item.assignment
-        return {"input": item.messages, "label": p.answer, "id": p.id, "task": p.task, "meta": p.meta,
-                **_stats(a)}
+        return {"input": item.messages, "label": p.answer, "id": p.id, "task": p.task, **item.asked(),
+                "meta": p.meta, **_stats(a)}
+
+    def item_fields(self, row, split):
+        if split == "sft":
+            return super().item_fields(row, split)
+        return {"id": row.get("id"), "task": row.get("task"), "question": row.get("question"),
+                "answer": row.get("label"), "answer_format": row.get("answer_format"), "meta": row.get("meta"),
+                "messages": _as_messages(row.get("input"))}
 
 
 FORMATS = {"trl": TRLFormat, "verl": VerlFormat, "openrlhf": OpenRLHFFormat}

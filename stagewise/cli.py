@@ -615,8 +615,8 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
         click.echo(f"{stage}: skipped ({why})")
     if res.moved:
         click.echo(f"re-probe: moved {len(res.moved)} SFT items into RL")
-    if res.table:
-        _print_eval_table(res.table)
+    if res.evals:
+        _print_eval_table(res.evals)
     if not dry_run:
         click.echo(f"report: {out}/report.md   final model: {res.model_dir}")
 
@@ -638,21 +638,20 @@ def _route_sets(extra: dict) -> dict:
     return out
 
 
-def _print_eval_table(rows) -> None:
+def _print_eval_table(evals) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    checkpoints = [k[len("pass@1 "):] for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("pass@1 ")]
+    from stagewise.train.stage_eval import display_table
+
+    rows = display_table(evals)
+    if not rows:
+        return
     table = Table(title="pass@1 [95% CI] before / after each stage", title_justify="left")
-    for col in ("set", "group", "n", *checkpoints):
+    for col in rows[0]:
         table.add_column(col, justify="left" if col in ("set", "group") else "right", no_wrap=True)
     for r in rows:
-        cells = []
-        for ck in checkpoints:
-            v = r.get(f"pass@1 {ck}")
-            ci = str(r.get(f"ci {ck}", "")).replace(" ", "")
-            cells.append("-" if v is None else f"{v:.3f} {ci}".strip())
-        table.add_row(str(r.get("set")), str(r.get("group")), str(r.get("n_items", "")), *cells)
+        table.add_row(*(str(v) for v in r.values()))
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=120)

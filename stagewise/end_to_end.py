@@ -224,31 +224,26 @@ def _bucket_notes(counts: dict) -> list[str]:
 
 def headline(trained: dict) -> dict:
     """The three numbers that matter: held-out pass@1 before and after, and the bucket that moved most."""
-    table = trained.get("table") or []
+    from stagewise.train.stage_eval import StageEval, value_of
 
-    def last(row):
-        for key in ("pass@1 after RL", "pass@1 after SFT"):
-            if row.get(key) is not None:
-                return row[key]
-        return None
-
+    evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
+    if not evals:
+        return {}
+    first, last = evals[0].checkpoint, evals[-1].checkpoint
     out = {}
-    for row in table:
-        if row.get("set") == "heldout" and _group_name(row) in ("all", "overall"):
-            out["held-out pass@1 before"] = row.get("pass@1 before")
-            out["held-out pass@1 after"] = last(row)
+    before = value_of(evals, checkpoint=first, set="heldout", group="all")
+    after = value_of(evals, checkpoint=last, set="heldout", group="all")
+    if before is not None and after is not None:
+        out["held-out pass@1 before"], out["held-out pass@1 after"] = before.value, after.value
     moves = []
-    for row in table:
-        group = _group_name(row)
-        if row.get("set") != "heldout" and group in ("unmastered", "partial", "mastered"):
-            before, after = row.get("pass@1 before"), last(row)
-            if before is not None and after is not None:
-                moves.append((abs(after - before), group, before, after))
+    for group in ("unmastered", "partial", "mastered"):
+        b = value_of(evals, checkpoint=first, set="export items", group=group)
+        a = value_of(evals, checkpoint=last, set="export items", group=group)
+        if b is not None and a is not None and b.value is not None and a.value is not None:
+            moves.append((abs(a.value - b.value), group, b.value, a.value))
     if moves:
-        _, group, before, after = max(moves)
-        out["bucket that moved most"] = f"{group}: pass@1 {before:.3f} -> {after:.3f}"
+        _, group, b, a = max(moves)
+        out["bucket that moved most"] = f"{group}: pass@1 {b:.3f} -> {a:.3f}"
     return out
 
 
-def _group_name(row: dict) -> str:
-    return str(row.get("group", "")).split(":")[-1].strip()

@@ -149,7 +149,9 @@ def write_run_report(run_dir, cfg: dict, *, profile: dict, probed: dict, exporte
     rep.text("SFT and RL do not decouple: RL can raise the held-out SFT loss while it raises the reward.")
 
     rep.heading("Evaluation (pass@1 with 95% CI per checkpoint)")
-    rep.table((trained or {}).get("table") or [])
+    from stagewise.train.stage_eval import StageEval, display_table
+
+    rep.table(display_table([StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]))
     forgetting = (trained or {}).get("forgetting") or {}
     if forgetting:
         rep.heading("Forgetting on the mastered bucket")

@@ -29,7 +29,8 @@ VERL_RL_SCHEMA = pa.schema([
     ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
     ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), ("id", pa.string()),
                               ("task", pa.string()), ("p_hat", pa.float64()), ("n", pa.int64()),
-                              ("c", pa.int64()), ("model", pa.string()), ("meta", pa.string())])),
+                              ("c", pa.int64()), ("model", pa.string()), ("meta", pa.string()),
+                              ("question", pa.string()), ("answer_format", pa.string())])),
 ])
 
 

@@ -59,14 +59,14 @@ def test_rl_split_without_answers_is_a_clear_error(tmp_path, tiny_model_dir):
     path = tmp_path / "rl.parquet"
     pq.write_table(pa.Table.from_pylist([{"prompt": [{"role": "user", "content": "q"}], "id": "x",
                                           "task": "exact"}]), path)
-    with pytest.raises(InputError, match="no answers"):
+    with pytest.raises(InputError, match=r"rl.parquet, column 'solution': missing column"):
         train_rl(path, tiny_model_dir, tmp_path / "out", progress=False)
 
 
 def test_rl_row_with_a_missing_answer_names_the_row(tmp_path, tiny_model_dir):
     path = tmp_path / "rl.parquet"
-    rows = [{"prompt": [{"role": "user", "content": "q"}], "solution": "1"},
-            {"prompt": [{"role": "user", "content": "r"}], "solution": None}]
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "solution": "1", "id": "a", "task": "exact"},
+            {"prompt": [{"role": "user", "content": "r"}], "solution": None, "id": "b", "task": "exact"}]
     pq.write_table(pa.Table.from_pylist(rows), path)
     with pytest.raises(InputError, match=r"line 2.*column 'solution'"):
         train_rl(path, tiny_model_dir, tmp_path / "out", progress=False)

@@ -1,9 +1,9 @@
 """Builders of small TRL-format export directories for the trainer tests.
 
-They write exactly the agreed export layout (stages/export.py, DESIGN.md "Exports"): sft.parquet with
+They write exactly the agreed export layout (stages/contract.py): sft.parquet with
 conversational `prompt` + one-message `completion`, rl.parquet with `prompt` + `solution` + id/task/meta,
-replay.parquet, assignments.parquet and manifest.json["probe"]. When the real exporter is in place,
-`make_export` can be swapped for a probe -> route -> export of the same items without changing a test.
+replay.parquet, assignments.parquet and manifest.json["probe"]. The manifest is a real
+`ExportManifest` (stages/contract.py).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def _write_parquet(rows: list[dict], path: Path, schema_row: dict | None = None)
 
 
 def sft_row(i: int, question: str, answer: str, task: str = "exact") -> dict:
-    return {"id": f"s{i}", "task": task, "meta": "{}", "answer": answer, "prompt": _messages(question),
-            "completion": [{"role": "assistant", "content": answer}]}
+    return {"id": f"s{i}", "task": task, "question": question, "answer_format": "tags", "meta": "{}",
+            "answer": answer, "prompt": _messages(question), "completion": [{"role": "assistant", "content": answer}]}
 
 
 def rl_row(i: int, question: str, answer: str, task: str = "exact", p_hat: float = 0.5) -> dict:
-    return {"id": f"r{i}", "task": task, "meta": "{}", "solution": answer, "prompt": _messages(question),
-            "n": 4, "c": 2, "p_hat": p_hat}
+    return {"id": f"r{i}", "task": task, "question": question, "answer_format": "tags", "meta": "{}",
+            "solution": answer, "prompt": _messages(question), "n": 4, "c": 2, "p_hat": p_hat}
 
 
 def make_export(out, sft=(), rl=(), replay=(), probe=None, write_empty=True) -> str:
@@ -53,9 +53,9 @@ def make_export(out, sft=(), rl=(), replay=(), probe=None, write_empty=True) -> 
     rl_rows = [rl_row(i, q, a) for i, (q, a) in enumerate(rl)]
     replay_rows = [dict(rl_row(i, q, a), id=f"m{i}") for i, (q, a) in enumerate(replay)]
     if sft_rows or write_empty:
-        _write_parquet(sft_rows, out / "sft.parquet", {"prompt": 1, "completion": 1})
+        _write_parquet(sft_rows, out / "sft.parquet", dict.fromkeys(("prompt", "completion", "id", "task", "answer")))
     if rl_rows or write_empty:
-        _write_parquet(rl_rows, out / "rl.parquet", {"prompt": 1, "solution": 1})
+        _write_parquet(rl_rows, out / "rl.parquet", dict.fromkeys(("prompt", "solution", "id", "task")))
     if replay_rows:
         _write_parquet(replay_rows, out / "replay.parquet")
     assignments = ([{"id": r["id"], "task": r["task"], "bucket": "unmastered", "stage": "sft"} for r in sft_rows]
@@ -63,10 +63,18 @@ def make_export(out, sft=(), rl=(), replay=(), probe=None, write_empty=True) -> 
                    + [{"id": r["id"], "task": r["task"], "bucket": "mastered", "stage": "replay"}
                       for r in replay_rows])
     _write_parquet(assignments, out / "assignments.parquet")
-    manifest = {"format": "trl", "probe": probe or PROBE,
-                "counts": {"sft": len(sft_rows), "rl": len(rl_rows), "replay": len(replay_rows)}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, probe or PROBE, splits={"sft": len(sft_rows), "rl": len(rl_rows), "replay": len(replay_rows)})
     return str(out)
+
+
+def write_manifest(out, probe: dict, splits: dict | None = None) -> None:
+    """A manifest.json of the export contract (stages/contract.py) for a hand-built export."""
+    from stagewise.stages.contract import ExportManifest
+
+    manifest = ExportManifest(format="trl", sft_style="prompt-completion", run_id="hand-made", probe=probe,
+                              model={"name": probe.get("model")}, route={"policy": "stage"}, demonstrations={},
+                              counts={"splits": splits or {}})
+    (Path(out) / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
 
 
 # A memorisable SFT set: short questions each with a fixed one-word answer.
@@ -88,12 +96,14 @@ def make_gsm8k_export(out, n: int = 16) -> str:
     sft, rl = [], []
     for p in load_problems(f"gsm8k:{data}", limit=n):
         msgs = build_messages(p)
-        sft.append({"id": p.id, "task": p.task, "answer": p.answer, "meta": p.meta, "prompt": msgs,
+        sft.append({"id": p.id, "task": p.task, "question": p.prompt, "answer_format": "boxed", "answer": p.answer,
+                    "meta": p.meta, "prompt": msgs,
                     "completion": [{"role": "assistant", "content": format_target(p.solution, p.answer, p)}]})
-        rl.append({"id": p.id, "task": p.task, "solution": p.answer, "meta": p.meta, "prompt": msgs})
+        rl.append({"id": p.id, "task": p.task, "question": p.prompt, "answer_format": "boxed", "solution": p.answer,
+                   "meta": p.meta, "prompt": msgs})
     _write_parquet(sft, out / "sft.parquet")
     _write_parquet(rl, out / "rl.parquet")
     probe = {"sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64}, "system_prompt": None,
              "prompt_template": None, "model": "smollm2-135m"}
-    (out / "manifest.json").write_text(json.dumps({"format": "trl", "probe": probe}))
+    write_manifest(out, probe, splits={"sft": len(sft), "rl": len(rl)})
     return str(out)

@@ -9,33 +9,36 @@ before any model is loaded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from stagewise.curate.errors import InputError
+from stagewise.curate.errors import EmptySplitError, InputError
+from stagewise.stages.contract import SPLIT_FILES as _ALL_SPLIT_FILES
+from stagewise.stages.contract import ExportManifest, item_problem, read_manifest, read_split
 
-SPLIT_FILES = {"sft": "sft.parquet", "rl": "rl.parquet", "replay": "replay.parquet"}
-# The gold answer of an exported row: `solution` in rl.parquet (the agreed TRL column GRPOTrainer passes
-# to reward functions); SFT rows may carry it as `answer`. Looked up in this order.
-ANSWER_COLUMNS = ("solution", "answer", "ground_truth")
+SPLIT_FILES = {s: _ALL_SPLIT_FILES[s] for s in ("sft", "rl", "replay")}
 
 
 @dataclass
 class Export:
-    """An export directory (or a lone parquet file) and its manifest."""
+    """An export directory (or a lone parquet file) and its manifest (None for a hand-made file)."""
 
     root: Path
-    manifest: dict = field(default_factory=dict)
+    manifest: ExportManifest | None = None
     single_file: Path | None = None
 
     @property
+    def format(self) -> str:
+        return self.manifest.format if self.manifest else "trl"
+
+    @property
     def probe(self) -> dict:
-        """The probe's run config (sampling, system_prompt, prompt_template, model); {} if unknown."""
-        return dict(self.manifest.get("probe") or {})
+        """The probe's run config (sampling, prompting, model); {} without a manifest."""
+        return dict(self.manifest.probe) if self.manifest else {}
 
     @property
     def sampling(self) -> dict:
-        return dict(self.probe.get("sampling") or {})
+        return self.manifest.sampling if self.manifest else {}
 
     def path(self, split: str) -> Path:
         if self.single_file is not None:
@@ -47,6 +50,16 @@ class Export:
             return _split_of(self.single_file) == split
         return self.path(split).exists()
 
+    def rows(self, split: str) -> list[dict]:
+        """The split's rows, checked against the export contract (columns, a `task` on every row)."""
+        sft_style = self.manifest.sft_style if self.manifest else None
+        return read_split(self.path(split), format=self.format, split=split, sft_style=sft_style)
+
+    def problems(self, split: str) -> list:
+        """The split's items as curate Problems carrying the exact prompt messages the probe sent."""
+        sft_style = self.manifest.sft_style if self.manifest else None
+        return [item_problem(r, format=self.format, split=split, sft_style=sft_style) for r in self.rows(split)]
+
 
 def _split_of(path: Path) -> str:
     stem = path.stem.lower()
@@ -54,7 +67,7 @@ def _split_of(path: Path) -> str:
 
 
 def open_export(data: str | Path) -> Export:
-    """Locate the export and read its manifest (missing manifest -> {} : TRL defaults are used)."""
+    """Locate the export and read its manifest (a lone parquet file may have none)."""
     path = Path(data).expanduser()
     if not path.exists():
         raise InputError("training data not found", path=str(path),
@@ -69,24 +82,11 @@ def open_export(data: str | Path) -> Export:
             raise InputError("training data must be a parquet file or an export directory", path=str(path),
                              fix="convert it with `stagewise export --format trl`")
         root, single = path.parent, path
-    manifest = {}
-    mpath = root / "manifest.json"
-    if mpath.exists():
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"manifest is not valid JSON ({exc.msg})", path=str(mpath), line=exc.lineno,
-                             fix="re-run `stagewise export`") from None
+    manifest = read_manifest(root)
+    if manifest is not None and manifest.format != "trl":
+        raise InputError(f"this export is in the {manifest.format} format; the bundled trainer reads TRL rows",
+                         path=str(root), fix="re-export with `stagewise export --format trl` to train here")
     return Export(root=root, manifest=manifest, single_file=single)
-
-
-def read_rows(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
-        raise InputError(f"cannot read parquet ({exc})", path=str(path), fix="re-run `stagewise export`") from None
 
 
 def _check_messages(value, path: Path, row: int, column: str, *, fix: str) -> None:
@@ -97,11 +97,10 @@ def _check_messages(value, path: Path, row: int, column: str, *, fix: str) -> No
                          column=column, fix=fix)
 
 
-def answer_of(row: dict, prefer_answer: bool = False) -> str | None:
-    """The gold answer. SFT rows keep it in `answer` (their `solution`, if any, may be a worked
-    solution), so evaluation asks with prefer_answer=True."""
-    cols = ("answer", "solution", "ground_truth") if prefer_answer else ANSWER_COLUMNS
-    for col in cols:
+def answer_of(row: dict) -> str | None:
+    """The gold answer of a TRL row: `answer` in SFT rows, `solution` in RL-layout rows (the column
+    GRPOTrainer passes on to reward functions)."""
+    for col in ("answer", "solution"):
         if row.get(col) not in (None, ""):
             return str(row[col])
     return None
@@ -113,9 +112,9 @@ def load_sft_rows(export: Export, split: str = "sft") -> list[dict]:
     if not path.exists():
         raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
                          fix="export with a routing policy that sends items to SFT, or skip the SFT stage")
-    rows = read_rows(path)
+    rows = export.rows(split)
     if not rows:
-        raise InputError("the SFT split is empty (0 rows): there is nothing to train on", path=str(path),
+        raise EmptySplitError("the SFT split is empty (0 rows): there is nothing to train on", path=str(path),
                          fix="check the export's counts (manifest.json) or lower the routing threshold")
     cols = set(rows[0])
     if "messages" in cols and "completion" not in cols:
@@ -143,17 +142,14 @@ def load_rl_rows(export: Export, split: str = "rl") -> list[dict]:
     if not path.exists():
         raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
                          fix="export with a routing policy that sends items to RL, or skip the RL stage")
-    rows = read_rows(path)
+    rows = export.rows(split)
     if not rows:
-        raise InputError("the RL split is empty (0 rows): there is nothing to train on", path=str(path),
+        raise EmptySplitError("the RL split is empty (0 rows): there is nothing to train on", path=str(path),
                          fix="check the export's counts (manifest.json); RL needs partially mastered items")
     cols = set(rows[0])
     if "prompt" not in cols:
         raise InputError("missing column", path=str(path), column="prompt",
                          fix=f"RL needs `prompt` messages (columns here: {sorted(cols)})")
-    if not cols & set(ANSWER_COLUMNS):
-        raise InputError("the RL split has no answers: the reward needs the gold answer", path=str(path),
-                         column="solution", fix=f"re-export in the TRL format (columns here: {sorted(cols)})")
     for i, row in enumerate(rows):
         _check_messages(row["prompt"], path, i, "prompt", fix="re-export in the TRL format")
         if answer_of(row) is None:
@@ -170,7 +166,7 @@ def rl_dataset_rows(rows: list[dict]) -> list[dict]:
         out.append({
             "prompt": row["prompt"],
             "solution": answer_of(row),
-            "task": row.get("task") or "exact",
+            "task": row["task"],  # read_split refused rows without one
             "meta": meta if isinstance(meta, str) else json.dumps(meta or {}),
             "id": str(row.get("id", "")),
         })

@@ -233,7 +233,7 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
         from stagewise.curate.verifiers import score
 
         answer = answer_of(row)
-        problem = {"answer": answer, "task": row.get("task") or "exact", "meta": row.get("meta") or "{}"}
+        problem = {"answer": answer, "task": row["task"], "meta": row.get("meta") or "{}"}
         asked = " ".join(m.get("content") or "" for m in row["prompt"])
         # Written in the answer format the prompt asks for (\boxed{} or <answer> tags); a prompt that asks
         # for none gets the bare answer.

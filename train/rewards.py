@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from stagewise.curate.errors import InputError
+
 
 def completion_text(completion) -> str:
     """GRPOTrainer passes conversational completions as [{"role": "assistant", "content": ...}]."""
@@ -39,7 +41,10 @@ class VerifierReward:
 
     def __call__(self, prompts, completions, solution, task=None, meta=None, id=None, **kwargs) -> list[float]:
         n = len(completions)
-        task = task or ["exact"] * n
+        if not task or any(not t for t in task):
+            raise InputError("a reward row has no `task`: stagewise cannot tell which verifier scores it",
+                             column="task", fix="train on a `stagewise export` (every row names its verifier) "
+                                                "or add a `task` column to the RL rows")
         meta = meta or ["{}"] * n
         ids = id or [""] * n
         problems = [{"answer": s, "task": t, "meta": m, "id": i} for s, t, m, i in zip(solution, task, meta, ids)]

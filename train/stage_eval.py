@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from stagewise.train.data import Export, answer_of, read_rows
+from stagewise.train.data import Export
 from transformers import TrainerCallback
 
 BUCKETS = ("unmastered", "partial", "mastered")
@@ -93,72 +93,88 @@ class HeldoutSFTLoss(TrainerCallback):
 # --------------------------------------------------------------------------- before / after evaluation
 
 
-@dataclass
-class StageEval:
-    """One checkpoint's evaluation: `rows` are flat records (checkpoint, set, group, n_items, pass@1, ...)."""
+@dataclass(frozen=True)
+class EvalRow:
+    """One number of a stage-aware evaluation: pass@k of `group` in `set` at `checkpoint`, with its 95%
+    interval. `set` is "heldout" or "export items"; `group` is "all", a bucket, "source=..." or "task=..."."""
 
     checkpoint: str
-    rows: list[dict] = field(default_factory=list)
+    set: str
+    group: str
+    k: int
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_items: int
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One item's samples at one checkpoint: n verified, c correct, and the verifier's status counts."""
+
+    checkpoint: str
+    set: str
+    id: str
+    n: int
+    c: int
+    statuses: dict
+
+
+@dataclass
+class StageEval:
+    """One checkpoint's evaluation: typed rows, plus per-item counts (for paired comparisons)."""
+
+    checkpoint: str
+    rows: list[EvalRow] = field(default_factory=list)
+    items: list[ItemResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": self.checkpoint, "rows": [asdict(r) for r in self.rows],
+                "items": [asdict(i) for i in self.items]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageEval:
+        return cls(d["checkpoint"], [EvalRow(**r) for r in d["rows"]], [ItemResult(**i) for i in d.get("items", [])])
+
+
+def value_of(evals, *, checkpoint: str, set: str, group: str, k: int = 1) -> EvalRow | None:
+    """The row of one (checkpoint, set, group, k), or None."""
+    for ev in evals:
+        for r in ev.rows:
+            if (r.checkpoint, r.set, r.group, r.k) == (checkpoint, set, group, k):
+                return r
+    return None
 
 
 def export_problems(export: Export, *, max_per_bucket: int | None = None, seed: int = 0) -> tuple[list, dict]:
-    """The export's items as curate Problems, with {id: bucket}. Problems come from the probe store named
-    in the manifest (the raw question the probe templated); without a store, they are rebuilt from the
-    rows' last user message, to be used with the identity template "{prompt}" and the row's own system
-    message, since the exported prompt already carries the template."""
+    """The export's items as curate Problems, with {id: bucket}, read from the export directory alone:
+    each Problem carries its row's exact prompt messages, so a mixed pool is asked item by item what the
+    probe asked. The bucket comes from assignments.parquet, else the row's own `bucket` column, else the
+    split (SFT = unmastered, RL = partial, replay = mastered)."""
     import random
 
-    from stagewise.curate.schema import Problem
-
-    by_bucket: dict[str, list[dict]] = {b: [] for b in BUCKETS}
-    bucket_of = {}
     apath = export.root / "assignments.parquet"
-    assigned = {r["id"]: r.get("bucket") for r in read_rows(apath)} if apath.exists() else {}
+    assigned = {}
+    if export.single_file is None and apath.exists():
+        import pyarrow.parquet as pq
+
+        assigned = {str(r["id"]): r.get("bucket") for r in pq.read_table(apath, columns=["id", "bucket"]).to_pylist()}
+    by_bucket: dict[str, list] = {b: [] for b in BUCKETS}
     for split, default_bucket in (("sft", "unmastered"), ("rl", "partial"), ("replay", "mastered")):
         if not export.has(split):
             continue
-        for row in read_rows(export.path(split)):
-            bucket = assigned.get(str(row.get("id"))) or row.get("bucket") or default_bucket
-            if bucket in by_bucket and answer_of(row, prefer_answer=True) is not None:
-                by_bucket[bucket].append(row)
+        for row, problem in zip(export.rows(split), export.problems(split)):
+            bucket = assigned.get(problem.id) or row.get("bucket") or default_bucket
+            if bucket in by_bucket and problem.answer:
+                by_bucket[bucket].append(problem)
     rng = random.Random(seed)
-    chosen = []
-    for bucket, rows in by_bucket.items():
-        if max_per_bucket is not None and len(rows) > max_per_bucket:
-            rows = rng.sample(rows, max_per_bucket)
-        chosen.extend(rows)
-        for r in rows:
-            bucket_of[str(r["id"])] = bucket
-    stored = _problems_from_store(export, [str(r["id"]) for r in chosen])
-    problems = []
-    for r in chosen:
-        pid = str(r["id"])
-        if pid in stored:
-            problems.append(stored[pid])
-            continue
-        msgs = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
-        user = [m["content"] for m in msgs if m.get("role") == "user"][-1]
-        meta = r.get("meta")
-        problems.append(Problem(prompt=user, answer=answer_of(r, prefer_answer=True), id=pid,
-                                task=r.get("task") or "exact", meta=meta if meta is not None else "{}",
-                                extra={"messages": msgs}))
-    return problems, bucket_of
-
-
-def _problems_from_store(export: Export, ids: list[str]) -> dict:
-    store_path = export.manifest.get("store")
-    if not store_path or not Path(store_path).exists():
-        return {}
-    try:
-        from stagewise.curate.store import ProbeStore
-
-        store = ProbeStore(store_path, read_only=True)
-        try:
-            return {p.id: p for p in store.problems(ids)}
-        finally:
-            store.close()
-    except Exception:  # noqa: BLE001 - a store another process holds or an older schema: use the rows
-        return {}
+    chosen, bucket_of = [], {}
+    for bucket, problems in by_bucket.items():
+        if max_per_bucket is not None and len(problems) > max_per_bucket:
+            problems = rng.sample(problems, max_per_bucket)
+        chosen.extend(problems)
+        bucket_of.update({p.id: bucket for p in problems})
+    return chosen, bucket_of
 
 
 def evaluate_checkpoint(model: str, label: str, *, export: Export, heldout=None, num_samples: int = 4,
@@ -177,34 +193,28 @@ def evaluate_checkpoint(model: str, label: str, *, export: Export, heldout=None,
         res = evaluate(model, heldout, system_prompt=probe.get("system_prompt"),
                        prompt_template=probe.get("prompt_template"), **common)
         result.rows += _rows(res, label, "heldout")
+        result.items += [ItemResult(label, "heldout", **i) for i in res.per_item]
     problems, bucket_of = export_problems(export, max_per_bucket=max_per_bucket, seed=seed)
     if problems:
         import polars as pl
 
         buckets = pl.DataFrame({"id": list(bucket_of), "bucket": list(bucket_of.values())})
-        rebuilt = any(p.extra.get("messages") for p in problems)
-        # Rows rebuilt from exported prompts already carry the template; stored problems need the probe's.
-        templ = dict(system_prompt=probe.get("system_prompt"), prompt_template=probe.get("prompt_template")) \
-            if not rebuilt else dict(system_prompt=_system_of(problems[0]) or "", prompt_template="{prompt}")
-        res = evaluate(model, problems, buckets=buckets, **templ, **common)
+        res = evaluate(model, problems, buckets=buckets, **common)  # each problem carries its messages
         result.rows += _rows(res, label, "export items")
+        result.items += [ItemResult(label, "export items", **i) for i in res.per_item]
     return result
 
 
-def _system_of(problem) -> str | None:
-    msgs = problem.extra.get("messages") or []
-    return next((m["content"] for m in msgs if m.get("role") == "system"), None)
-
-
-def _rows(res, label: str, set_name: str) -> list[dict]:
-    table = res.table
-    records = table.to_dicts() if hasattr(table, "to_dicts") else list(table)
+def _rows(res, label: str, set_name: str) -> list[EvalRow]:
     out = []
-    for r in records:
-        group = str(r.get("group", ""))
+    for r in res.table.to_dicts():
+        group = str(r["group"])
         if group.startswith("bucket="):  # curate.evaluate names bucket groups "bucket=<name>"
             group = group.split("=", 1)[1]
-        out.append({"checkpoint": label, "set": set_name, **r, "group": group})
+        for k in res.ks:
+            lo, hi = ("ci_low", "ci_high") if k == 1 else (f"pass@{k}_ci_low", f"pass@{k}_ci_high")
+            out.append(EvalRow(label, set_name, group, int(k), r.get(f"pass@{k}"), r.get(lo), r.get(hi),
+                               int(r["n_items"])))
     return out
 
 
@@ -212,9 +222,9 @@ def forgetting(evals: list[StageEval]) -> dict:
     """pass@1 on the mastered bucket at each checkpoint, and its drop from the first (before SFT)."""
     series = {}
     for ev in evals:
-        for r in ev.rows:
-            if _is_bucket_row(r, "mastered"):
-                series[ev.checkpoint] = r.get("pass@1")
+        row = value_of([ev], checkpoint=ev.checkpoint, set="export items", group="mastered")
+        if row is not None:
+            series[ev.checkpoint] = row.value
     if not series:
         return {}
     first = next(iter(series.values()))
@@ -222,22 +232,36 @@ def forgetting(evals: list[StageEval]) -> dict:
             "drop": {k: (None if v is None or first is None else first - v) for k, v in series.items()}}
 
 
-def _is_bucket_row(r: dict, bucket: str) -> bool:
-    return r.get("set") != "heldout" and str(r.get("group", "")) == bucket
-
-
-def comparison_table(evals: list[StageEval]) -> list[dict]:
-    """One row per (set, group) with pass@1 at each checkpoint side by side."""
+def pass_at_1_by_checkpoint(evals: list[StageEval]) -> list[dict]:
+    """For rendering: one record per (set, group) with {checkpoint: EvalRow} of pass@1, in order."""
     keyed: dict[tuple, dict] = {}
     for ev in evals:
         for r in ev.rows:
-            key = (r["set"], str(r.get("group")))
-            row = keyed.setdefault(key, {"set": key[0], "group": key[1], "n_items": r.get("n_items")})
-            row[f"pass@1 {ev.checkpoint}"] = r.get("pass@1")
-            lo, hi = r.get("ci_low"), r.get("ci_high")
-            if lo is not None and hi is not None:
-                row[f"ci {ev.checkpoint}"] = f"[{lo:.2f}, {hi:.2f}]"
+            if r.k == 1:
+                rec = keyed.setdefault((r.set, r.group), {"set": r.set, "group": r.group, "n_items": r.n_items,
+                                                          "by_checkpoint": {}})
+                rec["by_checkpoint"][r.checkpoint] = r
     return list(keyed.values())
+
+
+def display_table(evals: list[StageEval]) -> list[dict]:
+    """pass@1 [95% CI] per checkpoint, one record per (set, group), as strings for a table. Display only:
+    nothing reads these strings back; code reads the EvalRows."""
+    out = []
+    for rec in pass_at_1_by_checkpoint(evals):
+        row = {"set": rec["set"], "group": rec["group"], "items": rec["n_items"]}
+        for ev in evals:
+            r = rec["by_checkpoint"].get(ev.checkpoint)
+            row[ev.checkpoint] = format_value(r)
+        out.append(row)
+    return out
+
+
+def format_value(row: EvalRow | None) -> str:
+    if row is None or row.value is None:
+        return "-"
+    ci = f" [{row.ci_low:.2f}, {row.ci_high:.2f}]" if row.ci_low is not None and row.ci_high is not None else ""
+    return f"{row.value:.3f}{ci}"
 
 
 # --------------------------------------------------------------------------- curves

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
-from stagewise.curate.errors import InputError
+from stagewise.curate.errors import EmptySplitError, InputError
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult
 from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export, split_holdout
@@ -27,8 +27,7 @@ class PipelineResult:
     sft: TrainResult | None = None
     rl: TrainResult | None = None
     joint: TrainResult | None = None
-    evals: list = field(default_factory=list)  # evaluation.StageEval per checkpoint
-    table: list = field(default_factory=list)  # comparison rows (set, group, pass@1 per checkpoint)
+    evals: list = field(default_factory=list)  # stage_eval.StageEval per checkpoint (typed rows)
     forgetting: dict = field(default_factory=dict)
     moved: list = field(default_factory=list)  # ids moved SFT -> RL by the re-probe
     skipped: dict = field(default_factory=dict)  # stage -> reason
@@ -38,7 +37,7 @@ class PipelineResult:
         return {"out": self.out, "model_dir": self.model_dir,
                 "sft": self.sft.to_dict() if self.sft else None, "rl": self.rl.to_dict() if self.rl else None,
                 "joint": self.joint.to_dict() if self.joint else None,
-                "table": self.table, "forgetting": self.forgetting, "moved": self.moved,
+                "evaluation": [e.to_dict() for e in self.evals], "forgetting": self.forgetting, "moved": self.moved,
                 "skipped": self.skipped}
 
 
@@ -49,10 +48,8 @@ def _split_rows(export, split, loader):
         return None, f"no {split}.parquet in the export"
     try:
         return loader(export), None
-    except InputError as exc:
-        if "empty" in str(exc):
-            return None, f"{split} split is empty"
-        raise
+    except EmptySplitError:
+        return None, f"{split} split is empty"
 
 
 def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=None, sft: dict | None = None,
@@ -68,7 +65,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL.
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
     evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
-    from stagewise.train.stage_eval import comparison_table, forgetting, plot_curves, read_metrics
+    from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
@@ -155,7 +152,6 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
 
     result.model_dir = current if not dry_run else None
     if result.evals:
-        result.table = comparison_table(result.evals)
         result.forgetting = forgetting(result.evals)
     metrics = read_metrics(out / "sft" / "metrics.jsonl") + read_metrics(out / "rl" / "metrics.jsonl")
     if joint:
@@ -182,10 +178,10 @@ def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
     path = out / "eval" / (label.replace(" ", "_") + ".json")
     if path.exists():
         cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return StageEval(label, cached["rows"])
+        if cached.get("key") == key and "evaluation" in cached:
+            return StageEval.from_dict(cached["evaluation"])
     res = evaluate_checkpoint(model_dir, label, **kw)
-    write_text_atomic(path, json.dumps({"key": key, "rows": res.rows}, default=str))
+    write_text_atomic(path, json.dumps({"key": key, "evaluation": res.to_dict()}, default=str))
     return res
 
 
@@ -226,8 +222,9 @@ def _offset_rl(metrics: list[dict]) -> list[dict]:
 
 def reprobe_moves(export, model_dir: str, out: Path, sft_rows: list[dict], *, seed: int = 0,
                   num_samples: int | None = None) -> list[dict]:
-    """Probe the SFT model on the SFT items with the probe's settings; items now partial (0 < c < n) are
-    returned as RL rows (prompt, solution, id, task, meta) and listed in OUT/moved.parquet."""
+    """Probe the SFT model on the SFT items with the probe's settings and each row's own prompt messages;
+    items now partial (0 < c < n) are returned as RL rows (prompt, solution, id, task, meta) and listed in
+    OUT/moved.parquet."""
     from stagewise.curate.probe import probe
     from stagewise.train.stage_eval import export_problems
 
@@ -240,31 +237,20 @@ def reprobe_moves(export, model_dir: str, out: Path, sft_rows: list[dict], *, se
     sampling = export.sampling
     n = num_samples or cfg.get("num_samples") or cfg.get("k_max") or 4
     out.mkdir(parents=True, exist_ok=True)
-    stored = bool(export.manifest.get("store")) and any(p.extra.get("messages") is None for p in problems)
     res = probe(problems, model=model_dir, store=str(out / "reprobe.duckdb"), num_samples=int(n),
                 temperature=sampling.get("temperature", 1.0), top_p=sampling.get("top_p", 1.0),
-                max_new_tokens=sampling.get("max_new_tokens", 256), seed=seed,
-                system_prompt=cfg.get("system_prompt") if stored else (_system(problems) or ""),
-                prompt_template=cfg.get("prompt_template") if stored else "{prompt}", progress=False)
+                max_new_tokens=sampling.get("max_new_tokens", 256), seed=seed, progress=False)
     counts = res.store.sample_counts(res.run_id)
     by_id = {str(r["id"]): r for r in sft_rows}
     moved = []
     for pid, (n_i, c_i) in counts.items():
         if pid in by_id and 0 < c_i < n_i:
             row = by_id[pid]
-            moved.append({"prompt": row["prompt"], "solution": answer_of(row, prefer_answer=True), "id": pid,
-                          "task": row.get("task") or "exact", "meta": row.get("meta") or "{}",
+            moved.append({"prompt": row["prompt"], "solution": answer_of(row), "id": pid,
+                          "task": row["task"], "meta": row.get("meta") or "{}",
                           "n": n_i, "c": c_i})
     _write_parquet(moved, out.parent / "moved.parquet")
     return moved
-
-
-def _system(problems):
-    for p in problems:
-        for m in p.extra.get("messages") or []:
-            if m.get("role") == "system":
-                return m["content"]
-    return None
 
 
 def _write_parquet(rows: list[dict], path: Path) -> None:
@@ -287,6 +273,8 @@ def _fmt(v) -> str:
 
 def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None:
     """report.md (table per bucket, forgetting, curves) and summary.json, written atomically."""
+    from stagewise.train.stage_eval import display_table
+
     lines = ["# stagewise train", ""]
     for name, res in (("SFT", result.sft), ("RL", result.rl), ("joint", result.joint)):
         if res is not None:
@@ -299,11 +287,12 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
         lines.append(f"- {stage.upper()} skipped: {why}")
     if result.moved:
         lines.append(f"- re-probe moved {len(result.moved)} SFT items into RL (moved.parquet)")
-    if result.table:
-        cols = list(dict.fromkeys(k for r in result.table for k in r))
-        lines += ["", "## Evaluation (pass@1 per checkpoint)", "", "| " + " | ".join(cols) + " |",
+    table = display_table(result.evals)
+    if table:
+        cols = list(table[0])
+        lines += ["", "## Evaluation (pass@1 [95% CI] per checkpoint)", "", "| " + " | ".join(cols) + " |",
                   "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in result.table]
+        lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in table]
     if result.forgetting:
         lines += ["", "## Forgetting (mastered bucket, never trained on)", ""]
         for ck, v in result.forgetting["mastered_pass@1"].items():
@@ -315,5 +304,4 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
     for name, text in (("report.md", "\n".join(lines) + "\n"),
                        ("summary.json", json.dumps(result.to_dict(), indent=2, default=str))):
         write_text_atomic(out / name, text)
-    write_text_atomic(out / "eval.json", json.dumps([{"checkpoint": e.checkpoint, "rows": e.rows}
-                                                     for e in result.evals], indent=2, default=str))
+    write_text_atomic(out / "eval.json", json.dumps([e.to_dict() for e in result.evals], indent=2, default=str))

@@ -17,7 +17,8 @@ def _task(data_source, extra_info) -> str:
         return str(extra_info["task"])
     if isinstance(data_source, str) and data_source.startswith("stagewise/"):
         return data_source[len("stagewise/"):]
-    return "exact"
+    raise ValueError(f"no stagewise task for data_source {data_source!r}: set extra_info['task'] to a verifier "
+                     "name (gsm8k, math, exact, rg:<name>) or data_source to 'stagewise/<task>'")
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
@@ -31,7 +32,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     if not isinstance(meta, str):
         meta = json.dumps(meta)
     problem = {"id": extra_info.get("id", ""), "answer": str(ground_truth),
-               "task": _task(data_source, extra_info), "meta": meta}
+               "task": _task(data_source, extra_info), "meta": meta}  # a row without a task is refused
     try:
         return float(score(solution_str or "", problem).score)
     except Exception:  # noqa: BLE001 - a crashing verifier must not kill a verl step
