@@ -95,3 +95,51 @@ def mastery_row(c: int, n: int, ks: list[int] | None = None) -> dict:
 def _check(c: int, n: int) -> None:
     if n < 0 or c < 0 or c > n:
         raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (0.5 < p < 1), by bisection on its CDF;
+    the CDF integrates the density with Simpson's rule (no scipy in the dependencies)."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1 (got p={p}, df={df})")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(t: float) -> float:
+        return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+
+    def cdf(x: float, steps: int = 2000) -> float:
+        h = x / steps
+        total = density(0.0) + density(x)
+        total += sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+        return 0.5 + total * h / 3
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, hi * 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def paired_gain(before: dict, after: dict, level: float = 0.95) -> dict:
+    """The mean per-item change of pass@1 between two evaluations of the same items, with a paired
+    t-interval: `before`/`after` map item id -> (n, c); d_i = c_after/n_after - c_before/n_before over the
+    items verified in both; mean(d) +- t_{(1+level)/2, m-1} * sd(d) / sqrt(m). Pairing removes the
+    between-item spread (easy items stay easy), which an interval from two independent means ignores.
+    Items with no verified sample at either checkpoint are left out and counted in `excluded`."""
+    ids = sorted(i for i in before if i in after and before[i][0] > 0 and after[i][0] > 0)
+    diffs = [after[i][1] / after[i][0] - before[i][1] / before[i][0] for i in ids]
+    out = {"mean": None, "ci_low": None, "ci_high": None, "n_items": len(diffs),
+           "excluded": len(set(before) | set(after)) - len(diffs), "level": level,
+           "method": "paired t-interval over per-item pass@1 differences"}
+    if not diffs:
+        return out
+    m = len(diffs)
+    mean = sum(diffs) / m
+    out["mean"] = mean
+    if m >= 2:
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (m - 1))
+        half = t_quantile((1 + level) / 2, m - 1) * sd / math.sqrt(m)
+        out["ci_low"], out["ci_high"] = mean - half, mean + half
+    return out
