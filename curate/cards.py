@@ -86,12 +86,24 @@ def histogram_png(values, path, *, title: str, xlabel: str, bins=30, labels: Seq
 
 
 def bar_png(labels: Sequence[str], values: Sequence[float], path, *, title: str, ylabel: str) -> str:
-    """A bar chart saved as PNG."""
+    """A bar chart saved as PNG (see `bar_figure`)."""
+    return _save(bar_figure(labels, values, title=title, ylabel=ylabel), path)
+
+
+def bar_figure(labels: Sequence[str], values: Sequence[float], *, title: str, ylabel: str):
+    """Horizontal bars, one row per label: source names such as `gsm8k/train_head500` are long, and
+    on a vertical bar chart their x labels overlap; stacked as rows they never do."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), 3.5))
-    ax.bar([str(x) for x in labels], values)
+    labels = [str(x) for x in labels]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * max(len(labels), 1)))
+    positions = list(range(len(labels)))[::-1]  # first label on top, as in the tables beside it
+    ax.barh(positions, values)
+    ax.set_yticks(positions, labels)
     ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    for tick in ax.get_xticklabels():
-        tick.set_rotation(30 if len(labels) > 5 else 0)
-    return _save(fig, path)
+    ax.set_xlabel(ylabel)
+    for pos, value in zip(positions, values):
+        ax.annotate(f"{value:.3g}", (value, pos), xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize=8)
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    return fig

@@ -44,6 +44,24 @@ def test_histogram_and_bar_png(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["b.png", "h.png", "h2.png"]
 
 
+def test_bar_chart_labels_do_not_overlap_however_long_the_source_names():
+    from stagewise.curate.cards import bar_figure
+
+    labels = ["gsm8k/train_head500", "rg:basic_arithmetic", "rg:chain_sum", "rg:some_much_longer_task_name",
+              "math500/test", "aime/2024"]
+    fig = bar_figure(labels, [0.1, 0.5, 0.2, 0.0, 0.3, 0.05], title="pass rate", ylabel="mean p")
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.get_yticklabels()]
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b)
+    # and every label lies inside the figure (tight layout, nothing cut off)
+    width, height = fig.canvas.get_width_height()
+    assert all(b.x0 >= 0 and b.x1 <= width and b.y0 >= 0 and b.y1 <= height for b in boxes)
+
+
 def test_markdown_table_escapes_pipes_and_newlines():
     table = markdown_table(["x", "y"], [["a|b", "c\nd"], [None, 3]])
     assert table.splitlines() == ["| x | y |", "|---|---|", "| a\\|b | c d |", "|  | 3 |"]
