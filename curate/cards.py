@@ -104,6 +104,7 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], *, title: str, yl
     for pos, value in zip(positions, values):
         ax.annotate(f"{value:.3g}", (value, pos), xytext=(3, 0), textcoords="offset points", va="center",
                     fontsize=8)
-    ax.margins(x=0.15)
+    top = max((float(v) for v in values), default=0.0)
+    ax.set_xlim(0, top * 1.15 if top > 0 else 1)  # bars start at zero; all-zero values still get an axis
     fig.tight_layout()
     return fig
