@@ -484,14 +484,17 @@ def _items_section(rep: Report, run_dir: Path, assignments, run_id: str | None) 
     if assignments is None:
         rep.text("_(no assignments)_")
         return
-    problems, samples, why = _read_store(run_dir / "probe.duckdb", run_id, assignments["id"].to_list())
+    by_bucket = {}
+    for bucket in _buckets_present(assignments):
+        sub = assignments.filter(assignments["bucket"].fill_null("unverified") == bucket)
+        by_bucket[bucket] = sub.sort("p_hat", "id", descending=[True, False], nulls_last=True)
+    shown_ids = [str(i) for sub in by_bucket.values() for i in sub["id"].head(MAX_ITEMS_PER_BUCKET).to_list()]
+    problems, samples, why = _read_store(run_dir / "probe.duckdb", run_id, shown_ids)
     rep.text("Open an item to see its prompt, the model's samples with the answer the verifier extracted, "
              "its verdict and why generation stopped, and the reason for its routing. All items are in "
              "`export/assignments.parquet`, all samples in `probe.duckdb` (table `samples`)."
              + (f" Samples could not be read: {why}." if why else ""))
-    for bucket in _buckets_present(assignments):
-        sub = assignments.filter(assignments["bucket"] == bucket).sort("p_hat", "id", descending=[True, False],
-                                                                        nulls_last=True)
+    for bucket, sub in by_bucket.items():
         stages = ", ".join(f"{STAGE_WORDS.get(s, s)} {n}" for s, n in sub["stage"].value_counts().sort("stage").rows())
         rep.heading(f"{bucket.capitalize()}: {sub.height} item(s) → {stages}", 3)
         shown = sub.head(MAX_ITEMS_PER_BUCKET).to_dicts()
@@ -656,10 +659,11 @@ def _buckets_present(assignments) -> list[str]:
     return [b for b in BUCKET_ORDER if b in present] + sorted(present - set(BUCKET_ORDER))
 
 
-def _read_store(store_path: Path, run_id: str | None, ids: list) -> tuple[dict, dict, str | None]:
-    """({id: Problem}, {id: [sample dicts]}, why not) from the run's probe store, opened read-only."""
+def _read_store(store_path: Path, run_id: str | None, ids: list[str]) -> tuple[dict, dict, str | None]:
+    """({id: Problem}, {id: [sample dicts]}, why not) for these items, from the run's probe store opened
+    read-only; only the shown items' samples are read, however large the run."""
     from stagewise.curate.errors import StagewiseError
-    from stagewise.curate.store import ProbeStore
+    from stagewise.curate.store import SAMPLE_COLUMNS, ProbeStore
 
     if not store_path.exists():
         return {}, {}, "probe.duckdb is missing"
@@ -668,14 +672,15 @@ def _read_store(store_path: Path, run_id: str | None, ids: list) -> tuple[dict, 
     except StagewiseError as exc:
         return {}, {}, str(exc)
     try:
-        ids = [str(i) for i in ids]
         problems = {p.id: p for p in store.problems(ids)}
-        frame = store.samples(run_id or store.latest_run_id())
-        wanted = set(ids)
+        columns = ("problem_id", "sample_idx", *SAMPLE_COLUMNS)
+        rows = store.con.execute(
+            f"SELECT {', '.join(columns)} FROM samples WHERE run_id = ? AND list_contains(?, problem_id) "
+            "ORDER BY problem_id, sample_idx", [run_id or store.latest_run_id(), ids]).fetchall()
         samples: dict[str, list[dict]] = {}
-        for s in frame.to_dicts():
-            if s["problem_id"] in wanted:
-                samples.setdefault(s["problem_id"], []).append(s)
+        for row in rows:
+            s = dict(zip(columns, row))
+            samples.setdefault(s["problem_id"], []).append(s)
         return problems, samples, None
     finally:
         store.close()
