@@ -570,8 +570,9 @@ def _curve_sentences(train_dir: Path) -> list[str]:
         if len(values) < 2:
             return f"{name}: {values[0]:.3f} (one point)." if values else None
         first, last = values[0], values[-1]
-        verb = "rose" if last > first else "fell" if last < first else "stayed"
-        return f"{name} {verb} from {first:.3f} to {last:.3f} over {len(values)} logged points."
+        if round(first, 3) == round(last, 3):
+            return f"{name} stayed at {last:.3f} over {len(values)} logged points."
+        return f"{name} {'rose' if last > first else 'fell'} from {first:.3f} to {last:.3f} over {len(values)} logged points."
 
     for sentence in (change("SFT training loss", series(sft, "loss", "sft")),
                      change("RL reward", series(rl, "reward")),

@@ -121,9 +121,10 @@ def test_statements_follow_the_runs_own_numbers(tiny_run):
     assert "RL can raise the held-out SFT loss" not in md  # no fixed claim beside the curves
     losses = [m["heldout_sft_loss"] for m in read_metrics(tiny_run / "train" / "rl" / "metrics.jsonl")
               if "heldout_sft_loss" in m]
-    verb = "rose" if losses[-1] > losses[0] else "fell" if losses[-1] < losses[0] else "stayed"
-    assert f"held-out SFT loss (the SFT objective on demonstrations not trained on) {verb} from " \
-           f"{losses[0]:.3f} to {losses[-1]:.3f}" in md
+    first, last = losses[0], losses[-1]
+    said = (f"stayed at {last:.3f}" if round(first, 3) == round(last, 3) else
+            f"{'rose' if last > first else 'fell'} from {first:.3f} to {last:.3f}")
+    assert f"held-out SFT loss (the SFT objective on demonstrations not trained on) {said}" in md
     summary = json.loads((tiny_run / "summary.json").read_text())
     held = summary["heldout"]
     assert f"{held['before']['pass@1']:.3f}" in md and f"{held['gain']['mean']:+.3f}" in md
