@@ -128,6 +128,11 @@ def test_statements_follow_the_runs_own_numbers(tiny_run):
     summary = json.loads((tiny_run / "summary.json").read_text())
     held = summary["heldout"]
     assert f"{held['before']['pass@1']:.3f}" in md and f"{held['gain']['mean']:+.3f}" in md
+    # one row per status, in the probe's table and in the held-out before/after table
+    for status in ("correct", "wrong", "no_answer", "timeout", "error"):
+        assert sum(line.startswith(f"| {status} |") for line in md.splitlines()) == 2, status
+    n_before = held["before"]["statuses"].get("no_answer", 0)
+    assert f"| no_answer | {n_before} ({100 * n_before / held['items']:.0f}%) |" in md
 
 
 def test_a_reader_sees_the_summary_first_every_items_samples_and_the_config_last(tiny_run):
