@@ -363,8 +363,7 @@ def _status_split(before: dict | None, after: dict | None, label: str) -> tuple[
     if not before and not after:
         return [], ""
     before, after = before or {}, after or {}
-    names = [s for s in STATUS_ORDER if s in before or s in after or s in ("correct", "wrong", "no_answer")]
-    names += sorted((set(before) | set(after)) - set(names))
+    names = [*STATUS_ORDER, *sorted((set(before) | set(after)) - set(STATUS_ORDER))]
     tb, ta = sum(before.values()), sum(after.values())
     rows = [{"status": s, "before": f"{before.get(s, 0)} ({_pct(before.get(s, 0), tb)})",
              label: f"{after.get(s, 0)} ({_pct(after.get(s, 0), ta)})"} for s in names]
