@@ -106,9 +106,8 @@ class Report:
                 parts.append(f"{fence}\n{text}\n{fence}\n")
             elif kind == "table":
                 cols, rows = value
-                cell = lambda v: self._s(_fmt(v)).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-                lines = ["| " + " | ".join(cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-                lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+                lines = ["| " + " | ".join(self._md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+                lines += ["| " + " | ".join(self._md_cell(r.get(c)) for c in cols) + " |" for r in rows]
                 parts.append("\n".join(lines) + "\n")
             elif kind == "img":
                 path, alt = value
@@ -120,6 +119,9 @@ class Report:
                 parts += self._md_blocks(inner, out)
                 parts.append("</details>\n")
         return parts
+
+    def _md_cell(self, value) -> str:
+        return self._s(_fmt(value)).replace("|", "\\|").replace("\n", " ")
 
     # HTML ----------------------------------------------------------------------------------------
     def html(self) -> str:
@@ -248,7 +250,9 @@ def write_run_report(run_dir, cfg: dict, *, profile: dict, probed: dict, exporte
     """report.md + report.html of a `stagewise run` directory; returns the Markdown path. `summary` is
     the run's summary.json (end_to_end.run_summary); the page's summary shows the same numbers."""
     run_dir = Path(run_dir)
-    summary = summary or {}
+    summary = dict(summary or {})
+    if not summary.get("wall_seconds") and seconds:
+        summary["wall_seconds"] = {**seconds, "total": sum(seconds.values())}
     trained = trained or {}
     scrub = path_scrubber(run_dir, cfg)
     model = scrub(str(cfg["model"]))
@@ -274,9 +278,9 @@ def _intro(rep: Report, cfg: dict, model: str, probe_summary: dict, summary: dic
     data = cfg.get("data") or {}
     heldout = (summary.get("heldout") or {}).get("items")
     wall = (summary.get("wall_seconds") or {}).get("total")
-    parts = [f"{probe_summary.get('items', '?')} candidate items from {len(data.get('sources') or [])} "
-             f"source(s) were probed with `{model}`, {probe_summary.get('k', '?')} samples each, routed by "
-             f"mastery and trained on"]
+    parts = [(f"{probe_summary.get('items', '?')} candidate items from {len(data.get('sources') or [])} "
+              f"source(s) were probed with `{model}`, {probe_summary.get('k', '?')} samples each, routed by "
+              "mastery and trained on")]
     if heldout:
         parts.append(f"; {heldout} held-out items, disjoint from the pool, were evaluated before and after")
     text = "".join(parts) + "."
@@ -512,8 +516,9 @@ def _item_line(row: dict) -> str:
 
 
 def _item_blocks(row: dict, problem, samples: list[dict]) -> list:
-    blocks: list = [("p", f"**Routing:** {row.get('reason') or '–'} (p̂ {_fmt(row.get('p_hat'))}, 95% CI "
-                          f"{_ci(row.get('ci_low'), row.get('ci_high'))}).")]
+    routing = (f"**Routing:** {row.get('reason') or '–'} (p̂ {_fmt(row.get('p_hat'))}, 95% CI "
+               f"{_ci(row.get('ci_low'), row.get('ci_high'))}).")
+    blocks: list = [("p", routing)]
     if problem is not None:
         blocks += [("p", "**Prompt:**"), ("code", problem.prompt),
                    ("p", f"**Gold answer:** `{_inline_code(problem.answer)}`")]
@@ -720,7 +725,7 @@ def _chromium(html_path, *args: str, timeout: float = 120) -> str:
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
                f"--user-data-dir={profile}", *args, page.as_uri()]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"chromium exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     return done.stdout
