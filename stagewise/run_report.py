@@ -502,16 +502,22 @@ def _items_section(rep: Report, run_dir: Path, assignments, run_id: str | None) 
         rep.heading(f"{bucket.capitalize()}: {sub.height} item(s) → {stages}", 3)
         shown = sub.head(MAX_ITEMS_PER_BUCKET).to_dicts()
         for row in shown:
-            rep.details(_item_line(row), _item_blocks(row, problems.get(str(row["id"])),
-                                                      samples.get(str(row["id"]), [])))
+            item_samples = samples.get(str(row["id"]), [])
+            rep.details(_item_line(row, item_samples), _item_blocks(row, problems.get(str(row["id"])), item_samples))
         if sub.height > len(shown):
             rep.text(f"{sub.height - len(shown)} more {bucket} item(s) not shown here; they are in "
                      "`export/assignments.parquet` and their samples in `probe.duckdb`.")
 
 
-def _item_line(row: dict) -> str:
+def _item_line(row: dict, samples: list[dict]) -> str:
     n, c = row.get("n"), row.get("c")
     score = f"{c}/{n} correct" if n is not None and c is not None else "not verified"
+    others = {}
+    for s in samples:
+        if s.get("status") != "correct":
+            others[s.get("status")] = others.get(s.get("status"), 0) + 1
+    if others:
+        score += " (" + ", ".join(f"{k} {v}" for k, v in sorted(others.items(), key=lambda kv: str(kv[0]))) + ")"
     return f"`{row['id']}` · {row.get('source') or '?'} · {score} · → {STAGE_WORDS.get(row.get('stage'), row.get('stage'))}"
 
 
