@@ -9,7 +9,6 @@ what an export's card says.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from stagewise.stages.contract import SPLITS
@@ -219,10 +218,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     # One bar per possible value c/n (edges halfway between), so 0/n and n/n stand out.
     n_max = max(1, int(assignments["n"].max() or 1))
     edges = [(k - 0.5) / n_max for k in range(n_max + 2)]
-    # A local model directory is titled by its folder name: a picture must not carry the machine's paths.
-    model = _model(manifest)
-    model = Path(model).name if os.path.isabs(model) else model
-    histogram_png(p_hats, out_dir / MASTERY_PNG, title=f"Mastery of {model} ({len(p_hats)} items)",
+    histogram_png(p_hats, out_dir / MASTERY_PNG, title=f"Mastery of {_model(manifest)} ({len(p_hats)} items)",
                   xlabel="p̂ = correct / samples", bins=edges)
     by_source = (assignments.with_columns(pl.col("source").fill_null("(unknown)"))
                  .group_by("source")

@@ -233,24 +233,32 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
     t-interval over the per-item pass@1 differences (curate.statistics.paired_gain), not an interval
     built from two independent means. `wall_seconds`: per stage and the total."""
     from stagewise.curate.statistics import paired_gain
+    from stagewise.train.stage_eval import StageEval, value_of
 
-    evaluations = [e for e in (trained or {}).get("evaluations") or [] if "heldout" in (e.get("per_item") or {})]
+    evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
+    evals = [ev for ev in evals if any(i.set == "heldout" for i in ev.items)]
     heldout: dict = {"items": heldout_items, "before": None, "after": None, "gain": None}
-    if evaluations:
-        first, last = evaluations[0], evaluations[-1]
 
-        def point(ev: dict) -> dict:
-            row = next((r for r in ev.get("rows") or [] if r.get("set") == "heldout" and r.get("group") == "all"),
-                       {})
-            return {"checkpoint": ev["checkpoint"], "pass@1": row.get("pass@1"), "ci_low": row.get("ci_low"),
-                    "ci_high": row.get("ci_high"), "statuses": (ev.get("statuses") or {}).get("heldout") or {}}
+    def items(ev):
+        return [i for i in ev.items if i.set == "heldout"]
 
+    def point(ev) -> dict:
+        row = value_of([ev], checkpoint=ev.checkpoint, set="heldout", group="all")
+        statuses: dict[str, int] = {}
+        for item in items(ev):
+            for status, count in item.statuses.items():
+                statuses[status] = statuses.get(status, 0) + int(count)
+        return {"checkpoint": ev.checkpoint, "pass@1": row.value if row else None,
+                "ci_low": row.ci_low if row else None, "ci_high": row.ci_high if row else None,
+                "statuses": statuses}
+
+    if evals:
+        first, last = evals[0], evals[-1]
+        heldout["items"] = len(items(first))
         heldout["before"] = point(first)
-        heldout["items"] = len(first["per_item"]["heldout"])
         if last is not first:
             heldout["after"] = point(last)
-            counts = [{r["id"]: (r["n"], r["c"]) for r in ev["per_item"]["heldout"]} for ev in (first, last)]
-            heldout["gain"] = paired_gain(*counts)
+            heldout["gain"] = paired_gain(*({i.id: (i.n, i.c) for i in items(ev)} for ev in (first, last)))
     probe = (probed or {}).get("summary") or {}
     counts = (exported or {}).get("counts") or {}
     wall = {k: round(float(v), 2) for k, v in seconds.items()}
@@ -265,36 +273,29 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
 def headline(trained: dict, summary: dict | None = None) -> dict:
     """The numbers that matter: held-out pass@1 before and after, the paired gain with its interval,
     and the bucket that moved most."""
-    table = trained.get("table") or []
+    from stagewise.train.stage_eval import StageEval, value_of
 
-    def last(row):
-        for key in ("pass@1 after RL", "pass@1 after SFT"):
-            if row.get(key) is not None:
-                return row[key]
-        return None
-
+    evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
+    if not evals:
+        return {}
+    first, last = evals[0].checkpoint, evals[-1].checkpoint
     out = {}
-    for row in table:
-        if row.get("set") == "heldout" and _group_name(row) in ("all", "overall"):
-            out["held-out pass@1 before"] = row.get("pass@1 before")
-            out["held-out pass@1 after"] = last(row)
-    moves = []
-    for row in table:
-        group = _group_name(row)
-        if row.get("set") != "heldout" and group in ("unmastered", "partial", "mastered"):
-            before, after = row.get("pass@1 before"), last(row)
-            if before is not None and after is not None:
-                moves.append((abs(after - before), group, before, after))
+    before = value_of(evals, checkpoint=first, set="heldout", group="all")
+    after = value_of(evals, checkpoint=last, set="heldout", group="all")
+    if before is not None and after is not None:
+        out["held-out pass@1 before"], out["held-out pass@1 after"] = before.value, after.value
     gain = ((summary or {}).get("heldout") or {}).get("gain") or {}
     if gain.get("mean") is not None:
         interval = (f"[{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]" if gain.get("ci_low") is not None
                     else "(too few items for an interval)")
         out["held-out gain (paired, 95% CI)"] = f"{gain['mean']:+.3f} {interval} over {gain['n_items']} items"
+    moves = []
+    for group in ("unmastered", "partial", "mastered"):
+        b = value_of(evals, checkpoint=first, set="export items", group=group)
+        a = value_of(evals, checkpoint=last, set="export items", group=group)
+        if b is not None and a is not None and b.value is not None and a.value is not None:
+            moves.append((abs(a.value - b.value), group, b.value, a.value))
     if moves:
-        _, group, before, after = max(moves)
-        out["bucket that moved most"] = f"{group}: pass@1 {before:.3f} -> {after:.3f}"
+        _, group, b, a = max(moves)
+        out["bucket that moved most"] = f"{group}: pass@1 {b:.3f} -> {a:.3f}"
     return out
-
-
-def _group_name(row: dict) -> str:
-    return str(row.get("group", "")).split(":")[-1].strip()

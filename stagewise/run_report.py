@@ -381,20 +381,27 @@ def _status_split(before: dict | None, after: dict | None, label: str) -> tuple[
     return rows, "In this run " + "; ".join(changes) + "."
 
 
+def _evaluations(trained: dict) -> list:
+    from stagewise.train.stage_eval import StageEval
+
+    return [StageEval.from_dict(e) for e in trained.get("evaluation") or []]
+
+
 def _moves(trained: dict) -> list[str]:
-    """Sentences on the bucket rows of the evaluation table, largest move first."""
-    table = trained.get("table") or []
+    """Sentences on the exported items' pass@1 per bucket across checkpoints, largest move first."""
+    from stagewise.train.stage_eval import pass_at_1_by_checkpoint
+
     out = []
-    for row in table:
-        if row.get("set") == "heldout" or row.get("group") not in BUCKET_ORDER:
+    for rec in pass_at_1_by_checkpoint(_evaluations(trained)):
+        if rec["set"] == "heldout" or rec["group"] not in BUCKET_ORDER:
             continue
-        points = [(k[len("pass@1 "):], v) for k, v in row.items() if k.startswith("pass@1 ") and v is not None]
+        points = [(name, r.value) for name, r in rec["by_checkpoint"].items() if r.value is not None]
         if len(points) < 2:
             continue
         first, last = points[0][1], points[-1][1]
         path = " → ".join(f"{v:.3f} ({name})" for name, v in points)
         verb = "rose" if last > first + 1e-9 else "fell" if last < first - 1e-9 else "did not move"
-        out.append((abs(last - first), f"{row['group']} items ({row.get('n_items')}) {verb}: {path}."))
+        out.append((abs(last - first), f"{rec['group']} items ({rec['n_items']}) {verb}: {path}."))
     out.sort(key=lambda x: -x[0])
     return [s for _, s in out]
 
@@ -594,23 +601,17 @@ def _curve_sentences(train_dir: Path) -> list[str]:
 
 
 def _evaluation_section(rep: Report, trained: dict) -> None:
-    table = trained.get("table") or []
+    from stagewise.train.stage_eval import display_table
+
+    evals = _evaluations(trained)
     rep.heading("Evaluation")
-    if not table:
+    if not evals:
         rep.text("No evaluation in this run.")
         return
-    checkpoints = list(dict.fromkeys(k[len("pass@1 "):] for r in table for k in r if k.startswith("pass@1 ")))
     rep.text("pass@1 with its 95% interval over items at each checkpoint. `heldout` items were never probed or "
              "trained on; `export items` are a sample of the routed items per bucket (the mastered bucket is "
              "never trained on, so a drop there is forgetting).")
-    rows = []
-    for r in table:
-        row = {"set": r.get("set"), "group": r.get("group"), "items": r.get("n_items")}
-        for ck in checkpoints:
-            v = r.get(f"pass@1 {ck}")
-            row[ck] = "–" if v is None else f"{v:.3f} {r.get(f'ci {ck}', '')}".strip()
-        rows.append(row)
-    rep.table(rows, ["set", "group", "items", *checkpoints])
+    rep.table(display_table(evals), ["set", "group", "items", *(ev.checkpoint for ev in evals)])
     forgetting = trained.get("forgetting") or {}
     if forgetting:
         rep.heading("Forgetting on the mastered bucket", 3)
