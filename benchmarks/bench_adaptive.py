@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         out = {}
         for pid, o in outcomes.items():
             verified = [x for x in o if x is not None]
-            out[pid] = bucket(sum(verified), len(verified))
+            out[pid] = bucket(n=len(verified), c=sum(verified))
         return out
 
     fixed_b, adapt_b = buckets_of(fixed_out), buckets_of(adapt_out)

@@ -68,7 +68,7 @@ def next_round(outcomes_by_item: Mapping[str, Outcomes], item_ids=None, *, min_s
 
 def _bucket(outcomes: Outcomes) -> str | None:
     verified = [o for o in outcomes if o is not None]
-    return bucket(sum(verified), len(verified))
+    return bucket(n=len(verified), c=sum(verified))
 
 
 def oracle_minimum(fixed_outcomes: Mapping[str, Outcomes], *, min_samples: int = 4, k_max: int = 16) -> int:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.statistics import Z_95
 
 
 @dataclass
@@ -65,7 +66,7 @@ def _interval(values: list[float]) -> tuple[float, float]:
     if n < 2:
         return mean, mean
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    half = 1.96 * math.sqrt(var / n)
+    half = Z_95 * math.sqrt(var / n)
     return max(0.0, mean - half), min(1.0, mean + half)
 
 
@@ -80,7 +81,7 @@ def group_table(per_item: list[dict], ks, groups: dict[str, list[str]]):
         items = [by_id[i] for i in ids if i in by_id and by_id[i]["n"] > 0]
         row = {"group": name, "n_items": len(items), "n_samples": sum(r["n"] for r in items)}
         for k in ks:
-            vals = [pass_at_k(r["n"], r["c"], k) for r in items]
+            vals = [pass_at_k(n=r["n"], c=r["c"], k=k) for r in items]
             vals = [v for v in vals if v is not None]
             key = "pass@1" if k == 1 else f"pass@{k}"
             lo_key, hi_key = ("ci_low", "ci_high") if k == 1 else (f"{key}_ci_low", f"{key}_ci_high")
@@ -89,7 +90,7 @@ def group_table(per_item: list[dict], ks, groups: dict[str, list[str]]):
                 continue
             mean = sum(vals) / len(vals)
             if len(vals) == 1 and k == 1:
-                lo, hi = wilson_interval(items[0]["c"], items[0]["n"])
+                lo, hi = wilson_interval(n=items[0]["n"], c=items[0]["c"])
             else:
                 lo, hi = _interval(vals)
             row.update({key: mean, lo_key: lo, hi_key: hi})

@@ -413,7 +413,7 @@ def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) ->
     p_hats = []
     for pid in ids:
         n, c = counts.get(pid, (0, 0))
-        b = bucket(c, n)
+        b = bucket(n=n, c=c)
         buckets[b or "unverified"] += 1
         if n:
             p_hats.append(c / n)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError, InputError, StagewiseError
 from stagewise.curate.schema import Problem
+from stagewise.curate.statistics import Z_95
 
 SCHEMA_VERSION = "1"
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -62,16 +63,16 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 # The statistics of curate/statistics.py in SQL (tests check they agree). Stored in the file, so the
-# `mastery` view also works from the duckdb CLI. z = 1.96 (95%).
-SQL_MACROS = """
-CREATE OR REPLACE MACRO sw_wilson_low(c, n) AS CASE WHEN c = 0 THEN 0.0 ELSE greatest(0.0,
-    (c::DOUBLE / n + 1.96 * 1.96 / (2 * n)) / (1 + 1.96 * 1.96 / n)
-    - 1.96 / (1 + 1.96 * 1.96 / n) * sqrt((c::DOUBLE / n) * (1 - c::DOUBLE / n) / n + 1.96 * 1.96 / (4 * n * n)))
-    END;
-CREATE OR REPLACE MACRO sw_wilson_high(c, n) AS CASE WHEN c = n THEN 1.0 ELSE least(1.0,
-    (c::DOUBLE / n + 1.96 * 1.96 / (2 * n)) / (1 + 1.96 * 1.96 / n)
-    + 1.96 / (1 + 1.96 * 1.96 / n) * sqrt((c::DOUBLE / n) * (1 - c::DOUBLE / n) / n + 1.96 * 1.96 / (4 * n * n)))
-    END;
+# `mastery` view also works from the duckdb CLI. Counts in the store's column order (n, c), like the
+# Python functions; z is statistics.Z_95 written as its exact decimal (95%).
+SQL_MACROS = f"""
+CREATE OR REPLACE MACRO sw_wilson(n, c, z, sign) AS
+    (c::DOUBLE / n + z * z / (2 * n)) / (1 + z * z / n)
+    + sign * z / (1 + z * z / n) * sqrt((c::DOUBLE / n) * (1 - c::DOUBLE / n) / n + z * z / (4 * n * n));
+CREATE OR REPLACE MACRO sw_wilson_low(n, c) AS
+    CASE WHEN c = 0 THEN 0.0 ELSE greatest(0.0, sw_wilson(n, c, {Z_95!r}::DOUBLE, -1)) END;
+CREATE OR REPLACE MACRO sw_wilson_high(n, c) AS
+    CASE WHEN c = n THEN 1.0 ELSE least(1.0, sw_wilson(n, c, {Z_95!r}::DOUBLE, 1)) END;
 CREATE OR REPLACE MACRO sw_pass_at_k(n, c, k) AS CASE
     WHEN n < k THEN NULL
     WHEN n - c < k THEN 1.0
@@ -101,8 +102,8 @@ WITH agg AS (
 SELECT run_id, problem_id, n, c,
     CASE WHEN n > 0 THEN c::DOUBLE / n END AS p_hat,
     (c + 1)::DOUBLE / (n + 2) AS posterior_mean,
-    sw_wilson_low(c, n) AS ci_low,
-    sw_wilson_high(c, n) AS ci_high,
+    sw_wilson_low(n, c) AS ci_low,
+    sw_wilson_high(n, c) AS ci_high,
     {pass_cols},
     n_samples, n_unverified
 FROM agg

@@ -102,7 +102,7 @@ def limitations(assignments) -> str:
                      "reachable by sampling; more samples (or `--adaptive`) move them to `partial`.")
         lines.append(f"- **{n}/{n} correct does not mean always solved**: at p = 0.9, P({n}/{n}) = "
                      f"{0.9 ** n:.2f}.")
-        lo, hi = wilson_interval(n // 2, n)
+        lo, hi = wilson_interval(n=n, c=n // 2)
         lines.append(f"- **p̂ is noisy at n = {n}**: an item at {n // 2}/{n} has a 95% Wilson interval of "
                      f"[{lo:.2f}, {hi:.2f}]. Thresholds on p̂ (band, relift) inherit this noise.")
     if len(ns) > 1:

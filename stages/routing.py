@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.statistics import bucket
 
 BUCKETS = ("unmastered", "partial", "mastered")
 STAGES = ("sft", "rl", "both", "replay", "drop", "unrouted")
@@ -22,9 +23,10 @@ NO_DEMO = "no verified demonstration"  # how export marks SFT items it could not
 UNVERIFIED = "unverified"  # the summary's row for items with no verified sample (no bucket)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Item:
-    """The statistics a router sees for one item: id, n samples drawn, c correct."""
+    """The statistics a router sees for one item: id, n samples drawn, c correct (keyword-only, like
+    every count in curate/statistics.py)."""
 
     id: str
     n: int
@@ -36,7 +38,7 @@ class Item:
 
     @property
     def bucket(self) -> str:
-        return bucket_of(self.n, self.c)
+        return bucket(n=self.n, c=self.c)
 
     @property
     def tally(self) -> str:
@@ -50,13 +52,6 @@ class Decision:
     bucket: str | None
     stage: str
     reason: str
-
-
-def bucket_of(n: int, c: int) -> str | None:
-    """unmastered (c = 0), partial (0 < c < n) or mastered (c = n); None when nothing verified (n = 0)."""
-    from stagewise.curate.statistics import bucket
-
-    return bucket(c, n)
 
 
 class Router:
@@ -350,7 +345,7 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
     import polars as pl
 
     mastery = mastery.sort("problem_id")  # a stable order, so seeded draws repeat across runs
-    items = [Item(str(r["problem_id"]), int(r["n"]), int(r["c"])) for r in mastery.iter_rows(named=True)]
+    items = [Item(id=str(r["problem_id"]), n=int(r["n"]), c=int(r["c"])) for r in mastery.iter_rows(named=True)]
     decisions = assign(items, router, keep_mastered=keep_mastered, require_samples=require_samples, seed=seed)
     pass_cols = sorted((c for c in mastery.columns if c.startswith("pass_at_")), key=lambda c: int(c[8:]))
     stats = ["n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high"]

@@ -45,9 +45,9 @@ def test_pass_at_k_and_intervals_match_a_hand_computation(tiny_model_dir, tmp_pa
     mean = sum(p1) / 8
     sd = math.sqrt(sum((v - mean) ** 2 for v in p1) / 7)
     assert overall["pass@1"] == pytest.approx(mean)
-    assert overall["ci_low"] == pytest.approx(max(0.0, mean - 1.96 * sd / math.sqrt(8)))
-    assert overall["ci_high"] == pytest.approx(min(1.0, mean + 1.96 * sd / math.sqrt(8)))
-    p4 = [pass_at_k(n, c, 4) for n, c in per_item.values()]
+    assert overall["ci_low"] == pytest.approx(max(0.0, mean - 1.959964 * sd / math.sqrt(8)))
+    assert overall["ci_high"] == pytest.approx(min(1.0, mean + 1.959964 * sd / math.sqrt(8)))
+    p4 = [pass_at_k(n=n, c=c, k=4) for n, c in per_item.values()]
     assert overall["pass@4"] == pytest.approx(sum(p4) / 8)  # with n = k = 4: share of items with any success
     assert overall["pass@4"] == pytest.approx(sum(c > 0 for _, c in per_item.values()) / 8)
     assert overall["pass@1"] <= overall["pass@2"] <= overall["pass@4"]
