@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from stagewise.curate.errors import ConfigError
+from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.schema import Problem
 from stagewise.curate.verifiers import VerifierPool, get_verifier, score
 
@@ -89,6 +89,44 @@ def test_unknown_task_is_a_config_error_for_get_verifier_and_a_marked_sample_for
         get_verifier("nonsense")
     v = score("1", P("1", "nonsense"))
     assert v.status == "error" and "unknown task" in v.reason
+
+
+@pytest.mark.parametrize("problem", [{"answer": "8"}, {"answer": "8", "task": None}, {"answer": "8", "task": " "},
+                                     Problem(prompt="q", answer="8", task="")])
+def test_a_problem_without_a_task_is_refused_naming_the_fix(problem):
+    # No silent fallback to exact match: the caller learns which column is missing and how to set it.
+    with pytest.raises(InputError, match=r"column 'task'.*no task.*--task"):
+        score("The answer is 8.", problem)
+    with pytest.raises(InputError, match=r"column 'task'"), VerifierPool(workers=1, timeout_s=5.0) as pool:
+        pool.score_many([("The answer is 8.", P("8", "gsm8k")), ("The answer is 8.", problem)])
+
+
+HEAVY = ("polars", "duckdb", "click", "rich", "torch", "transformers", "trl")
+
+
+def test_importing_and_using_the_verifiers_loads_no_heavy_library():
+    # A verl or OpenRLHF reward worker installs stagewise with --no-deps; the verifiers must work there.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = textwrap.dedent(f"""
+        import sys
+        import stagewise.curate.verifiers as v
+        from stagewise.curate.verifiers import VerifierPool
+        verdicts = [v.score("The answer is 8.", {{"answer": "8", "task": task}}).status
+                    for task in ("gsm8k", "numeric", "exact", "math")]
+        print(" ".join(verdicts))
+        print(" ".join(sorted(m for m in {HEAVY!r} if m in sys.modules)) or "none")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                         env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    statuses, loaded = out.stdout.splitlines()[-2:]
+    assert statuses == "correct correct wrong correct"  # exact wants the whole answer, "8", not a sentence
+    assert loaded == "none"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 
-from stagewise.curate.errors import ConfigError
+from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.verifiers.base import STATUSES, Verdict, Verifier
 from stagewise.curate.verifiers.guard import VerifierTimeout, time_limit
 
@@ -38,10 +38,20 @@ class ProblemView:
 
 
 def as_problem(problem) -> ProblemView:
-    """Accept a curate.schema.Problem, a ProblemView, or a dict with answer / task / meta."""
+    """Accept a curate.schema.Problem, a ProblemView, or a dict with answer / task / meta.
+
+    The task is required: it names the verifier, and guessing one would score every answer by the
+    wrong rule without a word. A missing or empty task is an InputError naming the fix.
+    """
     if isinstance(problem, ProblemView):
         return problem
     get = problem.get if isinstance(problem, dict) else lambda k, d=None: getattr(problem, k, d)
+    task = get("task")
+    if task is None or not str(task).strip():
+        pid = get("id")
+        raise InputError(f"problem{f' {pid!r}' if pid else ''} has no task, so there is no verifier to score it",
+                         column="task", fix=f"give every problem a task naming its verifier ({', '.join(BUILTIN_TASKS)}), "
+                         "e.g. with --task or a task column in the data")
     meta = get("meta") or {}
     if isinstance(meta, str):
         try:
@@ -49,7 +59,7 @@ def as_problem(problem) -> ProblemView:
         except json.JSONDecodeError:
             meta = {}
     answer = get("answer")
-    return ProblemView(answer="" if answer is None else str(answer), task=str(get("task") or "exact"),
+    return ProblemView(answer="" if answer is None else str(answer), task=str(task).strip(),
                        meta=meta if isinstance(meta, dict) else {}, id=str(get("id") or ""),
                        prompt=str(get("prompt") or ""))
 
@@ -81,13 +91,15 @@ def get_verifier(task: str) -> Verifier:
 
 
 def score(completion: str, problem, *, timeout_s: float | None = 5.0) -> Verdict:
-    """Score one completion in this process. Never raises: failures come back as status error/timeout.
+    """Score one completion in this process. Never raises for an answer: failures of the verifier come
+    back as status error/timeout, an unknown task as status error. A problem without a task raises
+    InputError (see `as_problem`): that is the caller's data, not the answer.
 
     The time limit needs the main thread (SIGALRM); in other threads there is none, so use
     VerifierPool there (or for anything that may hang, e.g. the RL reward on untrusted output).
     """
+    view = as_problem(problem)
     try:
-        view = as_problem(problem)
         verifier = get_verifier(view.task)
     except Exception as exc:  # noqa: BLE001 - a bad task marks the sample, it does not stop the run
         return Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}")

@@ -174,14 +174,15 @@ class VerifierPool:
         return self.score_many([(completion, problem)])[0]
 
     def score_many(self, items, on_result=None) -> list[Verdict]:
-        """Verdicts in input order. Never raises for a bad answer; `on_result(i, verdict)` as each lands."""
+        """Verdicts in input order. Never raises for a bad answer; `on_result(i, verdict)` as each lands.
+        A problem without a task raises InputError before anything is scored."""
         items = list(items)
+        views = [as_problem(problem) for _, problem in items]
         results: list[Verdict | None] = [None] * len(items)
         queued: collections.deque[int] = collections.deque()
         payloads: dict[int, dict] = {}
-        for i, (completion, problem) in enumerate(items):
+        for i, ((completion, _), view) in enumerate(zip(items, views)):
             try:
-                view = as_problem(problem)
                 verifier = get_verifier(view.task)
             except Exception as exc:  # noqa: BLE001 - an unknown task marks the sample
                 self._finish(results, i, Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}"), on_result)
