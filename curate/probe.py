@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, SamplingParams, sample_seed
-from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.errors import ConfigError
 from stagewise.curate.schema import Problem
 
 
@@ -126,13 +126,7 @@ def _open_store(store):
     path = Path(store)
     if str(store) != ":memory:" and path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return ProbeStore(str(store)), True
-    except InputError as exc:
-        if "different configuration" not in str(exc):
-            raise
-        raise ConfigError(f"{store} is already open read-only in this process (e.g. an earlier ProbeResult's "
-                          "`.store`); call result.close() before probing into it again") from None
+    return ProbeStore(str(store)), True
 
 
 def _model_identity(backend: Backend, model: str) -> dict:

@@ -19,6 +19,7 @@ instead. c counts status = 'correct' (score >= 1).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -114,6 +115,32 @@ class StoreBusyError(StagewiseError):
     """Another process has the store open for writing (DuckDB allows one writer per file)."""
 
 
+class StoreOpenInProcessError(ConfigError):
+    """This process already has the store open in the other mode (read-only vs writable)."""
+
+
+def _locked_by_another_process(path: str, *, write: bool) -> bool:
+    """Whether another process holds a lock on `path` that conflicts with opening it (DuckDB locks the
+    whole file with fcntl: shared for a reader, exclusive for the writer). False where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR if write else os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        # Our own test lock is released by the close below; this process holds no other lock on the file
+        # (DuckDB would have reported a ConnectionException, or shared its instance, instead).
+        fcntl.lockf(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EACCES, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False
+
+
 def canonical_config(config: dict) -> dict:
     """The part of a run config that defines what is sampled, normalised (1 == 1.0, sorted keys)."""
     return _normalise({k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS})
@@ -169,12 +196,21 @@ class ProbeStore:
                              fix="pass the --store file written by `stagewise probe`")
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.ConnectionException:
+            # DuckDB keeps one database instance per file and process; a second connection with another
+            # mode (read-only vs writable) is refused.
+            raise StoreOpenInProcessError(
+                f"{self.path} is already open {'for writing' if read_only else 'read-only'} in this process "
+                "(e.g. an earlier ProbeResult's `.store`); close it (result.close()) before opening it "
+                f"{'read-only' if read_only else 'for writing'}") from None
         except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
+            # DuckDB gives one IOException for a lock conflict, a missing directory and a bad file; ask
+            # the file's lock rather than parse the message.
+            if _locked_by_another_process(self.path, write=not read_only):
                 raise StoreBusyError(
-                    f"{self.path} is open for writing in another process (one writer per store file); "
-                    "wait for it to finish, or give each shard its own --store and combine them with "
-                    "`stagewise merge`") from None
+                    f"{self.path} is open in another process (DuckDB allows one writer, or any number of "
+                    "readers, per file); wait for it to finish, or give each shard its own --store and "
+                    "combine them with `stagewise merge`") from None
             raise InputError(f"cannot open as a DuckDB store: {exc}", path=self.path,
                              fix="check the path; a store is a .duckdb file written by stagewise") from None
         except duckdb.Error as exc:

@@ -165,6 +165,40 @@ def test_a_second_writer_is_refused_with_a_pointer_to_sharding(tmp_path):
         holder.communicate("\n", timeout=30)
 
 
+def test_a_reader_in_another_process_also_keeps_the_writer_out(tmp_path):
+    path = str(tmp_path / "s.duckdb")
+    ProbeStore(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, duckdb
+        con = duckdb.connect(sys.argv[1], read_only=True)
+        print("open", flush=True)
+        sys.stdin.readline()
+    """), path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreBusyError, match="open in another process"):
+            ProbeStore(path)
+    finally:
+        holder.communicate("\n", timeout=30)
+
+
+def test_a_file_that_is_not_a_store_is_bad_input_not_a_busy_store(tmp_path):
+    bad = tmp_path / "notes.duckdb"
+    bad.write_text("these are notes, not a database\n" * 200)
+    with pytest.raises(InputError, match="cannot open as a DuckDB store") as err:
+        ProbeStore(str(bad))
+    assert not isinstance(err.value, StoreBusyError)
+
+
+def test_a_store_open_read_only_in_this_process_says_to_close_it_before_writing(tmp_path):
+    path = str(tmp_path / "s.duckdb")
+    ProbeStore(path).close()
+    with ProbeStore(path, read_only=True):
+        with pytest.raises(ConfigError, match=r"already open read-only in this process.*close it"):
+            ProbeStore(path)
+    ProbeStore(path).close()  # closed, it opens for writing again
+
+
 def _shard(path, pids, statuses, config=CONFIG):
     with ProbeStore(path) as store:
         store.add_problems([Problem(id=p, prompt=f"question {p}", answer="1") for p in pids])
