@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.verifiers import task_of
 
 PLACEHOLDER = "{prompt}"
 
@@ -62,7 +63,7 @@ def build_messages(problem, *, system_prompt: str | None = None, prompt_template
     own = _field(problem, "messages")
     if own:
         return [dict(m) for m in own]
-    system, template = resolve_prompting(_field(problem, "task", "exact"), system_prompt, prompt_template)
+    system, template = resolve_prompting(task_of(problem), system_prompt, prompt_template)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": template.replace(PLACEHOLDER, _field(problem, "prompt", ""))})
     return messages
@@ -98,7 +99,7 @@ def format_target(solution: str | None, answer: str, problem, prompt_template: s
                   system_prompt: str | None = None) -> str:
     """A demonstration written the way the prompt asked for the answer: the worked solution (if any),
     then the final answer in \\boxed{} or in <answer></answer> tags."""
-    task = _field(problem, "task", "exact")
+    task = task_of(problem)
     fmt = answer_format(task, system_prompt=system_prompt, prompt_template=prompt_template)
     body = (solution or "").strip()
     # GSM8K solutions carry calculator annotations (<<48/2=24>>) and a "#### 72" line: drop both,

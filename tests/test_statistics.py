@@ -20,7 +20,6 @@ from stagewise.curate.statistics import (
     wilson_interval,
 )
 
-
 # statsmodels.stats.proportion.proportion_confint(c, n, alpha=0.05, method="wilson"), statsmodels 0.15.0
 STATSMODELS_WILSON = [
     # (n, c, low, high)

@@ -193,9 +193,9 @@ def test_a_file_that_is_not_a_store_is_bad_input_not_a_busy_store(tmp_path):
 def test_a_store_open_read_only_in_this_process_says_to_close_it_before_writing(tmp_path):
     path = str(tmp_path / "s.duckdb")
     ProbeStore(path).close()
-    with ProbeStore(path, read_only=True):
-        with pytest.raises(ConfigError, match=r"already open read-only in this process.*close it"):
-            ProbeStore(path)
+    with ProbeStore(path, read_only=True), \
+            pytest.raises(ConfigError, match=r"already open read-only in this process.*close it"):
+        ProbeStore(path)
     ProbeStore(path).close()  # closed, it opens for writing again
 
 

@@ -101,6 +101,17 @@ def test_a_problem_without_a_task_is_refused_naming_the_fix(problem):
         pool.score_many([("The answer is 8.", P("8", "gsm8k")), ("The answer is 8.", problem)])
 
 
+def test_the_prompt_builder_refuses_a_problem_without_a_task_too():
+    # The task also picks the prompt family (boxed vs reasoning-gym tags); no guessing there either.
+    from stagewise.curate.prompts import build_messages, format_target
+
+    with pytest.raises(InputError, match=r"column 'task'"):
+        build_messages({"prompt": "What is 2 + 2?"})
+    with pytest.raises(InputError, match=r"column 'task'"):
+        format_target("2 + 2 = 4", "4", {"prompt": "What is 2 + 2?", "task": ""})
+    assert build_messages({"prompt": "What is 2 + 2?", "task": "rg:basic_arithmetic"})[0]["role"] == "system"
+
+
 HEAVY = ("polars", "duckdb", "click", "rich", "torch", "transformers", "trl")
 
 

@@ -37,14 +37,10 @@ class ProblemView:
     prompt: str = ""
 
 
-def as_problem(problem) -> ProblemView:
-    """Accept a curate.schema.Problem, a ProblemView, or a dict with answer / task / meta.
-
-    The task is required: it names the verifier, and guessing one would score every answer by the
-    wrong rule without a word. A missing or empty task is an InputError naming the fix.
-    """
-    if isinstance(problem, ProblemView):
-        return problem
+def task_of(problem) -> str:
+    """The task of a Problem, ProblemView or dict. Required: it names the verifier (and the prompt family),
+    and guessing one would score every answer by the wrong rule without a word. A missing or empty task
+    is an InputError naming the column and the fix."""
     get = problem.get if isinstance(problem, dict) else lambda k, d=None: getattr(problem, k, d)
     task = get("task")
     if task is None or not str(task).strip():
@@ -52,6 +48,16 @@ def as_problem(problem) -> ProblemView:
         raise InputError(f"problem{f' {pid!r}' if pid else ''} has no task, so there is no verifier to score it",
                          column="task", fix=f"give every problem a task naming its verifier ({', '.join(BUILTIN_TASKS)}), "
                          "e.g. with --task or a task column in the data")
+    return str(task).strip()
+
+
+def as_problem(problem) -> ProblemView:
+    """Accept a curate.schema.Problem, a ProblemView, or a dict with answer / task / meta (task required,
+    see `task_of`)."""
+    if isinstance(problem, ProblemView):
+        return problem
+    get = problem.get if isinstance(problem, dict) else lambda k, d=None: getattr(problem, k, d)
+    task = task_of(problem)
     meta = get("meta") or {}
     if isinstance(meta, str):
         try:
@@ -59,7 +65,7 @@ def as_problem(problem) -> ProblemView:
         except json.JSONDecodeError:
             meta = {}
     answer = get("answer")
-    return ProblemView(answer="" if answer is None else str(answer), task=str(task).strip(),
+    return ProblemView(answer="" if answer is None else str(answer), task=task,
                        meta=meta if isinstance(meta, dict) else {}, id=str(get("id") or ""),
                        prompt=str(get("prompt") or ""))
 
@@ -142,4 +148,5 @@ __all__ = [
     "get_verifier",
     "run_verifier",
     "score",
+    "task_of",
 ]
