@@ -8,7 +8,7 @@ reasoning-gym chain sums chosen so that most items are partial for SmolLM2-135M 
 scored by the numeric verifier, see SPECS):
 a fixed run with k = 16 and an adaptive run (min_samples 4, k_max 16, one more sample per round for
 items still uniform). Printed side by side: the adaptive run's generations as a fraction of fixed k,
-and as a ratio to the oracle minimum computed from the fixed run's samples (DESIGN.md). Also the
+and as a ratio to the oracle minimum computed from the fixed run's samples (docs/DESIGN.md). Also the
 bucket agreement between the two real runs, and the same rule replayed on the fixed run's samples
 (which must agree exactly). Targets: <= 50% of fixed k and <= 1.2x the oracle minimum.
 """
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         "prompt, since SmolLM2-135M does not produce reasoning-gym's <answer> tags): fixed k="
         f"{args.k_max} and adaptive (min_samples "
         f"{args.min_samples}, k_max {args.k_max}, one more sample per round for uniform items). The oracle "
-        "minimum is computed from the fixed run's samples (DESIGN.md).",
+        "minimum is computed from the fixed run's samples (docs/DESIGN.md).",
         "",
         (f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, after: "
         f"{'/'.join(f'{x:.1f}' for x in load_after)}."),

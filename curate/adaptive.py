@@ -1,6 +1,6 @@
 """Adaptive probing: the stopping rule, a replay of fixed-k samples through it, and the oracle minimum.
 
-The rule (DESIGN.md "Adaptive probing"): an item that has shown at least one success and one failure
+The rule (docs/DESIGN.md, "Adaptive probing"): an item that has shown at least one success and one failure
 is certainly partial, so it stops once it has `min_samples`; an item that is uniform so far (all
 correct or all wrong) continues to `k_max`. Given the same sample sequence it therefore routes exactly
 as a fixed run with k = k_max does; only uniform items pay for the full k_max.
@@ -72,7 +72,7 @@ def _bucket(outcomes: Outcomes) -> str | None:
 
 
 def oracle_minimum(fixed_outcomes: Mapping[str, Outcomes], *, min_samples: int = 4, k_max: int = 16) -> int:
-    """Fewest generations that route every item as fixed k = k_max does (DESIGN.md).
+    """Fewest generations that route every item as fixed k = k_max does (docs/DESIGN.md, "Adaptive probing").
 
     k_max for each uniform item; for each partial item, the 1-based index at which both outcomes have
     appeared, or min_samples if that is larger.

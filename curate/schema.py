@@ -1,4 +1,4 @@
-"""The canonical problem row (DESIGN.md) and the stable id every later stage keys on."""
+"""The canonical problem row (docs/DESIGN.md, "Problem row") and the stable id every later stage keys on."""
 
 from __future__ import annotations
 

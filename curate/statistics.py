@@ -1,4 +1,4 @@
-"""Per-item mastery statistics (DESIGN.md "Mastery statistics"), in Python.
+"""Per-item mastery statistics (docs/DESIGN.md, "Counts and statistics"), in Python.
 
 The store's `mastery` view computes the same numbers in SQL (curate/store.py, `SQL_MACROS`);
 tests/test_statistics.py checks that the two agree. n counts verified samples, c the correct ones.
@@ -76,7 +76,8 @@ def pass_at_ks(*, n: int) -> list[int]:
 
 
 def bucket(*, n: int, c: int) -> str | None:
-    """DESIGN.md buckets on all verified samples: c = 0 unmastered, c = n mastered, else partial."""
+    """The bucket (docs/DESIGN.md, "Buckets") on all verified samples: c = 0 unmastered, c = n mastered,
+    else partial; None when nothing was verified."""
     _check(n=n, c=c)
     if n == 0:
         return None

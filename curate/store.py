@@ -1,6 +1,6 @@
 """The probe store: one embedded DuckDB file holding problems, runs, samples and the `mastery` view.
 
-Table and column names are fixed by DESIGN.md (Interfaces); later stages and users query them directly:
+Table and column names are a contract (docs/DESIGN.md, "Probe store"); later stages and users query them directly:
 
     duckdb RUN.duckdb "SELECT problem_id, n, c, p_hat, ci_low, ci_high FROM mastery"
 
@@ -265,7 +265,7 @@ class ProbeStore:
         return int(row[0]) if row else 1
 
     def _widen_view(self, max_samples: int) -> None:
-        """Add pass_at_k columns once some item has k samples (k <= n, DESIGN.md). In the caller's txn."""
+        """Add pass_at_k columns once some item has k samples (k <= n, docs/DESIGN.md). In the caller's txn."""
         if max_samples <= self._view_max_k():
             return
         self.con.execute(_view_sql(max_samples))

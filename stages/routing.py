@@ -1,4 +1,4 @@
-"""Routing: decide, per probed item, which stage of post-training it belongs to (DESIGN.md, routing).
+"""Routing: decide, per probed item, which stage of post-training it belongs to (docs/DESIGN.md, "Stages and policies").
 
 Each policy is a small class with a common base. `Router.decide(items)` returns one `Decision`
 (bucket, stage, reason) per item; the bucket never depends on the policy: it is decided on c against n

@@ -1,4 +1,4 @@
-"""The backend contract: `generate(requests) -> results` (DESIGN.md Interfaces).
+"""The backend contract: `generate(requests) -> results` (docs/DESIGN.md, "Backend").
 
 A request carries the chat messages, which sample indices to draw, one seed per sample index, and
 the sampling parameters. Seeds are per (run seed, problem id, sample index), so a resumed or adaptive

@@ -1,4 +1,4 @@
-"""Verifiers: `score(completion, problem) -> Verdict`, named by the problem's task (DESIGN.md Interfaces).
+"""Verifiers: `score(completion, problem) -> Verdict`, named by the problem's task (docs/DESIGN.md, "Verifier").
 
     from stagewise.curate.verifiers import score, VerifierPool
     score("... so the answer is \\boxed{2125}", {"answer": "2,125", "task": "gsm8k"})

@@ -1,4 +1,4 @@
-"""The verifier contract: `score(completion, problem) -> Verdict` (DESIGN.md Interfaces).
+"""The verifier contract: `score(completion, problem) -> Verdict` (docs/DESIGN.md, "Verifier").
 
 The verifier is named by the problem's `task`. The probe and the RL reward call exactly this code.
 """
