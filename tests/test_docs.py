@@ -1,5 +1,5 @@
-"""The documents match the tree: the README's layout names every module, and docs/DESIGN.md names only
-files that exist."""
+"""The documents match the tree: the README's layout names every module, docs/DESIGN.md names only
+files that exist, and every reference to the design document points at docs/DESIGN.md."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def test_every_file_the_design_document_names_exists():
     assert named, "the design document names no files"
     missing = sorted(p for p in named if not any(ROOT.glob(p.rstrip("/"))))
     assert not missing, f"docs/DESIGN.md names files that do not exist: {missing}"
+
+
+def test_every_reference_to_the_design_document_points_at_docs():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    stray = []
+    for path in tracked.split():
+        if not path.endswith((".py", ".md", ".yaml", ".toml")) or path == "tests/test_docs.py":
+            continue
+        for number, line in enumerate((ROOT / path).read_text(errors="replace").splitlines(), start=1):
+            if re.search(r"(?<!docs/)DESIGN\.md", line):
+                stray.append(f"{path}:{number}")
+    assert not stray, f"references to DESIGN.md outside docs/: {stray}"

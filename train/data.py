@@ -1,4 +1,4 @@
-"""Reading an export (DESIGN.md "Exports", TRL format) for training: the splits and the manifest.
+"""Reading an export (docs/DESIGN.md, "Export directory"; TRL format) for training: the splits and the manifest.
 
 `data` is an export directory (sft.parquet, rl.parquet, replay.parquet, assignments.parquet,
 manifest.json) or one parquet file; next to a single file the manifest is looked up in the same folder.

@@ -1,4 +1,4 @@
-"""The RL reward: the stagewise verifier, the same code the probe scored with (DESIGN.md "one code path").
+"""The RL reward: the stagewise verifier, the same code the probe scored with (docs/DESIGN.md, "Verifier").
 
 GRPOTrainer calls a reward function with the prompts, the completions and every extra dataset column,
 repeated once per generation. rl.parquet carries `solution` (the gold answer), `task` (which verifier)
