@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stagewise-installed
 
-.PHONY: install demo test test-slow test-vllm bench report-png clean
+.PHONY: install demo test test-fast test-slow test-vllm bench report-png clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not vllm" -q
+
+# The pure core (statistics, routing, formats, verifiers, readers, store, docs) in well under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "fast and not slow and not vllm" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -25,3 +25,20 @@ def repo_data_dir() -> str:
     import stagewise
 
     return os.path.join(os.path.dirname(stagewise.__file__), "data")
+
+
+# `make test-fast`: the pure core (statistics, routing, formats, verifiers, readers, store, config, docs) in
+# seconds. A test belongs to it when its module is one of these and it neither builds a model, starts worker
+# processes nor draws a plot.
+FAST_MODULES = {"test_statistics", "test_routing", "test_docs", "test_cli_docs", "test_verifiers", "test_sources",
+                "test_store", "test_contract", "test_cards", "test_runconfig", "test_decontaminate"}
+NEEDS_PROCESSES = ("pool", "hung", "hang", "kill_9", "another_process", "across_processes", "reruns", "workers",
+                   "merge", "second_writer", "png")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        heavy = {"tiny_model_dir", "mixed_export"} & set(getattr(item, "fixturenames", ()))
+        if module in FAST_MODULES and not heavy and not any(w in item.name for w in NEEDS_PROCESSES):
+            item.add_marker(pytest.mark.fast)
