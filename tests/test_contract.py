@@ -70,7 +70,7 @@ def test_the_probe_sends_an_exported_item_its_own_messages(mixed_export, tiny_mo
 def test_a_moved_export_evaluates_and_trains_with_the_probe_store_gone(mixed_export, tiny_model_dir, tmp_path):
     export = open_export(mixed_export)
     ev = evaluate_checkpoint(tiny_model_dir, "before", export=export, num_samples=1, ks=(1,), max_new_tokens=2)
-    groups = {r["group"] for r in ev.rows if r["set"] == "export items"}
+    groups = {r.group for r in ev.rows if r.set == "export items"}
     assert "unmastered" in groups
     res = sw.train_pipeline(mixed_export, tiny_model_dir, tmp_path / "train", reprobe=True,
                             sft={"max_steps": 1, "batch_size": 2}, rl={"max_steps": 1, "batch_size": 2,
