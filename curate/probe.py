@@ -192,7 +192,7 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
           max_new_tokens: int = 512, batch_size: int = 32, seed: int = 0, limit: int | None = None,
           task: str | None = None, system_prompt: str | None = None, prompt_template: str | None = None,
           shard=None, base_url: str | None = None, progress: bool = True, round_size: int = 1,
-          backend_options: dict | None = None, source_options: dict | None = None,
+          backend_args: dict | None = None, source_options: dict | None = None,
           verifier_workers: int = 2, verifier_timeout_s: float = 5.0, on_commit=None) -> ProbeResult:
     """Probe `model` on `problems` and store every sample in `store` (a .duckdb path or a ProbeStore).
 
@@ -233,18 +233,18 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     messages = {p.id: build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template) for p in items}
     params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
 
-    from stagewise.curate.backends import make_backend
+    from stagewise.curate.backends import SAMPLING_ARGS, make_backend
 
     owned_backend = not isinstance(backend, Backend) and not hasattr(backend, "generate")
     engine = make_backend(backend, model, batch_size=batch_size, base_url=base_url,
-                          **(backend_options or {})) if owned_backend else backend
+                          **(backend_args or {})) if owned_backend else backend
     st, owned_store = _open_store(store)
     try:
         st.add_problems(items)
         config = {
             "model": _model_identity(engine, model),
             "backend": getattr(engine, "name", str(backend)),
-            "backend_options": {"batch_size": batch_size, **(backend_options or {})},
+            "backend_args": {"batch_size": batch_size, **(backend_args or {})},
             "base_url": base_url,
             "sampling": params.to_dict(),
             **prompting_record([p.task for p in items], system_prompt, prompt_template),
@@ -257,6 +257,9 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         own = sorted((p.id, p.messages) for p in items if p.messages)
         if own:  # items that carry their prompt (an export's rows): the run is keyed on those messages
             config["item_messages_sha256"] = hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()
+        asked = {k: v for k, v in (backend_args or {}).items() if k in SAMPLING_ARGS}
+        if asked:
+            config["request_options"] = asked
         if adaptive:
             config.update({"adaptive": {"min_samples": int(min_samples), "k_max": int(k_max),
                                         "round_size": int(round_size)}, "k_max": int(k_max)})

@@ -30,7 +30,7 @@ def _problems(n=8):
 
 def _kw(model, store, **extra):
     kw = {"model": model, "store": str(store), "num_samples": 4, "max_new_tokens": 12, "batch_size": 4, "progress": False,
-              "backend_options": {"threads": 1}}
+              "backend_args": {"threads": 1}}
     kw.update(extra)
     return kw
 
@@ -163,7 +163,7 @@ problems = [Problem(prompt=f"Question {i}: what comes after {i}?", answer=str(i 
 def committed(new, total):
     print(f"committed {total}", flush=True)
 sw.probe(problems, model=model, store=store, num_samples=4, max_new_tokens=24, batch_size=2, progress=False,
-         backend_options={"threads": 1}, on_commit=committed)
+         backend_args={"threads": 1}, on_commit=committed)
 print("finished", flush=True)
 """
 
@@ -197,7 +197,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_counts_nothing_twice(tiny
     problems = [Problem(prompt=f"Question {i}: what comes after {i}?", answer=str(i + 1), task=TASK)
                 for i in range(n_items)]
     res = sw.probe(problems, model=tiny_model_dir, store=store, num_samples=k, max_new_tokens=24, batch_size=2,
-                   progress=False, backend_options={"threads": 1})
+                   progress=False, backend_args={"threads": 1})
     assert res.run_id == run_id
     assert res.summary["samples_resumed"] == stored and res.summary["samples_new"] == n_items * k - stored
     with res:
@@ -210,7 +210,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_counts_nothing_twice(tiny
     assert {key: after[key] for key in before} == before
     # The resumed store holds exactly what an uninterrupted run draws (seeds per item and index).
     clean = sw.probe(problems, model=tiny_model_dir, store=str(tmp_path / "clean.duckdb"), num_samples=k,
-                     max_new_tokens=24, batch_size=2, progress=False, backend_options={"threads": 1})
+                     max_new_tokens=24, batch_size=2, progress=False, backend_args={"threads": 1})
     clean.close()
     assert _texts(clean.store_path, clean.run_id) == after
 
