@@ -237,6 +237,15 @@ def _print_probe_summary(s: dict) -> None:
     table.add_row("verifier", f"no answer {vf['no_answer']:,}, timeout {vf['timeout']:,}, error {vf['error']:,}")
     for reason, n in s.get("failure_reasons", {}).items():
         table.add_row("", f"{n:,} x {reason}")
+    if s.get("store_bytes") is not None:
+        per = s.get("store_bytes_per_1k_samples")
+        table.add_row("store", f"{s['store_bytes'] / 1e6:,.1f} MB"
+                      + (f", {per / 1e6:,.2f} MB per 1k samples" if per else "")
+                      + f" (completions kept: {s.get('keep_completions', 'all')})")
+    if s.get("ray"):
+        r = s["ray"]
+        table.add_row("ray", f"{r['shards']} shards on {len(r['nodes'])} node(s) at {r['address']}, "
+                      f"started in {r['startup_seconds']:.0f} s")
     if s.get("ignored_duplicates"):
         table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
     console.print(table)
@@ -257,10 +266,20 @@ def _print_probe_summary(s: dict) -> None:
 @click.option("--k-max", type=int, default=16, show_default=True, help="--adaptive: most samples per item.")
 @click.option("--min-samples", type=int, default=4, show_default=True, help="--adaptive: fewest samples per item.")
 @click.option("--shard", default=None, help="i/N: probe only the i-th (0-based) of N disjoint shards.")
+@click.option("--keep-completions", type=click.Choice(["all", "failed", "none"]), default="all", show_default=True,
+              help="Whose text the store keeps: every sample, wrong ones only (for inspection), or none. "
+                   "Scores, statuses, extracted answers and token counts are always kept; --demos samples "
+                   "needs all.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Shard the probe over a Ray cluster (stagewise[ray]): bare --ray starts a local instance or "
+                   "joins $RAY_ADDRESS; --ray HOST:PORT joins that cluster. Rows come back to this process.")
+@click.option("--ray-shards", type=int, default=None,
+              help="--ray: shards, each one backend [default: the cluster's CPUs, or GPUs for vllm].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, store, model, backend,
               base_url, backend_arg, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
-              prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, no_progress):
+              prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, keep_completions,
+              ray_address, ray_shards, no_progress):
     """Sample a model k times per problem, verify every answer, and store per-item mastery.
 
     \b
@@ -269,6 +288,7 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
         stagewise probe "rg:chain_sum?size=50&seed=1" --adaptive --k-max 16 --store rg.duckdb
         stagewise probe data.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model M --store s.duckdb
         stagewise probe data.jsonl --backend vllm --backend-arg tensor_parallel_size=4 --model M --store s.duckdb
+        stagewise probe data.jsonl --ray HEAD_IP:6379 --backend vllm --model M --store s.duckdb
     """
     import json
 
@@ -283,7 +303,9 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
                    system_prompt=system_prompt, prompt_template=prompt_template, shard=shard, base_url=base_url,
                    backend_args=parse_backend_args(backend_arg), progress=not no_progress and not as_json,
-                   source_options=sources)
+                   source_options=sources, keep_completions=keep_completions,
+                   ray=None if ray_address is None else (True if ray_address == "auto" else ray_address),
+                   ray_shards=ray_shards)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
     else:

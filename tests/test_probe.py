@@ -256,3 +256,37 @@ def test_reasoning_gym_with_the_default_model_from_the_api(tmp_path):
     assert "<answer>" in cfg["resolved"]["rg"]["system_prompt"]
     # Whatever the model manages, every sample was scored by reasoning-gym's verifier with a status.
     assert sum(s["statuses"].values()) == 64
+
+
+def test_keep_completions_failed_and_none_keep_scores_but_drop_the_text(tiny_model_dir, tmp_path):
+    full = sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / "all.duckdb"))
+    with full:
+        ref = {(r["problem_id"], r["sample_idx"]): r for r in full.store.samples(full.run_id).iter_rows(named=True)}
+    for keep in ("failed", "none"):
+        res = sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / f"{keep}.duckdb", keep_completions=keep))
+        assert res.run_id == full.run_id  # what is kept does not change what is sampled
+        assert res.summary["keep_completions"] == keep
+        with res:
+            rows = list(res.store.samples(res.run_id).iter_rows(named=True))
+        assert len(rows) == len(ref) == 32
+        for r in rows:
+            same = ref[(r["problem_id"], r["sample_idx"])]
+            for col in ("status", "score", "extracted", "n_tokens", "finish_reason"):
+                assert r[col] == same[col]
+            kept = keep == "failed" and r["status"] != "correct"
+            assert r["completion"] == (same["completion"] if kept else None)
+        assert {r["status"] for r in rows} >= {"correct", "wrong"}
+    assert res.summary["store_bytes"] > 0 and res.summary["store_bytes_per_1k_samples"] > 0
+
+
+def test_resuming_with_another_keep_completions_is_refused(tiny_model_dir, tmp_path):
+    sw.probe(_problems(2), **_kw(tiny_model_dir, tmp_path / "k.duckdb", keep_completions="none")).close()
+    with pytest.raises(ConfigError, match="--keep-completions none"):
+        sw.probe(_problems(2), **_kw(tiny_model_dir, tmp_path / "k.duckdb"))
+
+
+def test_export_refuses_sample_demos_from_a_store_without_their_text(tiny_model_dir, tmp_path):
+    sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / "n.duckdb", keep_completions="failed")).close()
+    with pytest.raises(ConfigError, match="keep-completions"):
+        sw.export(str(tmp_path / "n.duckdb"), str(tmp_path / "out"), demos=("solution", "samples"))
+    assert not (tmp_path / "out").exists()
