@@ -592,6 +592,10 @@ def _need(**values):
 def _print_stage(res) -> None:
     import yaml
 
+    from stagewise.train.common import is_main_process
+
+    if not is_main_process():  # under accelerate launch every rank returns; one of them reports
+        return
     if res.dry_run:
         click.echo(yaml.safe_dump(res.config, sort_keys=False).rstrip())
         click.echo(f"dry run: {res.stage} trainer built; resolved config in {res.out}/config.yaml; nothing trained")
@@ -773,11 +777,13 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
                          loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
                          buffer_size=buffer_size, **_parse_sets(sets))
     _print_stage(res)
-    relift = res.extra.get("relift")
+    from stagewise.train.common import is_main_process
+
+    relift = res.extra.get("relift") if is_main_process() else None
     if relift:
         click.echo(f"  relift: {relift['moved']} items moved to the SFT buffer, {relift['sft_updates']} SFT "
                    f"updates, {relift['no_demo']} all-wrong items without a verified demonstration")
-    if res.extra.get("shadow_model"):
+    if res.extra.get("shadow_model") and is_main_process():
         click.echo(f"  bridge: RL-only shadow model at {res.extra['shadow_model']}")
 
 

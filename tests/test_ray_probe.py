@@ -122,4 +122,4 @@ def test_probe_on_a_local_ray_cluster_equals_one_process_and_resumes(pool, singl
     # both nodes of the cluster did work (one CPU each, one shard each)
     assert all(s["samples"] > 0 for s in ray_info["per_shard"])
     assert len({(s["node"], s["pid"]) for s in ray_info["per_shard"]}) == 2
-    _compare(one, store, "--ray with 2 shards")
+    assert _compare(one, store, "--ray with 2 shards") == []
