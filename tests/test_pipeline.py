@@ -90,6 +90,17 @@ def test_bad_config_keys_are_reported_at_once(tmp_path):
     assert "Traceback" not in res.output
 
 
+def test_unknown_backend_args_stop_a_run_before_any_work(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("probe:\n  backend_args:\n    bogus: 1\n")
+    res = CliRunner().invoke(cli, ["run", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "probe.backend_args" in res.output and "'bogus'" in res.output and "device_map" in res.output
+    res = CliRunner().invoke(cli, ["run", "--backend-arg", "bogus=1", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "'bogus'" in res.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_print_config_is_the_commented_default():
     res = CliRunner().invoke(cli, ["run", "--print-config"])
     assert res.exit_code == 0
