@@ -239,9 +239,11 @@ def _print_probe_summary(s: dict) -> None:
         table.add_row("", f"{n:,} x {reason}")
     if s.get("store_bytes") is not None:
         per = s.get("store_bytes_per_1k_samples")
-        table.add_row("store", f"{s['store_bytes'] / 1e6:,.1f} MB"
-                      + (f", {per / 1e6:,.2f} MB per 1k samples" if per else "")
-                      + f" (completions kept: {s.get('keep_completions', 'all')})")
+        # Below ~10k samples the file is mostly DuckDB's fixed allocation, so a per-1k figure would mislead.
+        scale = (f", {per / 1e6:,.2f} MB per 1k samples" if per and s.get("samples", 0) >= 10_000
+                 else ", too few samples for a per-1k size" if per else "")
+        table.add_row("store", f"{s['store_bytes'] / 1e6:,.1f} MB{scale} "
+                      f"(completions kept: {s.get('keep_completions', 'all')})")
     if s.get("ray"):
         r = s["ray"]
         table.add_row("ray", f"{r['shards']} shards on {len(r['nodes'])} node(s) at {r['address']}, "
