@@ -524,6 +524,10 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
 
     names = tuple(d.strip() for d in demos.split(",") if d.strip())
     teacher_args = parse_backend_args(teacher_backend_arg)
+    if teacher_args and teacher_backend != "vllm":  # checked now: the teacher may only load late, or never
+        from stagewise.curate.backends import check_backend_args
+
+        check_backend_args(teacher_backend, teacher_args)
     if base_url:
         teacher_args["base_url"] = base_url
     result = sw.export(store, out, format=fmt, run_id=run_id, policy=policy, low=low, high=high,

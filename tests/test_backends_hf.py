@@ -162,3 +162,13 @@ def test_parse_backend_args_builds_nested_values():
                       "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}, "dtype": "bfloat16"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_backend_args(["tensor_parallel_size"])
+
+
+def test_export_refuses_an_unknown_teacher_backend_arg_before_reading_the_store(tmp_path):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    res = CliRunner().invoke(cli, ["export", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "o"),
+                                   "--teacher", "m", "--teacher-backend-arg", "bogus=1"])
+    assert res.exit_code == 1 and "'bogus'" in res.output and "device_map" in res.output
