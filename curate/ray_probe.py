@@ -226,9 +226,20 @@ class RayShards:
             self._own_ray = False
 
 
+class ShardError(StagewiseError):
+    """A shard stopped on an error a user can fix (its message is the shard's own)."""
+
+
 def _unwrap(exc) -> BaseException:
-    """A shard's StagewiseError (bad backend argument, unreachable server) as itself, not a Ray wrapper."""
+    """A shard's StagewiseError (bad backend argument, unreachable server) as itself, not a Ray wrapper.
+    An actor that died in its constructor reaches the driver only as text: its error line is kept."""
+    import re
+
     cause = getattr(exc, "cause", None)
     if isinstance(cause, StagewiseError):
         return cause
+    found = re.findall(r"\b(?:ConfigError|InputError|MissingDependencyError|BackendError|StagewiseError): (.+)",
+                       str(exc))
+    if found:
+        return ShardError(f"a Ray shard failed: {found[-1].strip()}")
     return exc

@@ -106,6 +106,12 @@ def test_probe_on_a_local_ray_cluster_equals_one_process_and_resumes(pool, singl
         exe = os.path.join(os.path.dirname(sys.executable), "stagewise")
         env = dict(os.environ, OMP_NUM_THREADS="1")
         env.pop("RAY_ADDRESS", None)
+        # A model path the workers cannot see (no shared filesystem): one clear message, exit 1.
+        bad = subprocess.run([exe, "probe", pool, "--model", str(tmp_path / "not-on-the-workers"), "--store",
+                              str(tmp_path / "bad.duckdb"), "--ray", cluster.address, "--ray-shards", "2"],
+                             capture_output=True, text=True, timeout=600, env=env, check=False)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+        assert "a Ray shard failed" in bad.stderr and "model path does not exist" in bad.stderr
         out = subprocess.run(
             [exe, "probe", pool, "--task", "gsm8k", "--model", tiny_model_dir, "-k", str(K),
              "--max-new-tokens", str(MAX_NEW), "--batch-size", "8", "--seed", "3", "--store", store,
