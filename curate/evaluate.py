@@ -102,7 +102,7 @@ def evaluate(model, problems, *, buckets=None, num_samples: int = 8, ks=(1, 4, 8
              temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 512,
              system_prompt: str | None = None, prompt_template: str | None = None, seed: int = 0, store=None,
              batch_size: int = 32, limit: int | None = None, task: str | None = None,
-             base_url: str | None = None, progress: bool = False, backend_options: dict | None = None,
+             base_url: str | None = None, progress: bool = False, backend_args: dict | None = None,
              source_options: dict | None = None) -> EvalResult:
     """Sample `model` `num_samples` times per problem and report pass@1 / pass@k with 95% intervals
     per source, task and bucket (`buckets`: an assignments parquet path or a frame with id, bucket)."""
@@ -123,7 +123,7 @@ def evaluate(model, problems, *, buckets=None, num_samples: int = 8, ks=(1, 4, 8
     res = probe(problems, model=model, store=st, backend=backend, num_samples=num_samples,
                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
                 seed=seed, limit=limit, task=task, system_prompt=system_prompt, prompt_template=prompt_template,
-                base_url=base_url, progress=progress, backend_options=backend_options,
+                base_url=base_url, progress=progress, backend_args=backend_args,
                 source_options=source_options)
     try:
         store_obj = res.store

@@ -192,14 +192,19 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
           max_new_tokens: int = 512, batch_size: int = 32, seed: int = 0, limit: int | None = None,
           task: str | None = None, system_prompt: str | None = None, prompt_template: str | None = None,
           shard=None, base_url: str | None = None, progress: bool = True, round_size: int = 1,
-          backend_options: dict | None = None, source_options: dict | None = None,
-          verifier_workers: int = 2, verifier_timeout_s: float = 5.0, on_commit=None) -> ProbeResult:
+          backend_args: dict | None = None, source_options: dict | None = None,
+          verifier_workers: int = 2, verifier_timeout_s: float = 5.0, on_commit=None,
+          keep_completions: str = "all", ray=None, ray_shards: int | None = None) -> ProbeResult:
     """Probe `model` on `problems` and store every sample in `store` (a .duckdb path or a ProbeStore).
 
     `backend` is "hf", "vllm", "openai" or a ready Backend. Fixed mode draws `num_samples` per item;
     `adaptive` draws `min_samples`, then continues only uniform items up to `k_max` (`round_size` more
     per round). `shard="i/N"` probes the i-th of N disjoint shards (0-based). Re-running with the same
     settings resumes. `on_commit(new_samples, total_committed)` is called after each committed batch.
+    `keep_completions` ("all", "failed", "none") says whose text is stored; scores, statuses, extracted
+    answers and token counts always are. `ray=True` (a local Ray instance, or $RAY_ADDRESS) or
+    `ray="host:port"` runs `ray_shards` shards on a Ray cluster, each holding one backend; their rows come
+    back to this process, which commits them to `store` (curate/ray_probe.py).
     Returns a ProbeResult with the run id and a summary.
     """
     from stagewise.curate import adaptive as adaptive_rule
@@ -216,6 +221,10 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         errors.append(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
     if batch_size < 1:
         errors.append(f"--batch-size must be at least 1 (got {batch_size})")
+    if keep_completions not in KEEP_COMPLETIONS:
+        errors.append(f"--keep-completions must be one of {', '.join(KEEP_COMPLETIONS)} (got {keep_completions!r})")
+    if ray is not None and ray is not False and shard is not None:
+        errors.append("--ray and --shard exclude each other: --ray shards the pool itself (--ray-shards N)")
     if errors:
         raise ConfigError("; ".join(errors))
     if adaptive:
@@ -233,18 +242,36 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     messages = {p.id: build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template) for p in items}
     params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
 
-    from stagewise.curate.backends import make_backend
+    from stagewise.curate.backends import SAMPLING_ARGS, make_backend
 
-    owned_backend = not isinstance(backend, Backend) and not hasattr(backend, "generate")
-    engine = make_backend(backend, model, batch_size=batch_size, base_url=base_url,
-                          **(backend_options or {})) if owned_backend else backend
-    st, owned_store = _open_store(store)
+    by_id = {p.id: p for p in items}
+    use_ray = ray is not None and ray is not False
+    owned_backend = use_ray or (not isinstance(backend, Backend) and not hasattr(backend, "generate"))
+    if use_ray:
+        from stagewise.curate.ray_probe import RayShards
+
+        engine = RayShards(ray, shards=ray_shards, backend=backend, model=model,
+                           backend_args={"batch_size": batch_size, "base_url": base_url, **(backend_args or {})},
+                           problems=by_id, batch_size=batch_size, keep_completions=keep_completions,
+                           verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s)
+        sampler = engine
+    else:
+        engine = make_backend(backend, model, batch_size=batch_size, base_url=base_url,
+                              **(backend_args or {})) if owned_backend else backend
+        sampler = _LocalSampler(engine, by_id, batch_size=batch_size, keep_completions=keep_completions,
+                                verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s)
+    try:
+        st, owned_store = _open_store(store)
+    except BaseException:
+        if owned_backend:
+            engine.close()
+        raise
     try:
         st.add_problems(items)
         config = {
             "model": _model_identity(engine, model),
             "backend": getattr(engine, "name", str(backend)),
-            "backend_options": {"batch_size": batch_size, **(backend_options or {})},
+            "backend_args": {"batch_size": batch_size, **(backend_args or {})},
             "base_url": base_url,
             "sampling": params.to_dict(),
             **prompting_record([p.task for p in items], system_prompt, prompt_template),
@@ -253,26 +280,38 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
             "data": data_specs,
             "shard": None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}",
             "limit": limit,
+            "keep_completions": keep_completions,
         }
         own = sorted((p.id, p.messages) for p in items if p.messages)
         if own:  # items that carry their prompt (an export's rows): the run is keyed on those messages
             config["item_messages_sha256"] = hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()
+        if use_ray:
+            config["ray"] = {"shards": engine.shards}
+        asked = {k: v for k, v in (backend_args or {}).items() if k in SAMPLING_ARGS}
+        if asked:
+            config["request_options"] = asked
         if adaptive:
             config.update({"adaptive": {"min_samples": int(min_samples), "k_max": int(k_max),
                                         "round_size": int(round_size)}, "k_max": int(k_max)})
         else:
             config.update({"num_samples": int(num_samples)})
         run_id = st.start_run(config)
-        by_id = {p.id: p for p in items}
-        stats = _run_rounds(st, run_id, engine, items, messages, params, seed=int(seed), adaptive=adaptive,
-                            num_samples=num_samples, k_max=k_max, min_samples=min_samples,
-                            round_size=round_size, batch_size=batch_size, progress=progress,
-                            verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s,
-                            problems=by_id, on_commit=on_commit)
+        kept = st.run(run_id).get("keep_completions", "all")
+        if kept != keep_completions:
+            raise ConfigError(f"run {run_id} in {st.path} was started with --keep-completions {kept}; resume it "
+                              f"with the same setting, or probe into another --store")
+        with sampler:
+            stats = _run_rounds(st, run_id, sampler, items, messages, params, seed=int(seed), adaptive=adaptive,
+                                num_samples=num_samples, k_max=k_max, min_samples=min_samples,
+                                round_size=round_size, batch_size=batch_size, progress=progress,
+                                problems=by_id, on_commit=on_commit)
         summary = probe_summary(st, run_id, list(by_id), stats)
         summary.update({"model": model, "backend": config["backend"], "store": st.path,
                         "shard": config["shard"], "adaptive": adaptive,
-                        "k": k_max if adaptive else num_samples})
+                        "k": k_max if adaptive else num_samples, "keep_completions": keep_completions})
+        if use_ray:
+            summary["ray"] = engine.report()
+        summary.update(store_size(st))
     finally:
         if owned_backend:
             engine.close()
@@ -311,11 +350,62 @@ def _plan(st, run_id: str, ids: list[str], *, adaptive: bool, num_samples: int, 
     return plan
 
 
-def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, num_samples, k_max, min_samples,
-                round_size, batch_size, progress, verifier_workers, verifier_timeout_s, problems,
-                on_commit=None) -> dict:
-    from stagewise.curate.verifiers import VerifierPool
+KEEP_COMPLETIONS = ("all", "failed", "none")
 
+
+def sample_rows(engine, pool, requests, problems: dict, *, batch_size: int, keep_completions: str = "all"):
+    """Generate `requests` on `engine`, score every sample with the verifier `pool`, and yield the store
+    rows in batches of about `batch_size` as samples finish. Scores, statuses, extracted answers and
+    token counts are always kept; the text only as `keep_completions` says (all, failed = not correct,
+    none). A Ray shard runs exactly this on its own node (curate/ray_probe.py)."""
+    stream = getattr(engine, "generate_stream", None)
+    results = stream(requests) if stream is not None else iter(engine.generate(requests))
+    pending: list = []
+
+    def rows():
+        verdicts = pool.score_many([(r.text, problems[r.key]) for r in pending])
+        out = []
+        for r, v in zip(pending, verdicts):
+            keep = keep_completions == "all" or (keep_completions == "failed" and v.status != "correct")
+            out.append({"problem_id": r.key, "sample_idx": r.sample_idx, "completion": r.text if keep else None,
+                        "extracted": v.extracted, "score": v.score, "status": v.status, "reason": v.reason,
+                        "n_tokens": r.n_tokens, "finish_reason": r.finish_reason})
+        pending.clear()
+        return out
+
+    for r in results:
+        pending.append(r)
+        if len(pending) >= batch_size:
+            yield rows()
+    if pending:
+        yield rows()
+
+
+class _LocalSampler:
+    """Samples on this process's backend; verification in a local VerifierPool."""
+
+    def __init__(self, engine, problems, *, batch_size, keep_completions, verifier_workers, verifier_timeout_s):
+        from stagewise.curate.verifiers import VerifierPool
+
+        self.engine, self.problems = engine, problems
+        self.batch_size, self.keep_completions = batch_size, keep_completions
+        self.pool = VerifierPool(workers=verifier_workers, timeout_s=verifier_timeout_s)
+
+    def __enter__(self):
+        self.pool.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.pool.__exit__(*exc)
+
+    def __call__(self, requests):
+        return sample_rows(self.engine, self.pool, requests, self.problems, batch_size=self.batch_size,
+                           keep_completions=self.keep_completions)
+
+
+def _run_rounds(st, run_id, sampler, items, messages, params, *, seed, adaptive, num_samples, k_max, min_samples,
+                round_size, batch_size, progress, problems, on_commit=None) -> dict:
+    """Plan what the store lacks, have `sampler` draw and verify it, commit the rows as they arrive."""
     ids = [p.id for p in items]
     stats = {"samples_new": 0, "samples_resumed": sum(len(v) for pid, v in st.sample_indices(run_id).items()
                                                         if pid in problems),
@@ -324,8 +414,7 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
     cap = k_max if adaptive else num_samples
     correct = verified = 0
     t_start = time.monotonic()
-    with VerifierPool(workers=verifier_workers, timeout_s=verifier_timeout_s) as pool, \
-            _Display(progress, "probe") as display:
+    with _Display(progress, "probe") as display:
         while True:
             plan = _plan(st, run_id, ids, adaptive=adaptive, num_samples=num_samples, k_max=k_max,
                          min_samples=min_samples, round_size=round_size)
@@ -345,22 +434,11 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
             done = done_before
 
             def commit(pending=pending):
-                nonlocal correct, verified, done
-                verdicts = pool.score_many([(r.text, problems[r.key]) for r in pending])
-                rows = []
-                for r, v in zip(pending, verdicts):
-                    rows.append({"problem_id": r.key, "sample_idx": r.sample_idx, "completion": r.text,
-                                 "extracted": v.extracted, "score": v.score, "status": v.status,
-                                 "reason": v.reason, "n_tokens": r.n_tokens, "finish_reason": r.finish_reason})
-                    stats["statuses_new"][v.status] = stats["statuses_new"].get(v.status, 0) + 1
-                    stats["finish_new"][r.finish_reason] = stats["finish_new"].get(r.finish_reason, 0) + 1
-                    if v.status in ("correct", "wrong", "no_answer"):
-                        verified += 1
-                        correct += v.status == "correct"
-                new = st.add_samples(run_id, rows)
-                stats["ignored_duplicates"] += len(rows) - new
+                nonlocal done
+                new = st.add_samples(run_id, pending)
+                stats["ignored_duplicates"] += len(pending) - new
                 stats["samples_new"] += new
-                done += len(rows)
+                done += len(pending)
                 pending.clear()
                 if on_commit is not None:
                     on_commit(new, done)
@@ -368,14 +446,22 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
             display.update(total=total, done=done, items_done=items_done, items=len(ids),
                            tokens=stats["tokens_new"], correct=correct, verified=verified, description=label)
             t0 = time.monotonic()
-            stream = getattr(engine, "generate_stream", None)
-            results = stream(requests) if stream is not None else iter(engine.generate(requests))
-            for r in results:
-                pending.append(r)
-                stats["tokens_new"] += r.n_tokens
-                remaining[r.key] -= 1
-                if remaining[r.key] == 0:
-                    items_done += 1
+            for rows in sampler(requests):
+                for row in rows:
+                    if remaining.get(row["problem_id"], 0) <= 0:
+                        raise ConfigError(f"backend returned a sample that was not asked for (item "
+                                          f"{row['problem_id']!r}, sample {row['sample_idx']})")
+                    pending.append(row)
+                    stats["tokens_new"] += row["n_tokens"] or 0
+                    stats["statuses_new"][row["status"]] = stats["statuses_new"].get(row["status"], 0) + 1
+                    fin = row["finish_reason"]
+                    stats["finish_new"][fin] = stats["finish_new"].get(fin, 0) + 1
+                    if row["status"] in ("correct", "wrong", "no_answer"):
+                        verified += 1
+                        correct += row["status"] == "correct"
+                    remaining[row["problem_id"]] -= 1
+                    if remaining[row["problem_id"]] == 0:
+                        items_done += 1
                 if len(pending) >= batch_size:
                     commit()
                 display.update(total=total, done=done + len(pending), items_done=items_done, items=len(ids),
@@ -388,13 +474,26 @@ def _run_rounds(st, run_id, engine, items, messages, params, *, seed, adaptive, 
             missing = {pid: n for pid, n in remaining.items() if n > 0}
             if missing:
                 first = next(iter(missing))
-                raise ConfigError(f"backend {getattr(engine, 'name', engine)} returned too few samples: "
+                raise ConfigError(f"backend returned too few samples: "
                                   f"{sum(missing.values())} missing (first: item {first!r}); re-run to resume")
             if not adaptive:
                 break  # one round draws everything a fixed run needs
     stats["seconds"] = time.monotonic() - t_start
     stats["cap"] = cap
     return stats
+
+
+def store_size(st) -> dict:
+    """The store file's size on disk and per 1,000 stored samples (all runs): what a pool costs to keep."""
+    import os
+
+    if st.path == ":memory:":
+        return {}
+    st.con.execute("CHECKPOINT")  # fold the write-ahead log in, so the file holds everything committed
+    size = sum(os.path.getsize(p) for p in (st.path, st.path + ".wal") if os.path.exists(p))
+    samples = st.con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    return {"store_bytes": size,
+            "store_bytes_per_1k_samples": round(size * 1000 / samples) if samples else None}
 
 
 def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) -> dict:

@@ -39,8 +39,8 @@ VERIFIED = ("correct", "wrong", "no_answer")
 # Keys of a run config that do not change what is sampled: two commands differing only in these
 # resume the same run (and shards of one run share its run_id, so their stores merge).
 NON_IDENTITY_KEYS = frozenset({
-    "versions", "backend", "backend_options", "base_url", "batch_size", "shard", "limit", "progress",
-    "store", "data", "created_at", "run_id",
+    "versions", "backend", "backend_options", "backend_args", "base_url", "batch_size", "shard", "limit", "progress",
+    "store", "data", "created_at", "run_id", "keep_completions", "ray",
 })
 
 _PROBLEM_COLUMNS = ("id", "prompt", "answer", "solution", "source", "task", "meta")

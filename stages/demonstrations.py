@@ -108,7 +108,17 @@ class StoreSampleSource(DemoSource):
     name = "samples"
 
     def __init__(self, samples, run_id: str, model: str | None = None):
+        import polars as pl
+
         self.samples, self.run_id, self.model = samples, run_id, model
+        # Checked up front, before any other source runs: a store probed without the text cannot serve.
+        if samples is not None and len(samples):
+            textless = samples.filter((pl.col("status") == "correct") & pl.col("completion").is_null())
+            if len(textless):
+                raise ConfigError(
+                    f"--demos samples needs the text of correct samples, but run {run_id} stored "
+                    f"{len(textless):,} correct sample(s) without it (probed with --keep-completions failed or "
+                    "none); use --demos solution or teacher, or re-probe with --keep-completions all")
 
     def find(self, problems):
         import polars as pl

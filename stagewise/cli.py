@@ -177,7 +177,13 @@ def _sampling_options(f):
         click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf", "vllm", "openai"]),
                      help="hf: transformers (CPU/GPU); vllm: GPU engine (stagewise[vllm]); openai: any "
                           "OpenAI-compatible server at --base-url."),
-        click.option("--base-url", default=None, help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--base-url", default=None,
+                     help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL)."),
+        click.option("--backend-arg", "backend_arg", multiple=True, metavar="KEY=VALUE",
+                     help="Backend setting, repeatable: vllm.LLM arguments (tensor_parallel_size=4, "
+                          "gpu_memory_utilization=0.85, max_model_len=4096), hf from_pretrained ones "
+                          "(dtype=bfloat16, device_map=auto), openai client/request ones (concurrency=64, "
+                          "extra_body.chat_template_kwargs.enable_thinking=false). Unknown keys are an error."),
         click.option("--temperature", type=float, default=1.0, show_default=True,
                      help="Sampling temperature; probe with what RL will use."),
         click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling threshold."),
@@ -231,6 +237,17 @@ def _print_probe_summary(s: dict) -> None:
     table.add_row("verifier", f"no answer {vf['no_answer']:,}, timeout {vf['timeout']:,}, error {vf['error']:,}")
     for reason, n in s.get("failure_reasons", {}).items():
         table.add_row("", f"{n:,} x {reason}")
+    if s.get("store_bytes") is not None:
+        per = s.get("store_bytes_per_1k_samples")
+        # Below ~10k samples the file is mostly DuckDB's fixed allocation, so a per-1k figure would mislead.
+        scale = (f", {per / 1e6:,.2f} MB per 1k samples" if per and s.get("samples", 0) >= 10_000
+                 else ", too few samples for a per-1k size" if per else "")
+        table.add_row("store", f"{s['store_bytes'] / 1e6:,.1f} MB{scale} "
+                      f"(completions kept: {s.get('keep_completions', 'all')})")
+    if s.get("ray"):
+        r = s["ray"]
+        table.add_row("ray", f"{r['shards']} shards on {len(r['nodes'])} node(s) at {r['address']}, "
+                      f"started in {r['startup_seconds']:.0f} s")
     if s.get("ignored_duplicates"):
         table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
     console.print(table)
@@ -251,10 +268,20 @@ def _print_probe_summary(s: dict) -> None:
 @click.option("--k-max", type=int, default=16, show_default=True, help="--adaptive: most samples per item.")
 @click.option("--min-samples", type=int, default=4, show_default=True, help="--adaptive: fewest samples per item.")
 @click.option("--shard", default=None, help="i/N: probe only the i-th (0-based) of N disjoint shards.")
+@click.option("--keep-completions", type=click.Choice(["all", "failed", "none"]), default="all", show_default=True,
+              help="Whose text the store keeps: every sample, wrong ones only (for inspection), or none. "
+                   "Scores, statuses, extracted answers and token counts are always kept; --demos samples "
+                   "needs all.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Shard the probe over a Ray cluster (stagewise[ray]): bare --ray starts a local instance or "
+                   "joins $RAY_ADDRESS; --ray HOST:PORT joins that cluster. Rows come back to this process.")
+@click.option("--ray-shards", type=int, default=None,
+              help="--ray: shards, each one backend [default: the cluster's CPUs, or GPUs for vllm].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, store, model, backend,
-              base_url, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
-              prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, no_progress):
+              base_url, backend_arg, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
+              prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, keep_completions,
+              ray_address, ray_shards, no_progress):
     """Sample a model k times per problem, verify every answer, and store per-item mastery.
 
     \b
@@ -262,10 +289,13 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
         stagewise probe gsm8k:test --limit 32 -k 4 --store run.duckdb
         stagewise probe "rg:chain_sum?size=50&seed=1" --adaptive --k-max 16 --store rg.duckdb
         stagewise probe data.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model M --store s.duckdb
+        stagewise probe data.jsonl --backend vllm --backend-arg tensor_parallel_size=4 --model M --store s.duckdb
+        stagewise probe data.jsonl --ray HEAD_IP:6379 --backend vllm --model M --store s.duckdb
     """
     import json
 
     import stagewise as sw
+    from stagewise.curate.backends import parse_backend_args
 
     sources = {"prompt_col": prompt_col, "answer_col": answer_col, "solution_col": solution_col, "id_col": id_col,
                "skip_bad": skip_bad or None, "rejects": rejects}
@@ -274,7 +304,10 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
                    k_max=k_max, min_samples=min_samples, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
                    system_prompt=system_prompt, prompt_template=prompt_template, shard=shard, base_url=base_url,
-                   progress=not no_progress and not as_json, source_options=sources)
+                   backend_args=parse_backend_args(backend_arg), progress=not no_progress and not as_json,
+                   source_options=sources, keep_completions=keep_completions,
+                   ray=None if ray_address is None else (True if ray_address == "auto" else ray_address),
+                   ray_shards=ray_shards)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
     else:
@@ -293,7 +326,7 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
               help="Keep the samples in this DuckDB file (resumable); default: in memory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, model, backend, base_url,
-             temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt, prompt_template, as_json,
+             backend_arg, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt, prompt_template, as_json,
              num_samples, ks, buckets, store, progress):
     """Evaluate a model: pass@1 and unbiased pass@k with 95% intervals per source, task and bucket.
 
@@ -305,6 +338,7 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
     import json
 
     import stagewise as sw
+    from stagewise.curate.backends import parse_backend_args
 
     try:
         ks_t = tuple(int(x) for x in str(ks).split(",") if x.strip())
@@ -318,7 +352,8 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                       system_prompt=system_prompt, prompt_template=prompt_template, seed=seed, store=store,
                       batch_size=batch_size, limit=limit, task=task, base_url=base_url,
-                      progress=progress and not as_json, source_options=sources)
+                      backend_args=parse_backend_args(backend_arg), progress=progress and not as_json,
+                      source_options=sources)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
         return
@@ -468,12 +503,14 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
 @click.option("--teacher-budget", type=int, default=8, show_default=True,
               help="Teacher samples per item before giving up (the item is then reported unrouted).")
 @click.option("--base-url", default=None, help="Server URL for --teacher-backend openai.")
+@click.option("--teacher-backend-arg", "teacher_backend_arg", multiple=True, metavar="KEY=VALUE",
+              help="Setting for the teacher's backend, repeatable (as `probe --backend-arg`).")
 @click.option("--sft-style", type=click.Choice(["prompt-completion", "messages"]),
               default="prompt-completion", show_default=True,
               help="trl only: conversational prompt/completion or messages.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
-               teacher, teacher_backend, teacher_budget, base_url, sft_style, overwrite):
+               teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style, overwrite):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b
@@ -483,12 +520,20 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher MODEL_DIR
     """
     import stagewise as sw
+    from stagewise.curate.backends import parse_backend_args
 
     names = tuple(d.strip() for d in demos.split(",") if d.strip())
+    teacher_args = parse_backend_args(teacher_backend_arg)
+    if teacher_args and teacher_backend != "vllm":  # checked now: the teacher may only load late, or never
+        from stagewise.curate.backends import check_backend_args
+
+        check_backend_args(teacher_backend, teacher_args)
+    if base_url:
+        teacher_args["base_url"] = base_url
     result = sw.export(store, out, format=fmt, run_id=run_id, policy=policy, low=low, high=high,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
-                       teacher_options={"backend_options": {"base_url": base_url}} if base_url else None,
+                       teacher_options={"backend_options": teacher_args} if teacher_args else None,
                        sft_style=sft_style, overwrite=overwrite, progress=True)
     _print_route_summary(result.summary, result.assignments)
     for name, rep in result.demos.items():
@@ -553,6 +598,10 @@ def _need(**values):
 def _print_stage(res) -> None:
     import yaml
 
+    from stagewise.train.common import is_main_process
+
+    if not is_main_process():  # under accelerate launch every rank returns; one of them reports
+        return
     if res.dry_run:
         click.echo(yaml.safe_dump(res.config, sort_keys=False).rstrip())
         click.echo(f"dry run: {res.stage} trainer built; resolved config in {res.out}/config.yaml; nothing trained")
@@ -734,11 +783,13 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
                          loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
                          buffer_size=buffer_size, **_parse_sets(sets))
     _print_stage(res)
-    relift = res.extra.get("relift")
+    from stagewise.train.common import is_main_process
+
+    relift = res.extra.get("relift") if is_main_process() else None
     if relift:
         click.echo(f"  relift: {relift['moved']} items moved to the SFT buffer, {relift['sft_updates']} SFT "
                    f"updates, {relift['no_demo']} all-wrong items without a verified demonstration")
-    if res.extra.get("shadow_model"):
+    if res.extra.get("shadow_model") and is_main_process():
         click.echo(f"  bridge: RL-only shadow model at {res.extra['shadow_model']}")
 
 
@@ -758,12 +809,14 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
 @click.option("--backend", type=click.Choice(["hf", "vllm", "openai"]), default=None,
               help="Generation backend for probing and evaluation.")
 @click.option("--base-url", default=None, help="Server URL for --backend openai.")
+@click.option("--backend-arg", "backend_arg", multiple=True, metavar="KEY=VALUE",
+              help="Probe backend setting, repeatable (as `probe --backend-arg`; probe.backend_args in the config).")
 @click.option("--seed", type=int, default=None, help="Seed for sampling, routing and training.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config key, e.g. --set probe.num_samples=8 (repeatable).")
 @click.option("--fresh", is_flag=True, help="Delete the run directory's earlier results and start over.")
 @click.option("--print-config", is_flag=True, help="Print the default config (with comments) and exit.")
-def run_cmd(config_path, out, scale, model, backend, base_url, seed, sets, fresh, print_config):
+def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, fresh, print_config):
     """Run the whole pipeline: profile, probe, route, export, train, evaluate, report.
 
     \b
@@ -771,8 +824,10 @@ def run_cmd(config_path, out, scale, model, backend, base_url, seed, sets, fresh
         stagewise run                                  # embedded default, ~10 min on 2 CPU cores
         stagewise run --out runs/demo --set probe.num_samples=8
         stagewise run --scale large --backend vllm     # a real-scale run on a GPU
+        stagewise run --scale large --backend vllm --backend-arg tensor_parallel_size=4
     """
     import stagewise as sw
+    from stagewise.curate.backends import parse_backend_args
     from stagewise.runconfig import DEFAULT_CONFIG, overrides_to_dict, parse_override
 
     if print_config:
@@ -781,6 +836,7 @@ def run_cmd(config_path, out, scale, model, backend, base_url, seed, sets, fresh
     pairs = [parse_override(s) for s in sets]
     pairs += [(k, v) for k, v in (("model", model), ("backend", backend), ("base_url", base_url),
                                   ("seed", seed)) if v is not None]
+    pairs += [(f"probe.backend_args.{k}", v) for k, v in parse_backend_args(backend_arg).items()]
     result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
                     echo=click.echo)
     click.echo("")

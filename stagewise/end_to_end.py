@@ -161,6 +161,17 @@ def _check_sections(cfg: dict) -> None:
             if key not in params:
                 problems.append(f"{section}.{key} is not an option of `stagewise {section}` "
                                 f"(options: {', '.join(sorted(params))})")
+    args = (cfg.get("probe") or {}).get("backend_args")
+    if args is not None and not isinstance(args, dict):
+        problems.append(f"probe.backend_args must be a mapping of backend settings, e.g. "
+                        f"{{tensor_parallel_size: 4}} (got {args!r})")
+    elif args and cfg.get("backend") != "vllm":  # vLLM's keys are checked against the installed vLLM at load
+        from stagewise.curate.backends import check_backend_args
+
+        try:
+            check_backend_args(cfg.get("backend"), {k: v for k, v in args.items() if k not in ("batch_size", "base_url")})
+        except StagewiseError as exc:
+            problems.append(f"probe.backend_args: {exc}")
     for kind in ("sft", "rl", "eval"):
         try:
             train_config.build_config(kind, cfg.get(kind) or {})

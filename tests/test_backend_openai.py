@@ -5,6 +5,7 @@ of it that answers some requests 429/500 or drops the connection."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -76,6 +77,7 @@ class FaultProxy:
         self.faults = faults  # a dict {request index: fault} or a callable(index) -> fault | None
         self.count = 0
         self.injected: list = []
+        self.seen: list = []  # (authorization header, JSON body) of every request, as the server got it
         self.lock = threading.Lock()
         proxy = self
 
@@ -85,6 +87,7 @@ class FaultProxy:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                proxy.seen.append((self.headers.get("authorization"), json.loads(body or b"{}")))
                 with proxy.lock:
                     i = proxy.count
                     proxy.count += 1
@@ -178,7 +181,8 @@ def test_client_errors_are_not_retried(server):
     assert proxy.count == 1
 
 
-def test_missing_base_url_names_the_flag():
+def test_missing_base_url_names_the_flag(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ConfigError, match="--base-url"):
         make_backend("openai", "m")
 
@@ -198,3 +202,48 @@ def test_probe_through_the_server_resumes(server, tmp_path):
     assert second.run_id == first.run_id
     assert second.summary["samples_resumed"] == 4 and second.summary["samples_new"] == 2
     assert second.summary["samples"] == 6
+
+
+def _stagewise(*args, env=None):
+    exe = os.path.join(os.path.dirname(sys.executable), "stagewise")
+    return subprocess.run([exe if os.path.exists(exe) else "stagewise", *args], capture_output=True, text=True,
+                          timeout=300, env=env, check=False)
+
+
+def test_extra_body_and_sampling_extras_reach_the_server_with_every_request(server):
+    with FaultProxy(server["root"], {}) as proxy:
+        backend = make_backend("openai", server["model"], base_url=proxy.base_url, use_n=False,
+                               extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+                               stop=["\n\n"])
+        results = backend.generate(_requests(2, 2, max_new_tokens=4))
+    assert len(results) == 4
+    assert len(proxy.seen) == 4
+    for _, body in proxy.seen:
+        assert body["chat_template_kwargs"] == {"enable_thinking": False}
+        assert body["stop"] == ["\n\n"]
+
+
+def test_cli_reads_openai_base_url_and_api_key_from_the_environment(server, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(2)))
+    with FaultProxy(server["root"], {}) as proxy:
+        env = dict(os.environ, OPENAI_BASE_URL=proxy.base_url, OPENAI_API_KEY="sk-from-env")
+        out = _stagewise("probe", str(data), "--backend", "openai", "--model", server["model"], "-k", "2",
+                         "--max-new-tokens", "4", "--store", str(tmp_path / "s.duckdb"), "--json",
+                         "--backend-arg", "concurrency=2", "--backend-arg",
+                         "extra_body.chat_template_kwargs.enable_thinking=false", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["summary"]["samples"] == 4
+    assert proxy.seen and all(auth == "Bearer sk-from-env" for auth, _ in proxy.seen)
+    assert all(body["chat_template_kwargs"] == {"enable_thinking": False} for _, body in proxy.seen)
+
+
+def test_cli_refuses_an_unknown_openai_backend_arg_naming_the_accepted_keys(server, tmp_path):
+    out = _stagewise("probe", "gsm8k:test", "--limit", "1", "--backend", "openai", "--model", server["model"],
+                     "--base-url", server["base_url"], "--store", str(tmp_path / "s.duckdb"),
+                     "--backend-arg", "bogus=1")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "'bogus'" in out.stderr and "extra_body" in out.stderr and "concurrency" in out.stderr
+    assert not (tmp_path / "s.duckdb").exists()

@@ -124,3 +124,51 @@ def test_bad_batch_size_names_the_flag(tiny_model_dir):
 
     with pytest.raises(ConfigError, match="--batch-size"):
         make_backend("hf", tiny_model_dir, batch_size=0)
+
+
+def test_cli_refuses_an_unknown_hf_backend_arg_naming_the_accepted_keys(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "stagewise")
+    out = subprocess.run([exe, "probe", "gsm8k:test", "--limit", "1", "--model", tiny_model_dir,
+                          "--store", str(tmp_path / "s.duckdb"), "--backend-arg", "bogus=1"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "'bogus'" in out.stderr and "device_map" in out.stderr and "dtype" in out.stderr
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_backend_args_reach_from_pretrained(tiny_model_dir):
+    b = make_backend("hf", tiny_model_dir, batch_size=2, threads=1, dtype="bfloat16", device_map="cpu")
+    try:
+        assert b.model.dtype == torch.bfloat16
+        assert b.identity()["dtype"] == "bfloat16"
+        results = b.generate(_requests(1, 4, prompts=["hi"]))
+        assert len(results) == 1
+    finally:
+        b.close()
+
+
+def test_parse_backend_args_builds_nested_values():
+    from stagewise.curate.backends import parse_backend_args
+    from stagewise.curate.errors import ConfigError
+
+    parsed = parse_backend_args(["tensor_parallel_size=4", "gpu_memory_utilization=0.85", "enforce_eager=true",
+                                 "extra_body.chat_template_kwargs.enable_thinking=false", "dtype=bfloat16"])
+    assert parsed == {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85, "enforce_eager": True,
+                      "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}, "dtype": "bfloat16"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_backend_args(["tensor_parallel_size"])
+
+
+def test_export_refuses_an_unknown_teacher_backend_arg_before_reading_the_store(tmp_path):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    res = CliRunner().invoke(cli, ["export", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "o"),
+                                   "--teacher", "m", "--teacher-backend-arg", "bogus=1"])
+    assert res.exit_code == 1 and "'bogus'" in res.output and "device_map" in res.output

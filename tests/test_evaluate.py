@@ -23,7 +23,7 @@ def _problems():
 
 
 def _kw(**extra):
-    kw = {"num_samples": 4, "ks": (1, 2, 4), "max_new_tokens": 8, "batch_size": 8, "backend_options": {"threads": 1}}
+    kw = {"num_samples": 4, "ks": (1, 2, 4), "max_new_tokens": 8, "batch_size": 8, "backend_args": {"threads": 1}}
     kw.update(extra)
     return kw
 

@@ -18,7 +18,7 @@ def tiny_config(model_dir: str, policy: str = "all") -> dict:
         "model": model_dir,
         "data": {"sources": ["gsm8k:test"], "limit_per_source": 4,
                  "eval_sources": ["gsm8k:train"], "eval_limit_per_source": 2},
-        "probe": {"num_samples": 2, "max_new_tokens": 8, "batch_size": 8},
+        "probe": {"num_samples": 2, "max_new_tokens": 8, "batch_size": 8, "backend_args": {"threads": 1}},
         "route": {"policy": policy, "keep_mastered": 0},
         "sft": {"max_steps": 1, "batch_size": 2, "max_length": 512},
         "rl": {"max_steps": 1, "batch_size": 2, "num_generations": 2, "max_new_tokens": 8},
@@ -48,6 +48,12 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     assert all(state["stages"][s]["done"] for s in ("profile", "probe", "export", "train", "report"))
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["sft"]["global_step"] == 1 and summary["rl"]["global_step"] == 1
+    # probe.backend_args reached the probe (recorded with its run)
+    import duckdb
+
+    with duckdb.connect(str(out / "probe.duckdb"), read_only=True) as con:
+        run_cfg = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])
+    assert run_cfg["backend_args"]["threads"] == 1
 
     # The same command again resumes: every stage is skipped, nothing recomputed.
     again = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
@@ -88,6 +94,17 @@ def test_bad_config_keys_are_reported_at_once(tmp_path):
     assert res.exit_code == 1
     assert "probe.num_sample" in res.output and "max_stepz" in res.output
     assert "Traceback" not in res.output
+
+
+def test_unknown_backend_args_stop_a_run_before_any_work(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("probe:\n  backend_args:\n    bogus: 1\n")
+    res = CliRunner().invoke(cli, ["run", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "probe.backend_args" in res.output and "'bogus'" in res.output and "device_map" in res.output
+    res = CliRunner().invoke(cli, ["run", "--backend-arg", "bogus=1", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "'bogus'" in res.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_print_config_is_the_commented_default():

@@ -30,7 +30,7 @@ def _problems(n=8):
 
 def _kw(model, store, **extra):
     kw = {"model": model, "store": str(store), "num_samples": 4, "max_new_tokens": 12, "batch_size": 4, "progress": False,
-              "backend_options": {"threads": 1}}
+              "backend_args": {"threads": 1}}
     kw.update(extra)
     return kw
 
@@ -163,7 +163,7 @@ problems = [Problem(prompt=f"Question {i}: what comes after {i}?", answer=str(i 
 def committed(new, total):
     print(f"committed {total}", flush=True)
 sw.probe(problems, model=model, store=store, num_samples=4, max_new_tokens=24, batch_size=2, progress=False,
-         backend_options={"threads": 1}, on_commit=committed)
+         backend_args={"threads": 1}, on_commit=committed)
 print("finished", flush=True)
 """
 
@@ -197,7 +197,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_counts_nothing_twice(tiny
     problems = [Problem(prompt=f"Question {i}: what comes after {i}?", answer=str(i + 1), task=TASK)
                 for i in range(n_items)]
     res = sw.probe(problems, model=tiny_model_dir, store=store, num_samples=k, max_new_tokens=24, batch_size=2,
-                   progress=False, backend_options={"threads": 1})
+                   progress=False, backend_args={"threads": 1})
     assert res.run_id == run_id
     assert res.summary["samples_resumed"] == stored and res.summary["samples_new"] == n_items * k - stored
     with res:
@@ -210,7 +210,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_counts_nothing_twice(tiny
     assert {key: after[key] for key in before} == before
     # The resumed store holds exactly what an uninterrupted run draws (seeds per item and index).
     clean = sw.probe(problems, model=tiny_model_dir, store=str(tmp_path / "clean.duckdb"), num_samples=k,
-                     max_new_tokens=24, batch_size=2, progress=False, backend_options={"threads": 1})
+                     max_new_tokens=24, batch_size=2, progress=False, backend_args={"threads": 1})
     clean.close()
     assert _texts(clean.store_path, clean.run_id) == after
 
@@ -256,3 +256,37 @@ def test_reasoning_gym_with_the_default_model_from_the_api(tmp_path):
     assert "<answer>" in cfg["resolved"]["rg"]["system_prompt"]
     # Whatever the model manages, every sample was scored by reasoning-gym's verifier with a status.
     assert sum(s["statuses"].values()) == 64
+
+
+def test_keep_completions_failed_and_none_keep_scores_but_drop_the_text(tiny_model_dir, tmp_path):
+    full = sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / "all.duckdb"))
+    with full:
+        ref = {(r["problem_id"], r["sample_idx"]): r for r in full.store.samples(full.run_id).iter_rows(named=True)}
+    for keep in ("failed", "none"):
+        res = sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / f"{keep}.duckdb", keep_completions=keep))
+        assert res.run_id == full.run_id  # what is kept does not change what is sampled
+        assert res.summary["keep_completions"] == keep
+        with res:
+            rows = list(res.store.samples(res.run_id).iter_rows(named=True))
+        assert len(rows) == len(ref) == 32
+        for r in rows:
+            same = ref[(r["problem_id"], r["sample_idx"])]
+            for col in ("status", "score", "extracted", "n_tokens", "finish_reason"):
+                assert r[col] == same[col]
+            kept = keep == "failed" and r["status"] != "correct"
+            assert r["completion"] == (same["completion"] if kept else None)
+        assert {r["status"] for r in rows} >= {"correct", "wrong"}
+    assert res.summary["store_bytes"] > 0 and res.summary["store_bytes_per_1k_samples"] > 0
+
+
+def test_resuming_with_another_keep_completions_is_refused(tiny_model_dir, tmp_path):
+    sw.probe(_problems(2), **_kw(tiny_model_dir, tmp_path / "k.duckdb", keep_completions="none")).close()
+    with pytest.raises(ConfigError, match="--keep-completions none"):
+        sw.probe(_problems(2), **_kw(tiny_model_dir, tmp_path / "k.duckdb"))
+
+
+def test_export_refuses_sample_demos_from_a_store_without_their_text(tiny_model_dir, tmp_path):
+    sw.probe(_problems(), **_kw(tiny_model_dir, tmp_path / "n.duckdb", keep_completions="failed")).close()
+    with pytest.raises(ConfigError, match="keep-completions"):
+        sw.export(str(tmp_path / "n.duckdb"), str(tmp_path / "out"), demos=("solution", "samples"))
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,9 @@ class TrainResult:
     step_time_s: float | None = None  # mean wall time of an optimizer step (first step excluded when > 1)
     dry_run: bool = False
     extra: dict = field(default_factory=dict)
+    # Processes that trained together (WORLD_SIZE under accelerate launch / torchrun); the result and its
+    # files are written by rank 0 only.
+    processes: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", "1")))
 
     def to_dict(self) -> dict:
         return asdict(self)

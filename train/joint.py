@@ -20,8 +20,11 @@ relift  (ReLIFT's interleaving, our reading of its buffer rule)
     "no demonstration". The SFT split's items start in the buffer. Whenever the buffer holds
     `buffer_size` items (ReLIFT: 128), one SFT update (one optimizer step of the same optimizer on those
     items, mean token NLL) runs after the RL step and the items leave the buffer. Every move and update is
-    logged to metrics.jsonl (events relift_move / relift_sft_update). The buffer is not part of a
-    checkpoint: a resumed run starts it again from the SFT split.
+    logged to metrics.jsonl (events relift_move / relift_sft_update). The buffer (its rows, the moved ids
+    and the counts) is saved in every checkpoint (relift_buffer.json) and restored on --resume.
+    Under several processes (accelerate/torchrun) a prompt's group may be spread over ranks: the scores
+    are gathered from every rank before deciding, so each rank holds the same buffer and runs the same
+    SFT updates at the same step (DDP's all-reduce needs every rank to take part).
 
 bridge  (bilevel, penalty form; θ base weights, w a LoRA adapter, θ̂ an RL-only shadow of the base weights)
     J(θ, w): expected verifier reward of the model with weights θ and adapter w; L_RL its GRPO surrogate.
@@ -196,6 +199,48 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
 
         self.add_callback(_AfterStep())
 
+    BUFFER_FILE = "relift_buffer.json"
+
+    def buffer_state(self) -> dict:
+        return {"buffer": self.buffer, "moved": sorted(self.moved), "counts": dict(self.counts)}
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # Beside TRL's own state in the checkpoint just written; one writer (every rank holds the same buffer).
+        if self.args.should_save:
+            import json
+            import os
+
+            from stagewise.curate.atomic import write_text_atomic
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            ckpt = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            write_text_atomic(Path(ckpt) / self.BUFFER_FILE, json.dumps(self.buffer_state(), default=str))
+
+    def restore_buffer(self, checkpoint: str | None) -> bool:
+        """Load the buffer saved with `checkpoint`; False (buffer from the SFT split) when it has none."""
+        import json
+
+        path = Path(checkpoint or "") / self.BUFFER_FILE
+        if not checkpoint or not path.exists():
+            return False
+        state = json.loads(path.read_text())
+        self.buffer, self.moved = list(state["buffer"]), set(state["moved"])
+        self.counts.update(state["counts"])
+        return True
+
+    def _all_groups(self) -> dict[str, list[float]]:
+        """This step's scores per prompt id, from every rank."""
+        groups = self.reward.groups()
+        if self.accelerator.num_processes == 1:
+            return groups
+        from accelerate.utils import gather_object
+
+        merged: dict[str, list[float]] = {}
+        for pid, scores in gather_object(sorted(groups.items())):
+            merged.setdefault(pid, []).extend(scores)
+        return dict(sorted(merged.items()))
+
     def _event(self, record: dict) -> None:
         if self.sink is not None:
             self.sink.write({"stage": "joint-relift", "step": self.state.global_step, **record})
@@ -204,7 +249,7 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         if self.model.training:
             moved_now = []
-            for pid, scores in self.reward.groups().items():
+            for pid, scores in self._all_groups().items():
                 if scores and max(scores) < 1.0:
                     self.counts["all_wrong_groups"] += 1
                     if pid in self.moved:
@@ -428,12 +473,14 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
         C.write_resolved(resolved, out)
         if dry_run:
             return TrainResult(stage, str(out), None, config=resolved, dry_run=True)
+        restored = cfg["mode"] == "relift" and trainer.restore_buffer(resume_from)
         output = trainer.train(resume_from_checkpoint=resume_from)
         model_dir = save_final(trainer, tok, out)
         extra = {"verifier_status": dict(reward.status_counts), "step_times_s": metrics_cb.step_times,
                                                         "step_cpu_s": metrics_cb.step_cpu_times}
         if cfg["mode"] == "relift":
-            extra["relift"] = dict(trainer.counts, buffer_left=len(trainer.buffer), moved_ids=sorted(trainer.moved))
+            extra["relift"] = dict(trainer.counts, buffer_left=len(trainer.buffer), moved_ids=sorted(trainer.moved),
+                                   buffer_restored=restored)
         if cfg["mode"] == "bridge":
             import shutil
 

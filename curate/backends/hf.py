@@ -130,7 +130,8 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int = 32, device: str | None = None,
-                 dtype: str | None = None, trust_remote_code: bool = False, threads: int | None = None):
+                 dtype: str | None = None, trust_remote_code: bool = False, threads: int | None = None,
+                 device_map=None, attn_implementation: str | None = None, revision: str | None = None):
         import torch
         from stagewise.curate.models import resolve_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -145,11 +146,21 @@ class HFBackend(Backend):
         self.path = resolve_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # fp32 on CPU: bf16 matmuls are about 3x slower on these CPUs.
-        if dtype is None:
+        if dtype is None or dtype == "auto" and self.device.type == "cpu":
             torch_dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        elif dtype == "auto":
+            torch_dtype = "auto"
         else:
-            torch_dtype = getattr(torch, dtype)
-        self.dtype = torch_dtype
+            torch_dtype = getattr(torch, str(dtype), None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise ConfigError(f"dtype {dtype!r} is not a torch dtype; use float32, bfloat16, float16 or auto")
+        load_options = {"trust_remote_code": trust_remote_code}
+        if revision is not None:
+            load_options["revision"] = str(revision)
+        if attn_implementation is not None:
+            load_options["attn_implementation"] = str(attn_implementation)
+        if device_map is not None:
+            load_options["device_map"] = device_map
         self.batch_size = batch_size
         from transformers.utils import logging as hf_logging
 
@@ -157,13 +168,19 @@ class HFBackend(Backend):
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=torch_dtype, trust_remote_code=trust_remote_code).to(self.device)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.path, trust_remote_code=trust_remote_code,
+                **({"revision": load_options["revision"]} if revision is not None else {}))
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype, **load_options)
+            if device_map is None:
+                self.model = self.model.to(self.device)
+            else:  # accelerate placed the layers; inputs go where the embeddings are
+                self.device = self.model.get_input_embeddings().weight.device
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
         self.model.eval()
+        self.dtype = self.model.dtype
         self.num_layers = self.model.config.get_text_config().num_hidden_layers
         stops = set()
         for src in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):

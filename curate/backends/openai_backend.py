@@ -39,12 +39,20 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, timeout_s: float = 600.0, backoff_s: float = 0.5,
-                 use_n: bool = True):
+                 use_n: bool = True, extra_body: dict | None = None, extra_headers: dict | None = None,
+                 stop=None, presence_penalty: float | None = None, frequency_penalty: float | None = None):
         import os
 
         require("openai", "openai")
+        # The environment variables the openai client itself reads, so a configured shell just works.
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise ConfigError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError("--backend openai needs --base-url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
+        for key, value in (("extra_body", extra_body), ("extra_headers", extra_headers)):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"backend argument {key} must be a mapping, e.g. "
+                                  "--backend-arg extra_body.chat_template_kwargs.enable_thinking=false "
+                                  f"(got {value!r})")
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1 (got {concurrency})")
         self.model = model
@@ -55,6 +63,11 @@ class OpenAIBackend(Backend):
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
         self.use_n = bool(use_n)
+        # Sent with every request: extra_body reaches the server's JSON body as is (vLLM/SGLang read e.g.
+        # chat_template_kwargs, top_k, min_p there).
+        self.request_options = {k: v for k, v in (("extra_body", extra_body), ("extra_headers", extra_headers),
+                                                  ("stop", stop), ("presence_penalty", presence_penalty),
+                                                  ("frequency_penalty", frequency_penalty)) if v is not None}
         self.n_supported: bool | None = None  # learned from the first multi-sample request
         self.stats = {"requests": 0, "retries": 0, "retry_reasons": {}}
 
@@ -139,7 +152,7 @@ class OpenAIBackend(Backend):
 
         params = req.params
         kwargs = {"model": self.model, "messages": req.messages, "temperature": params.temperature, "top_p": params.top_p,
-                      "max_tokens": params.max_new_tokens, "seed": seed}
+                      "max_tokens": params.max_new_tokens, "seed": seed, **self.request_options}
         if n > 1:
             kwargs["n"] = n
         last = None

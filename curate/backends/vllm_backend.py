@@ -38,7 +38,9 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
         if max_model_len is not None:
             kwargs["max_model_len"] = int(max_model_len)
-        kwargs.update(engine_options or {})
+        engine_options = dict(engine_options or {})
+        _check_engine_options(vllm, engine_options)
+        kwargs.update(engine_options)
         self.engine_kwargs = {k: v for k, v in kwargs.items() if k != "model"}
         self.llm = vllm.LLM(**kwargs)
         self._vllm = vllm
@@ -82,3 +84,16 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.llm = None
+
+
+def _check_engine_options(vllm, options: dict) -> None:
+    """Every extra key must be a field of the installed vLLM's EngineArgs (what `vllm.LLM` forwards)."""
+    import dataclasses
+
+    from stagewise.curate.backends import check_backend_args
+
+    engine_args = getattr(vllm, "EngineArgs", None)
+    if engine_args is None or not dataclasses.is_dataclass(engine_args):
+        return  # an unusual vLLM build: let vllm.LLM report what it does not accept
+    fields = tuple(f.name for f in dataclasses.fields(engine_args))
+    check_backend_args("vllm", options, extra_keys=fields)
