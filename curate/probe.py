@@ -503,13 +503,18 @@ def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) ->
     counts = st.sample_counts(run_id)
     wanted = set(ids)
     buckets = {"unmastered": 0, "partial": 0, "mastered": 0, "unverified": 0}
+    bucket_of_id = {}
     p_hats = []
     for pid in ids:
         n, c = counts.get(pid, (0, 0))
         b = bucket(n=n, c=c)
+        bucket_of_id[pid] = b or "unverified"
         buckets[b or "unverified"] += 1
         if n:
             p_hats.append(c / n)
+    # Samples cut off at max_new_tokens, per bucket: a high share means the token budget, not the
+    # skill, put items there (routing warns above 20%).
+    truncation = {b: {"samples": 0, "truncated": 0} for b in buckets}
     rows = st.con.execute(
         "SELECT problem_id, status, finish_reason, n_tokens FROM samples WHERE run_id = ?", [run_id]).fetchall()
     statuses: dict[str, int] = {}
@@ -520,6 +525,8 @@ def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) ->
         if pid not in wanted:
             continue
         samples += 1
+        truncation[bucket_of_id[pid]]["samples"] += 1
+        truncation[bucket_of_id[pid]]["truncated"] += fin == "length"
         statuses[status] = statuses.get(status, 0) + 1
         finish[fin or "unknown"] = finish.get(fin or "unknown", 0) + 1
         tokens += ntok or 0
@@ -530,7 +537,9 @@ def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) ->
     out = {"run_id": run_id, "items": len(ids), "samples": samples, "tokens": tokens, "buckets": buckets,
            "mean_pass_at_1": sum(p_hats) / len(p_hats) if p_hats else None, "statuses": statuses,
            "verifier_failures": {k: statuses.get(k, 0) for k in ("no_answer", "timeout", "error")},
-           "failure_reasons": reasons, "finish_reasons": finish}
+           "failure_reasons": reasons, "finish_reasons": finish,
+           "truncation_by_bucket": {b: {**t, "rate": round(t["truncated"] / t["samples"], 4) if t["samples"] else 0.0}
+                                    for b, t in truncation.items() if t["samples"]}}
     if stats:
         gen_s = stats.get("generate_seconds") or 0.0
         out.update({"samples_new": stats["samples_new"], "samples_resumed": stats["samples_resumed"],

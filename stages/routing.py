@@ -21,6 +21,11 @@ STAGES = ("sft", "rl", "both", "replay", "drop", "unrouted")
 TINY_SPLIT = 8
 NO_DEMO = "no verified demonstration"  # how export marks SFT items it could not give a target
 UNVERIFIED = "unverified"  # the summary's row for items with no verified sample (no bucket)
+# What a sample cut off at max_new_tokens (finish = length) counts as: `wrong` (what RL's reward does
+# with it) or `exclude` (it leaves n, as DAPO's overlong filtering drops it from the loss).
+TRUNCATED = ("wrong", "exclude")
+# Above this share of truncated samples in a bucket, the probe's token budget is shaping the buckets.
+TRUNCATION_WARN = 0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,8 +212,12 @@ def make_router(policy: str = "stage", *, low: float | None = None, high: float 
     return POLICIES[policy]()
 
 
-def check_options(*, keep_mastered: int = 0, require_samples: int | None = None) -> None:
-    """ConfigError for a negative --keep-mastered or a --require-samples below 1."""
+def check_options(*, keep_mastered: int = 0, require_samples: int | None = None,
+                  truncated: str = "wrong") -> None:
+    """ConfigError for a negative --keep-mastered, a --require-samples below 1 or an unknown --truncated."""
+    if truncated not in TRUNCATED:
+        raise ConfigError(f"--truncated {truncated!r}: choose wrong (a cut-off sample counts as wrong, as in "
+                          "RL's reward) or exclude (it leaves n)")
     if keep_mastered < 0:
         raise ConfigError(f"--keep-mastered {keep_mastered} is negative; pass 0 or more")
     if require_samples is not None and require_samples < 1:
@@ -216,16 +225,19 @@ def check_options(*, keep_mastered: int = 0, require_samples: int | None = None)
 
 
 def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
-           require_samples: int | None = None, seed: int = 0) -> list[Decision]:
+           require_samples: int | None = None, seed: int = 0, too_few: dict | None = None) -> list[Decision]:
     """Route `items` with `router` after the cross-policy options; one Decision per item, in order.
 
     Items probed fewer than `require_samples` times are unrouted (not guessed); then up to
     `keep_mastered` mastered items, drawn with `seed`, become the replay split (never RL: an
-    all-correct group has zero advantage); the policy routes the rest."""
+    all-correct group has zero advantage); the policy routes the rest. `too_few` ({id: reason}) unrouts
+    items left with too few usable samples once truncated ones are excluded."""
     check_options(keep_mastered=keep_mastered, require_samples=require_samples)
     decisions: dict[int, Decision] = {}
     for i, it in enumerate(items):
-        if it.n == 0:
+        if too_few and it.id in too_few:
+            decisions[i] = Decision(it.bucket, "unrouted", too_few[it.id])
+        elif it.n == 0:
             decisions[i] = Decision(it.bucket, "unrouted", "no verified sample (every sample timed out or "
                                                            "errored): nothing to route on; re-probe it")
         elif require_samples is not None and it.n < require_samples:
@@ -241,6 +253,19 @@ def assign(items: list[Item], router: Router, *, keep_mastered: int = 0,
     for i, d in zip(rest, router.decide([items[i] for i in rest])):
         decisions[i] = d
     return [decisions[i] for i in range(len(items))]
+
+
+def _too_few_usable(items: list[Item], truncation: dict, require_samples: int | None) -> dict[str, str]:
+    """{id: reason} for items with fewer than `require_samples` (default 2) samples left after the
+    truncated ones were excluded."""
+    need = require_samples or 2
+    out = {}
+    for it in items:
+        total, cut, _, _ = truncation.get(it.id, (0, 0, 0, 0))
+        if cut and it.n < need:
+            out[it.id] = (f"{cut} of {total} samples cut at max_new_tokens and excluded (--truncated exclude): "
+                          f"{it.n} usable, fewer than {need}; probe with a larger --max-new-tokens")
+    return out
 
 
 # --------------------------------------------------------------------------------------- the store side
@@ -301,27 +326,42 @@ def model_name(cfg: dict) -> str | None:
 
 def route(store, *, run_id: str | None = None, policy: str = "stage", low: float | None = None,
           high: float | None = None, keep_mastered: int = 0, require_samples: int | None = None,
-          seed: int = 0, out=None):
+          seed: int = 0, truncated: str = "wrong", out=None):
     """Route every item of one probe run; return the assignments (polars DataFrame): id, task, source,
     bucket, stage, reason, n, c, p_hat, posterior_mean, ci_low, ci_high, pass_at_{k}, run_id.
 
     `store` is a path or a ProbeStore; `out` optionally writes the table as parquet (atomically).
+    `truncated`: "wrong" (default) or "exclude" (samples cut at max_new_tokens leave n).
     Example: `sw.route("run.duckdb", policy="band", low=0.1, high=0.9)`.
     """
     router = make_router(policy, low=low, high=high, seed=seed)
+    check_options(keep_mastered=keep_mastered, require_samples=require_samples, truncated=truncated)
     st, opened = open_store(store)
     try:
         rid = resolve_run(st, run_id)
         mastery = st.mastery(rid)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
+        truncation = truncation_counts(st, rid)
     finally:
         if opened:
             st.close()
     table = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
-                                     require_samples=require_samples, seed=seed, run_id=rid)
+                                     require_samples=require_samples, seed=seed, run_id=rid,
+                                     truncation=truncation, truncated=truncated)
     if out is not None:
         write_parquet_atomic(table, out)
     return table
+
+
+def probe_max_new_tokens(store, run_id: str | None = None) -> int | None:
+    """The probe's max_new_tokens (for warnings that name it); None when unknown."""
+    st, opened = open_store(store)
+    try:
+        cfg = st.run(resolve_run(st, run_id))
+    finally:
+        if opened:
+            st.close()
+    return (cfg.get("sampling") or {}).get("max_new_tokens")
 
 
 def write_parquet_atomic(frame, path) -> None:
@@ -339,14 +379,57 @@ def write_parquet_atomic(frame, path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def truncation_counts(store, run_id: str) -> dict[str, tuple[int, int, int, int]]:
+    """{problem_id: (samples, truncated, truncated and verified, truncated and correct)} of one run;
+    truncated = cut off at max_new_tokens (finish_reason = length)."""
+    from stagewise.curate.store import VERIFIED
+
+    verified = ", ".join(f"'{s}'" for s in VERIFIED)
+    rows = store.con.execute(
+        "SELECT problem_id, count(*), count(*) FILTER (WHERE finish_reason = 'length'), "
+        f"count(*) FILTER (WHERE finish_reason = 'length' AND status IN ({verified})), "
+        "count(*) FILTER (WHERE finish_reason = 'length' AND status = 'correct') "
+        "FROM samples WHERE run_id = ? GROUP BY problem_id", [run_id]).fetchall()
+    return {str(pid): (int(a), int(b), int(c), int(d)) for pid, a, b, c, d in rows}
+
+
+def exclude_truncated(mastery, truncation: dict):
+    """The mastery frame with samples cut at max_new_tokens taken out of n and c, and every statistic
+    (p̂, posterior mean, Wilson interval, pass@k) recomputed on what is left."""
+    import polars as pl
+
+    from stagewise.curate import statistics as S
+
+    pass_cols = [c for c in mastery.columns if c.startswith("pass_at_")]
+    rows = []
+    for r in mastery.iter_rows(named=True):
+        _, _, t_ver, t_cor = truncation.get(str(r["problem_id"]), (0, 0, 0, 0))
+        n, c = int(r["n"]) - t_ver, int(r["c"]) - t_cor
+        low, high = S.wilson_interval(n=n, c=c)
+        rows.append({**r, "n": n, "c": c, "p_hat": S.p_hat(n=n, c=c), "posterior_mean": S.posterior_mean(n=n, c=c),
+                     "ci_low": low, "ci_high": high,
+                     **{k: S.pass_at_k(n=n, c=c, k=int(k[8:])) for k in pass_cols}})
+    return pl.DataFrame(rows, schema=mastery.schema) if rows else mastery
+
+
 def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_mastered: int = 0,
-                             require_samples: int | None = None, seed: int = 0, run_id: str | None = None):
-    """The assignments table from a mastery frame (one row per problem) and the problems by id."""
+                             require_samples: int | None = None, seed: int = 0, run_id: str | None = None,
+                             truncation: dict | None = None, truncated: str = "wrong"):
+    """The assignments table from a mastery frame (one row per problem) and the problems by id.
+
+    `truncation` ({id: (samples, truncated, truncated verified, truncated correct)}, from
+    `truncation_counts`) adds the columns n_samples and n_truncated; with `truncated="exclude"` the
+    truncated samples leave n and c, and an item left with fewer than `require_samples` (default 2: one
+    sample cannot show a mix) usable samples is unrouted with that reason."""
     import polars as pl
 
     mastery = mastery.sort("problem_id")  # a stable order, so seeded draws repeat across runs
+    if truncated == "exclude" and truncation:
+        mastery = exclude_truncated(mastery, truncation)
     items = [Item(id=str(r["problem_id"]), n=int(r["n"]), c=int(r["c"])) for r in mastery.iter_rows(named=True)]
-    decisions = assign(items, router, keep_mastered=keep_mastered, require_samples=require_samples, seed=seed)
+    decisions = assign(items, router, keep_mastered=keep_mastered, require_samples=require_samples, seed=seed,
+                       too_few=_too_few_usable(items, truncation, require_samples)
+                       if truncated == "exclude" and truncation else None)
     pass_cols = sorted((c for c in mastery.columns if c.startswith("pass_at_")), key=lambda c: int(c[8:]))
     stats = ["n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high"]
     out = pl.DataFrame({
@@ -362,6 +445,10 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
         pl.col("n").cast(pl.Int64), pl.col("c").cast(pl.Int64),
         *[pl.col(c).cast(pl.Float64) for c in stats[2:] + pass_cols])
     out = pl.concat([out, cols], how="horizontal")
+    if truncation is not None:
+        out = out.with_columns(
+            pl.Series("n_samples", [truncation.get(it.id, (0, 0, 0, 0))[0] for it in items], pl.Int64),
+            pl.Series("n_truncated", [truncation.get(it.id, (0, 0, 0, 0))[1] for it in items], pl.Int64))
     if run_id is not None:
         out = out.with_columns(pl.lit(run_id).alias("run_id"))
     return out
@@ -377,14 +464,38 @@ class RouteSummary:
     stage_totals: dict = field(default_factory=dict)
     bucket_totals: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    truncation: dict = field(default_factory=dict)  # {bucket: {samples, truncated, rate}}
 
     def to_dict(self) -> dict:
         return {"counts": self.counts, "stages": self.stage_totals, "buckets": self.bucket_totals,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "truncation": self.truncation}
 
 
-def route_summary(assignments, policy: str = "stage", *, keep_mastered: int = 0) -> RouteSummary:
-    """Count buckets × stages and warn about splits a trainer cannot use."""
+def truncation_by_bucket(buckets, samples, truncated) -> dict:
+    """{bucket: {samples, truncated, rate}}: the share of samples cut at max_new_tokens per bucket."""
+    out: dict = {}
+    for b, n, t in zip(buckets, samples, truncated):
+        row = out.setdefault(b or UNVERIFIED, {"samples": 0, "truncated": 0})
+        row["samples"] += int(n or 0)
+        row["truncated"] += int(t or 0)
+    for row in out.values():
+        row["rate"] = round(row["truncated"] / row["samples"], 4) if row["samples"] else 0.0
+    return out
+
+
+def truncation_warnings(truncation: dict, max_new_tokens: int | None = None) -> list[str]:
+    """A warning per bucket whose truncation rate exceeds 20%, naming --max-new-tokens."""
+    budget = f" (the probe ran with --max-new-tokens {max_new_tokens})" if max_new_tokens else ""
+    return [f"{row['rate']:.0%} of the {b} bucket's samples ({row['truncated']} of {row['samples']}) were cut "
+            f"off at max_new_tokens{budget}: the token budget, not the skill, shapes this bucket; raise "
+            "--max-new-tokens, or route with --truncated exclude"
+            for b, row in truncation.items() if row["rate"] > TRUNCATION_WARN]
+
+
+def route_summary(assignments, policy: str = "stage", *, keep_mastered: int = 0,
+                  max_new_tokens: int | None = None) -> RouteSummary:
+    """Count buckets × stages and warn about splits a trainer cannot use (and about buckets whose samples
+    were often cut off at max_new_tokens, when the assignments carry n_truncated)."""
     counts = {b: {s: 0 for s in STAGES} for b in BUCKETS}
     for b, s in zip(assignments["bucket"].to_list(), assignments["stage"].to_list()):
         # n = 0 (every sample unverifiable) has no bucket; it is counted, not hidden.
@@ -425,4 +536,9 @@ def route_summary(assignments, policy: str = "stage", *, keep_mastered: int = 0)
                         "cannot be measured on this run; add easier problems")
     if stage_totals["unrouted"]:
         warnings.append(f"{stage_totals['unrouted']} items are unrouted (see their reason)")
-    return RouteSummary(counts, stage_totals, bucket_totals, warnings)
+    truncation = {}
+    if "n_truncated" in assignments.columns:
+        truncation = truncation_by_bucket(assignments["bucket"].to_list(), assignments["n_samples"].to_list(),
+                                          assignments["n_truncated"].to_list())
+        warnings += truncation_warnings(truncation, max_new_tokens)
+    return RouteSummary(counts, stage_totals, bucket_totals, warnings, truncation)

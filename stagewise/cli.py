@@ -233,6 +233,10 @@ def _print_probe_summary(s: dict) -> None:
                   f"{s['seconds']:.0f} s)")
     fin = s.get("finish_reasons", {})
     table.add_row("finish", ", ".join(f"{k} {v:,}" for k, v in sorted(fin.items())) or "-")
+    trunc = s.get("truncation_by_bucket") or {}
+    if any(t["truncated"] for t in trunc.values()):
+        table.add_row("truncated", "   ".join(f"{b} {t['rate']:.0%}" for b, t in trunc.items())
+                      + "  (cut at --max-new-tokens)")
     vf = s["verifier_failures"]
     table.add_row("verifier", f"no answer {vf['no_answer']:,}, timeout {vf['timeout']:,}, error {vf['error']:,}")
     for reason, n in s.get("failure_reasons", {}).items():
@@ -434,6 +438,10 @@ def _route_options(f):
                      help="Items with fewer verified samples are unrouted, not guessed."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for random routing and the replay draw."),
+        click.option("--truncated", type=click.Choice(["wrong", "exclude"]), default="wrong", show_default=True,
+                     help="A sample cut off at --max-new-tokens: wrong (as RL's reward scores it) or "
+                          "exclude (it leaves n, like DAPO's overlong filtering; items left with too few "
+                          "samples are unrouted)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -469,7 +477,7 @@ def _print_route_summary(summary, assignments) -> None:
 @_route_options
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Also write the assignments to this parquet file.")
-def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out):
+def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, out):
     """Assign every probed item a bucket, a stage (SFT / RL / replay / drop) and a reason.
 
     \b
@@ -477,13 +485,16 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
         stagewise route --store run.duckdb
         stagewise route --store run.duckdb --policy band --low 0.1 --high 0.9
         stagewise route --store run.duckdb --keep-mastered 16 --require-samples 8 --out assignments.parquet
+        stagewise route --store run.duckdb --truncated exclude
     """
     import stagewise as sw
-    from stagewise.stages.routing import route_summary
+    from stagewise.stages.routing import probe_max_new_tokens, route_summary
 
     assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
-                           keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, out=out)
-    _print_route_summary(route_summary(assignments, policy, keep_mastered=keep_mastered), assignments)
+                           keep_mastered=keep_mastered, require_samples=require_samples, seed=seed,
+                           truncated=truncated, out=out)
+    _print_route_summary(route_summary(assignments, policy, keep_mastered=keep_mastered,
+                                       max_new_tokens=probe_max_new_tokens(store, run_id)), assignments)
     if out:
         click.echo(f"wrote {out} ({len(assignments)} rows)")
 
@@ -509,8 +520,9 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               default="prompt-completion", show_default=True,
               help="trl only: conversational prompt/completion or messages.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
-def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
-               teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style, overwrite):
+def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, out, fmt,
+               demos, teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style,
+               overwrite):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b

@@ -1,7 +1,8 @@
 """Probe stores with chosen outcomes, built through the ProbeStore API, for the stages tests.
 
 Each item is (id, question, answer, solution, outcomes): outcomes is a string of 'c' (correct),
-'w' (wrong) or 'x' (timeout), one per sample. Completions are real text the gsm8k verifier scores
+'w' (wrong), 'x' (timeout) or 't' (cut off at max_new_tokens: no answer, finish_reason length), one
+per sample. Completions are real text the gsm8k verifier scores
 (correct ones box the gold answer), so re-verifying a stored sample means something.
 """
 
@@ -32,11 +33,11 @@ def build_store(path, items, *, config=None, source="unit") -> str:
         rows = []
         for pid, _q, a, _sol, outcomes, _task in items:
             for k, o in enumerate(outcomes):
-                status = {"c": "correct", "w": "wrong", "x": "timeout"}[o]
-                text = {"c": f"It is \\boxed{{{a}}}", "w": "It is \\boxed{999}", "x": "..."}[o]
+                status = {"c": "correct", "w": "wrong", "x": "timeout", "t": "no_answer"}[o]
+                text = {"c": f"It is \\boxed{{{a}}}", "w": "It is \\boxed{999}", "x": "...", "t": "Let us"}[o]
                 rows.append({"problem_id": pid, "sample_idx": k, "status": status, "completion": text,
                              "score": 1.0 if o == "c" else 0.0, "extracted": None, "n_tokens": 5,
-                             "finish_reason": "stop"})
+                             "finish_reason": "length" if o == "t" else "stop"})
         store.add_samples(run_id, rows)
     return run_id
 

@@ -290,3 +290,16 @@ def test_export_refuses_sample_demos_from_a_store_without_their_text(tiny_model_
     with pytest.raises(ConfigError, match="keep-completions"):
         sw.export(str(tmp_path / "n.duckdb"), str(tmp_path / "out"), demos=("solution", "samples"))
     assert not (tmp_path / "out").exists()
+
+
+def test_probe_summary_reports_the_share_of_cut_off_samples_per_bucket(tmp_path):
+    from stages_helpers import build_store, item
+    from stagewise.curate.probe import probe_summary
+
+    path = tmp_path / "t.duckdb"
+    run_id = build_store(path, [item(0, "wttt"), item(1, "cwtw"), item(2, "cccc")])
+    with ProbeStore(str(path), read_only=True) as st:
+        s = probe_summary(st, run_id, ["q00", "q01", "q02"])
+    assert s["truncation_by_bucket"] == {"unmastered": {"samples": 4, "truncated": 3, "rate": 0.75},
+                                         "partial": {"samples": 4, "truncated": 1, "rate": 0.25},
+                                         "mastered": {"samples": 4, "truncated": 0, "rate": 0.0}}

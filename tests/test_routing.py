@@ -147,3 +147,51 @@ def test_cli_route_bad_band_is_one_line_not_a_traceback(store):
                                    "--high", "0.1"])
     assert res.exit_code == 1
     assert "Traceback" not in res.output and "--low 0.9 ≥ --high 0.1" in res.output
+
+
+# --------------------------------------------------------------------------------- truncation-aware mastery
+
+def _truncated_store(tmp_path):
+    path = tmp_path / "trunc.duckdb"
+    build_store(path, [item(0, "cttt"), item(1, "cwtt"), item(2, "tttt"), item(3, "wwww"), item(4, "ccct")])
+    return str(path)
+
+
+def test_by_default_a_cut_off_sample_counts_as_wrong_as_rl_scores_it(tmp_path):
+    df = sw.route(_truncated_store(tmp_path))
+    by = {r["id"]: r for r in df.iter_rows(named=True)}
+    assert (by["q00"]["n"], by["q00"]["c"], by["q00"]["stage"]) == (4, 1, "rl")
+    assert (by["q02"]["bucket"], by["q02"]["stage"]) == ("unmastered", "sft")
+    assert (by["q00"]["n_samples"], by["q00"]["n_truncated"]) == (4, 3)
+
+
+def test_truncated_exclude_takes_cut_off_samples_out_of_n_and_unroutes_items_left_with_too_few(tmp_path):
+    df = sw.route(_truncated_store(tmp_path), truncated="exclude")
+    by = {r["id"]: r for r in df.iter_rows(named=True)}
+    assert (by["q04"]["n"], by["q04"]["c"], by["q04"]["bucket"], by["q04"]["stage"]) == (3, 3, "mastered", "drop")
+    assert by["q04"]["p_hat"] == 1.0 and by["q04"]["pass_at_4"] is None  # 3 usable samples: no pass@4
+    assert (by["q01"]["n"], by["q01"]["c"], by["q01"]["stage"]) == (2, 1, "rl")
+    assert (by["q00"]["n"], by["q00"]["stage"]) == (1, "unrouted")
+    assert by["q00"]["reason"].startswith("3 of 4 samples cut at max_new_tokens and excluded (--truncated exclude): "
+                                          "1 usable, fewer than 2")
+    assert by["q02"]["stage"] == "unrouted" and "0 usable" in by["q02"]["reason"]
+    assert (by["q03"]["n"], by["q03"]["stage"]) == (4, "sft")  # nothing truncated: untouched
+
+
+def test_a_bucket_with_over_20_percent_truncated_samples_warns_naming_max_new_tokens(tmp_path):
+    df = sw.route(_truncated_store(tmp_path))
+    s = route_summary(df, "stage", max_new_tokens=32)
+    assert s.truncation["unmastered"] == {"samples": 8, "truncated": 4, "rate": 0.5}  # q02 tttt + q03 wwww
+    assert s.truncation["partial"] == {"samples": 12, "truncated": 6, "rate": 0.5}  # q00, q01, q04
+    assert "mastered" not in s.truncation
+    warned = [w for w in s.warnings if "cut off at max_new_tokens" in w]
+    assert len(warned) == 2 and any("50% of the unmastered bucket's samples (4 of 8)" in w for w in warned)
+    assert "--max-new-tokens 32" in warned[0] and "--truncated exclude" in warned[0]
+
+
+def test_route_cli_takes_truncated_and_prints_the_warning(tmp_path):
+    res = CliRunner().invoke(cli, ["route", "--store", _truncated_store(tmp_path), "--truncated", "exclude"])
+    assert res.exit_code == 0, res.output
+    assert "cut off at max_new_tokens (the probe ran with --max-new-tokens 32)" in " ".join(res.output.split())
+    bad = CliRunner().invoke(cli, ["route", "--store", _truncated_store(tmp_path), "--truncated", "drop"])
+    assert bad.exit_code != 0 and "wrong" in bad.output
