@@ -5,6 +5,12 @@ Sources are tried in the order the user gives; each only sees the items still wi
 - `samples`: a verified-correct sample already in the store (RFT-style, opt-in);
 - `teacher`: a model (any backend) sampled in rounds until a verified-correct answer appears or the
   per-item budget is spent. It never loops forever: items still unsolved are reported.
+- `rationalize` (STaR's rationalisation): the probed model itself, sampled with the gold answer given as
+  a hint; a completion the verifier accepts becomes the target for the prompt *without* the hint, so
+  the target stays close to what the model itself writes (less off-distribution than a reference).
+- `critique` (off unless listed; critique fine-tuning): the model's own wrong attempt from the store, a
+  one-line verdict naming its extracted answer and why the verifier rejects it, then the verified
+  reference solution. The final answer of the target is always the verified one.
 
 Every target is checked by the item's own verifier before it counts (a reference solution whose final
 answer the verifier rejects is not a demonstration), and each demonstration records its provenance.
@@ -19,7 +25,9 @@ from dataclasses import dataclass, field
 from stagewise.curate.errors import ConfigError
 from stagewise.stages.routing import NO_DEMO
 
-SOURCES = ("solution", "samples", "teacher")
+SOURCES = ("solution", "samples", "teacher", "rationalize", "critique")
+# Appended to the user message for `rationalize`; the exported prompt never carries it.
+HINT = "\n\n(Hint: the correct final answer is {answer}. Show the reasoning that leads to it; do not mention this hint.)"
 DEMO_VERIFY_TIMEOUT_S = 30.0
 
 
@@ -169,8 +177,9 @@ class TeacherSource(DemoSource):
         from stagewise.curate.prompts import build_messages
 
         params = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
-        messages = {p.id: build_messages(p, system_prompt=self.system_prompt,
-                                         prompt_template=self.prompt_template) for p in problems}
+        messages = {p.id: self.messages_for(p, build_messages(p, system_prompt=self.system_prompt,
+                                                             prompt_template=self.prompt_template))
+                    for p in problems}
         pending = {p.id: p for p in problems}
         drawn = {p.id: 0 for p in problems}
         demos = {}
@@ -193,6 +202,7 @@ class TeacherSource(DemoSource):
                                                       [sample_seed(self.seed, pid, i) for i in idx], params))
                     drawn[pid] += k
                 results = sorted(backend.generate(requests), key=lambda r: (r.key, r.sample_idx))
+                results = [r for r in results if self.usable(r.text)]
                 verdicts = _verify([(r.text, pending[r.key]) for r in results])
                 for r, v in zip(results, verdicts):
                     if v.correct and r.key not in demos:
@@ -200,7 +210,7 @@ class TeacherSource(DemoSource):
                             "model": self.identity,
                             "backend": getattr(backend, "name", str(self.backend_name)),
                             "sample_idx": r.sample_idx, "seed": self.seed, "attempts": drawn[r.key],
-                            "sampling": params.to_dict()})
+                            "sampling": params.to_dict(), **self.extra_provenance(pending[r.key])})
                 pending = {pid: p for pid, p in pending.items()
                            if pid not in demos and drawn[pid] < self.budget}
                 if self.progress is not None:
@@ -208,8 +218,119 @@ class TeacherSource(DemoSource):
         finally:
             if owned:
                 backend.close()
-        missing = {pid: f"teacher {self.model} produced no verified answer in {drawn[pid]} samples "
+        missing = {pid: f"{self.who} produced no verified answer in {drawn[pid]} samples "
                         f"(budget {self.budget})" for pid in drawn if pid not in demos}
+        return demos, missing
+
+    @property
+    def who(self) -> str:
+        return f"teacher {self.model}"
+
+    def messages_for(self, problem, messages: list[dict]) -> list[dict]:
+        """The messages the model is sampled with (the teacher: the probe's own)."""
+        return messages
+
+    def usable(self, text: str) -> bool:
+        """Whether a completion may become a target at all (before the verifier sees it)."""
+        return True
+
+    def extra_provenance(self, problem) -> dict:
+        return {}
+
+
+class RationalizeSource(TeacherSource):
+    """STaR's rationalisation: the probed model, sampled with the gold answer as a hint in the user
+    message. A completion the verifier accepts is the target for the prompt without the hint; one that
+    talks about the hint is not used (it would not make sense without it)."""
+
+    name = "rationalize"
+
+    def __init__(self, model: str, *, hint: str = HINT, **kwargs):
+        super().__init__(model, **kwargs)
+        self.hint = hint
+
+    @property
+    def who(self) -> str:
+        return f"the model {self.model}, given the answer as a hint,"
+
+    def hint_for(self, problem) -> str:
+        return self.hint.replace("{answer}", str(problem.answer))
+
+    def messages_for(self, problem, messages):
+        out = [dict(m) for m in messages]
+        out[-1]["content"] = out[-1]["content"] + self.hint_for(problem)
+        return out
+
+    def usable(self, text):
+        return "hint" not in (text or "").lower()
+
+    def extra_provenance(self, problem):
+        return {"rationalized": True, "hint": self.hint_for(problem), "target_prompt": "without the hint"}
+
+
+class CritiqueSource(DemoSource):
+    """Critique fine-tuning's shape as one target: the model's own wrong attempt (from the store), a
+    one-line verdict naming the answer it extracted and why the verifier rejects it, then the verified
+    reference solution. The whole target is verified, so its final answer is always the right one."""
+
+    name = "critique"
+
+    def __init__(self, samples, run_id: str, model: str | None = None, prompt_template: str | None = None,
+                 system_prompt: str | None = None):
+        self.samples, self.run_id, self.model = samples, run_id, model
+        self.prompt_template, self.system_prompt = prompt_template, system_prompt
+
+    def _attempts(self, ids) -> dict:
+        """The first wrong attempt per item: one with an extracted answer and a natural end first, then
+        one without an answer; attempts cut off at max_new_tokens come last."""
+        import polars as pl
+
+        wrong = (self.samples.filter(pl.col("problem_id").is_in(ids) & pl.col("status").is_in(["wrong", "no_answer"]))
+                 .with_columns((pl.col("status") != "wrong").alias("_no_answer"),
+                               (pl.col("finish_reason") == "length").fill_null(False).alias("_cut"))
+                 .sort(["problem_id", "_cut", "_no_answer", "sample_idx"]))
+        out = {}
+        for row in wrong.iter_rows(named=True):
+            out.setdefault(row["problem_id"], row)
+        return out
+
+    def verdict(self, attempt: dict, problem) -> str:
+        from stagewise.curate.prompts import answer_format
+
+        fmt = answer_format(problem.task, system_prompt=self.system_prompt, prompt_template=self.prompt_template)
+        if attempt["status"] == "wrong" and attempt.get("extracted") not in (None, ""):
+            return (f"Verdict: the attempt above answers {attempt['extracted']}, which the {problem.task} "
+                    "verifier rejects: it is not the correct answer.")
+        where = "<answer></answer> tags" if fmt == "tags" else "\\boxed{}"
+        return f"Verdict: the attempt above gives no final answer in {where}, so the {problem.task} verifier cannot accept it."
+
+    def find(self, problems):
+        from stagewise.curate.prompts import format_target
+
+        attempts = self._attempts([p.id for p in problems])
+        missing, have, targets = {}, [], []
+        for p in problems:
+            if p.id not in attempts:
+                missing[p.id] = "no wrong attempt in the store to critique"
+            elif not (p.solution or "").strip():
+                missing[p.id] = "no reference solution to end the critique with"
+            else:
+                a = attempts[p.id]
+                solution = format_target(p.solution, p.answer, p, self.prompt_template,
+                                         system_prompt=self.system_prompt)
+                have.append(p)
+                targets.append(f"{(a['completion'] or '').strip()}\n\n{self.verdict(a, p)}\n\n"
+                               f"Correct solution:\n{solution}")
+        demos = {}
+        for p, target, v in zip(have, targets, _verify(list(zip(targets, have)))):
+            a = attempts[p.id]
+            if v.correct:
+                demos[p.id] = Demonstration(p.id, target, self.name, {
+                    "run_id": self.run_id, "attempt_sample_idx": int(a["sample_idx"]),
+                    "attempt_status": a["status"], "attempt_extracted": a.get("extracted"),
+                    "model": self.model, "solution": "reference", "verdict": v.status})
+            else:
+                missing[p.id] = f"critique target not accepted by the {p.task} verifier ({_status_words(v)})"
         return demos, missing
 
 
@@ -234,8 +355,10 @@ def validate_sources(names, *, teacher: str | None = None, budget: int = 1) -> l
 
 
 def make_sources(names, *, store_samples=None, run_id=None, probe_model=None, teacher=None,
-                 prompt_template=None, system_prompt=None, **teacher_options) -> list[DemoSource]:
-    """Sources in the user's order. `teacher` (a model name) adds the teacher source if not listed."""
+                 prompt_template=None, system_prompt=None, rationalize_model=None,
+                 **teacher_options) -> list[DemoSource]:
+    """Sources in the user's order. `teacher` (a model name) adds the teacher source if not listed.
+    `rationalize_model`: the model `rationalize` samples (the probed model's path)."""
     names = validate_sources(names, teacher=teacher, budget=teacher_options.get("budget", 1))
     sources = []
     for name in names:
@@ -243,6 +366,14 @@ def make_sources(names, *, store_samples=None, run_id=None, probe_model=None, te
             sources.append(ReferenceSolutionSource(prompt_template, system_prompt))
         elif name == "samples":
             sources.append(StoreSampleSource(store_samples, run_id, probe_model))
+        elif name == "critique":
+            sources.append(CritiqueSource(store_samples, run_id, probe_model, prompt_template, system_prompt))
+        elif name == "rationalize":
+            if not rationalize_model:
+                raise ConfigError("demonstration source 'rationalize' samples the probed model, and the probe "
+                                  "run records no model path; probe with a local model or drop rationalize")
+            sources.append(RationalizeSource(rationalize_model, prompt_template=prompt_template,
+                                             system_prompt=system_prompt, **teacher_options))
         else:
             sources.append(TeacherSource(teacher, prompt_template=prompt_template,
                                          system_prompt=system_prompt, **teacher_options))

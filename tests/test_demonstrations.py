@@ -123,3 +123,84 @@ def test_bad_source_lists_are_config_errors():
         make_sources(["teacher"])
     with pytest.raises(ConfigError, match="listed twice"):
         make_sources(["solution", "solution"])
+
+
+class HintReader(Backend):
+    """A stand-in model that can only solve an item when the answer is in its prompt (STaR's
+    rationalisation premise); with `mention_hint` it also says where it got the answer."""
+
+    name = "hint-reader"
+
+    def __init__(self, mention_hint: bool = False):
+        self.mention_hint, self.prompts = mention_hint, []
+
+    def generate(self, requests):
+        import re
+
+        out = []
+        for r in requests:
+            user = r.messages[-1]["content"]
+            self.prompts.append(user)
+            m = re.search(r"final answer is (\S+?)\.", user)
+            text = "I do not know."
+            if m:
+                text = ("The hint says so, " if self.mention_hint else "Adding the two gives ") + f"\\boxed{{{m.group(1)}}}"
+            out += [GenerationResult(r.key, i, text, 5, "stop") for i in r.sample_indices]
+        return out
+
+    def identity(self):
+        return {"name": "hint-reader"}
+
+
+def test_rationalize_samples_the_model_with_the_answer_as_a_hint_and_keeps_only_verified_targets():
+    from stagewise.stages.demonstrations import RationalizeSource
+
+    problems = _problems(2)
+    backend = HintReader()
+    src = RationalizeSource("probed-model", backend=backend, budget=2, system_prompt=SYSTEM)
+    result = find_demonstrations(problems, [src])
+    assert set(result.demos) == {"p1", "p2"}
+    assert "the correct final answer is 4." in backend.prompts[1]  # the hint was in what the model saw
+    demo = result.demos["p2"]
+    assert demo.target == "Adding the two gives \\boxed{4}" and "hint" not in demo.target.lower()
+    prov = json.loads(demo.provenance_json())
+    assert prov["source"] == "rationalize" and prov["rationalized"] is True
+    assert prov["target_prompt"] == "without the hint" and "final answer is 4" in prov["hint"]
+
+
+def test_rationalize_drops_completions_that_lean_on_the_hint():
+    from stagewise.stages.demonstrations import RationalizeSource
+
+    src = RationalizeSource("probed-model", backend=HintReader(mention_hint=True), budget=2)
+    result = find_demonstrations(_problems(1), [src])
+    assert not result.demos
+    assert "given the answer as a hint, produced no verified answer in 2 samples" in result.missing["p1"]
+
+
+def test_critique_is_the_models_wrong_attempt_a_verdict_and_the_verified_solution(tmp_path):
+    from stagewise.stages.demonstrations import CritiqueSource
+
+    path = tmp_path / "s.duckdb"
+    run_id = build_store(path, [item(0, "twww"), item(1, "wwww", solution=None), item(2, "cccc")])
+    with ProbeStore(path, read_only=True) as st:
+        problems, samples = st.problems(), st.samples(run_id)
+    samples = samples.with_columns(pl.when(pl.col("status") == "wrong").then(pl.lit("999"))
+                                   .otherwise(pl.col("extracted")).alias("extracted"))
+    result = find_demonstrations(problems, [CritiqueSource(samples, run_id, "tiny-probe", system_prompt=SYSTEM)])
+    assert set(result.demos) == {"q00"}
+    target = result.demos["q00"].target
+    attempt, verdict, solution = target.split("\n\n")
+    assert attempt == "It is \\boxed{999}"  # the wrong attempt that ended, not the one cut off (sample 0)
+    assert verdict == "Verdict: the attempt above answers 999, which the gsm8k verifier rejects: it is not the correct answer."
+    assert solution == "Correct solution:\nWe add 1 and 1 to get 2.\nThe final answer is \\boxed{2}."
+    prov = result.demos["q00"].provenance
+    assert prov["attempt_sample_idx"] == 1 and prov["attempt_extracted"] == "999" and prov["solution"] == "reference"
+    assert result.missing["q01"].endswith("(critique: no reference solution to end the critique with)")
+    assert result.missing["q02"].endswith("(critique: no wrong attempt in the store to critique)")
+
+
+def test_critique_and_rationalize_are_off_unless_listed():
+    from stagewise.stages.demonstrations import validate_sources
+
+    assert validate_sources(None) == [] and validate_sources("solution") == ["solution"]
+    assert validate_sources("solution,critique") == ["solution", "critique"]
