@@ -21,7 +21,8 @@ SFT_ITEMS = [(f"s{i}", "7") for i in range(8)]
 RL_ITEMS = [(f"q{i}", "7") for i in range(8)]
 WITH_IMPOSSIBLE = RL_ITEMS[:7] + [("zq", "ZZ")]
 IMPOSSIBLE_ID = "r7"
-KW = dict(learning_rate=1e-2, batch_size=4, num_generations=8, sft_batch_size=4, seed=0, progress=False)
+KW = dict(learning_rate=1e-2, sft_learning_rate=1e-2, batch_size=4, num_generations=8, sft_batch_size=4, seed=0,
+          progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_bridge_shadow_takes_only_rl_gradients(toy, tmp_path):
     kw = dict(KW, max_steps=1)
     joint = train_joint(toy["data"], toy["model"], tmp_path / "bridge", mode="bridge", **kw)
     pure = train_rl(toy["data"], toy["model"], tmp_path / "rl", **{k: v for k, v in kw.items()
-                                                                     if k != "sft_batch_size"})
+                                                                     if k not in ("sft_batch_size", "sft_learning_rate")})
     shadow = load_file(joint.extra["shadow_model"] + "/model.safetensors")
     rl = load_file(pure.model_dir + "/model.safetensors")
     joint_w = load_file(joint.model_dir + "/model.safetensors")
@@ -121,3 +122,56 @@ def test_cli_joint_runs_relift_and_reports_moves(toy, tmp_path):
     assert result.exit_code == 0, result.output
     assert "joint-relift: 1 steps" in result.output and "items moved to the SFT buffer" in result.output
     assert (out / "model" / "config.json").exists() and (out / "done.json").exists()
+
+
+def test_the_sft_term_over_micro_batches_adds_up_to_the_loss_of_the_whole_batch(tiny_model_dir):
+    from stagewise.train.joint import collate, sft_objective, target_tokens
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    # Demonstrations of very different lengths: per-micro-batch means would weight the short ones up.
+    rows = [sft_row(0, "a", "7"), sft_row(1, "b", "7" * 40), sft_row(2, "c", "8"), sft_row(3, "d", "9" * 25)]
+    items = sft_token_batches(rows, tok)
+    whole = collate(items, tok.pad_token_id, "cpu")
+    micro = [collate(items[:1], tok.pad_token_id, "cpu"), collate(items[1:], tok.pad_token_id, "cpu")]
+    n = target_tokens(micro)
+    assert n == int(whole["target"].sum().item())
+    for loss in ("nll", "dft"):
+        full = sft_objective(model, whole, loss).item()
+        summed = sum(sft_objective(model, b, loss, num_items_in_batch=n).item() for b in micro)
+        per_micro_mean = sum(sft_objective(model, b, loss).item() for b in micro) / 2
+        assert summed == pytest.approx(full, rel=1e-5)
+        assert abs(per_micro_mean - full) > 1e-3  # the old rule would not have matched
+
+
+def test_relift_writes_answer_demonstrations_in_the_format_the_probe_asked_for():
+    from stagewise.curate.prompts import RG_SYSTEM_PROMPT
+    from stagewise.train.joint import answer_demonstration
+
+    boxed = answer_demonstration({"id": "g1", "prompt": [{"role": "user", "content": "What is 3 + 4?"}],
+                                  "solution": "7", "task": "gsm8k"},
+                                 {"system_prompt": None, "prompt_template": "{prompt}"})
+    assert boxed["completion"][0]["content"] == "The final answer is \\boxed{7}."
+    # A prompt that does not mention "boxed" in its text still gets the format the probe's template asks.
+    from stagewise.curate.sources import load_problems
+
+    rg = next(iter(load_problems("rg:basic_arithmetic?size=1&seed=0")))
+    tags = answer_demonstration({"id": rg.id, "prompt": [{"role": "user", "content": rg.prompt}],
+                                 "solution": rg.answer, "task": rg.task, "meta": rg.meta},
+                                {"system_prompt": RG_SYSTEM_PROMPT, "prompt_template": None})
+    assert tags["completion"][0]["content"] == f"<answer>{rg.answer}</answer>"
+
+
+def test_joint_modes_record_an_explicit_sft_learning_rate():
+    from stagewise.train import config as C
+    from stagewise.train.joint import resolve_sft_learning_rate
+
+    relift = resolve_sft_learning_rate(C.build_config("joint", mode="relift", learning_rate=1e-6))
+    assert relift["sft_learning_rate"] == 1e-5  # train_sft.yaml's learning rate, not the RL one
+    assert relift["sft_effective_learning_rate"] == 1e-5 and relift["sft_scale"] == 1.0
+    weighted = resolve_sft_learning_rate(C.build_config("joint", mode="weighted", learning_rate=1e-6,
+                                                        sft_learning_rate=2e-6, sft_weight=0.5))
+    assert weighted["sft_scale"] == pytest.approx(2.0)
+    assert weighted["sft_effective_learning_rate"] == pytest.approx(0.5 * 2.0 * 1e-6)
+    assert weighted["sft_learning_rate_source"] == "config"

@@ -82,3 +82,20 @@ def test_group_size_must_allow_an_advantage(tmp_path, tiny_model_dir):
     data = make_export(tmp_path / "export", rl=RL_ITEMS)
     with pytest.raises(ConfigError, match="num_generations=1"):
         train_rl(data, tiny_model_dir, tmp_path / "out", num_generations=1, progress=False)
+
+
+def test_rl_records_per_prompt_its_groups_and_the_all_wrong_ones(toy, tmp_path):
+    from stagewise.train.loop import GroupLedger
+
+    # "zq" asks for "ZZ", which no one-token completion can be: its group is all wrong by construction.
+    data = make_export(tmp_path / "export", rl=RL_ITEMS[:7] + [("zq", "ZZ")], probe=ONE_TOKEN_PROBE)
+    ledger = GroupLedger()
+    res = train_rl(data, toy["model"], tmp_path / "rl", max_steps=2, learning_rate=1e-2, batch_size=4,
+                   num_generations=4, seed=0, progress=False, ledger=ledger)
+    rows = {r["id"]: r for r in ledger.rows(1)}
+    assert sum(r["groups"] for r in rows.values()) == 2 * 4  # 2 steps x 4 prompts, one group each
+    assert sum(res.extra["verifier_status"].values()) == 2 * 4 * 4
+    assert rows["r7"]["all_wrong"] == rows["r7"]["groups"] == 1 and "r7" in ledger.all_wrong_prompts()
+    for r in rows.values():
+        assert r["zero_variance"] == r["all_wrong"] + r["all_right"]  # 0/1 rewards
+    assert res.extra["groups"] == ledger.totals()

@@ -29,7 +29,7 @@ _CHOICES = {
 _POSITIVE = ("max_steps", "batch_size", "gradient_accumulation_steps", "num_generations", "logging_steps",
              "save_steps", "max_length", "buffer_size", "lora_r", "sft_batch_size")
 _NON_NEGATIVE = ("beta", "learning_rate", "weight_decay", "warmup_steps", "iw_clip", "sft_eval_steps",
-                 "sft_weight", "max_grad_norm", "gain_weight")
+                 "sft_weight", "max_grad_norm", "gain_weight", "sft_learning_rate")
 
 
 def default_config(kind: str) -> dict:

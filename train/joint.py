@@ -8,20 +8,23 @@ the other, so both the held-out SFT loss and the reward are tracked throughout);
 weighted  (one optimizer step t, θ all weights)
     L(θ) = L_RL(θ; on-policy groups of RL-split prompts) + λ_t · L_SFT(θ; a batch of SFT-split demonstrations)
     λ_t = λ (constant) or λ · (1 − t / T) (linear decay to 0 at the last step). L_SFT is nll, dft or iw-sft,
-    as in the two-stage recipe. The SFT term is divided by the accumulation steps like TRL's own loss.
+    as in the two-stage recipe (train/losses.py), summed over demonstration tokens and divided by the target
+    tokens of all SFT batches of the optimizer step, so gradient accumulation does not change it.
+    sft_learning_rate (default: the SFT stage's learning rate) scales the SFT term by
+    sft_learning_rate / learning_rate; the resolved rate is recorded in config.yaml.
 
 relift  (ReLIFT's interleaving, our reading of its buffer rule)
     RL on the RL split. After each generation, every prompt whose group has no correct completion (all
     rewards < 1: its GRPO advantage is zero, so RL learns nothing from it) moves into an SFT buffer, with its
     verified demonstration: the SFT split's demonstration for the same id if there is one, else a
-    demonstration written from the gold answer in the answer format the prompt asks for (`format_target`:
-    \boxed{} or <answer> tags; the bare answer if the prompt asks for none) and accepted only if the
-    stagewise verifier scores it correct; without one the item is counted as
+    demonstration written from the gold answer in the answer format the probe's prompt asked for
+    (`format_target` with the manifest's system prompt and template, as the exporter writes them) and
+    accepted only if the stagewise verifier scores it correct; without one the item is counted as
     "no demonstration". The SFT split's items start in the buffer. Whenever the buffer holds
     `buffer_size` items (ReLIFT: 128), one SFT update (one optimizer step of the same optimizer on those
-    items, mean token NLL) runs after the RL step and the items leave the buffer. Every move and update is
-    logged to metrics.jsonl (events relift_move / relift_sft_update). The buffer (its rows, the moved ids
-    and the counts) is saved in every checkpoint (relift_buffer.json) and restored on --resume.
+    items, SFT loss over all their target tokens, at sft_learning_rate) runs after the RL step and the
+    items leave the buffer. Every move and update is logged to metrics.jsonl (events relift_move /
+    relift_sft_update). The buffer (its rows, the moved ids and the counts) is saved in every checkpoint (relift_buffer.json) and restored on --resume.
     Under several processes (accelerate/torchrun) a prompt's group may be spread over ranks: the scores
     are gathered from every rank before deciding, so each rank holds the same buffer and runs the same
     SFT updates at the same step (DDP's all-reduce needs every rank to take part).
@@ -67,7 +70,7 @@ from stagewise.train.common import (
 )
 from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export
 from stagewise.train.stage_eval import sft_token_batches
-from stagewise.train.losses import iw_sft_loss
+from stagewise.train.losses import iw_sft_loss, token_loss
 from trl import GRPOTrainer
 
 MODES = ("weighted", "relift", "bridge")
@@ -109,8 +112,12 @@ def collate(items: list[tuple[list[int], int]], pad_id: int, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "target": target.to(device)}
 
 
-def sft_objective(model, batch: dict, loss: str = "nll", ref_model=None, clip: float = 16.0) -> torch.Tensor:
-    """Mean over demonstration tokens of the chosen SFT loss (nll, dft or iw-sft), differentiable."""
+def sft_objective(model, batch: dict, loss: str = "nll", ref_model=None, clip: float = 16.0, *,
+                  num_items_in_batch=None) -> torch.Tensor:
+    """The chosen SFT loss (nll, dft or iw-sft) of one batch, differentiable, through the shared loss
+    functions of train/losses.py: summed over demonstration tokens and divided by `num_items_in_batch`,
+    the target tokens of the whole accumulated batch (default: this batch's own), so micro-batches of one
+    update add up to the loss of the whole update instead of weighting short micro-batches up."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     logps = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)  # (B, T-1)
     mask = batch["target"]
@@ -119,11 +126,13 @@ def sft_objective(model, batch: dict, loss: str = "nll", ref_model=None, clip: f
             ref_logits = ref_model(input_ids=batch["input_ids"],
                                    attention_mask=batch["attention_mask"]).logits[:, :-1].float()
             ref = torch.log_softmax(ref_logits, -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
-        return iw_sft_loss(logps, ref, mask, clip=clip)[0]
-    per_token = -logps
-    if loss == "dft":
-        per_token = per_token * logps.detach().exp()
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+        return iw_sft_loss(logps, ref, mask, clip=clip, num_items_in_batch=num_items_in_batch)[0]
+    return token_loss(logps, mask, loss, num_items_in_batch=num_items_in_batch)
+
+
+def target_tokens(batches: list[dict]) -> int:
+    """Demonstration (target) tokens over the batches of one update: the N every micro-batch divides by."""
+    return int(sum(int(b["target"].sum().item()) for b in batches))
 
 
 class _SFTMixin:
@@ -132,15 +141,26 @@ class _SFTMixin:
     def _setup_sft(self, sft_rows, joint_cfg):
         self.joint_cfg = joint_cfg
         self.sft_loss_name = joint_cfg["sft_loss"]
+        self.sft_scale = sft_scale(joint_cfg)
         self.sft_batcher = SFTBatcher(sft_rows, self.processing_class, joint_cfg["sft_batch_size"],
                                       seed=self.args.seed) if sft_rows else None
         self.sft_ref = None
         if self.sft_loss_name == "iw-sft":
             self.sft_ref = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
 
-    def sft_term(self, model, batch=None) -> torch.Tensor:
+    def sft_term(self, model, batch=None, num_items_in_batch=None) -> torch.Tensor:
         batch = batch or self.sft_batcher.next(self.accelerator.device)
-        return sft_objective(model, batch, self.sft_loss_name, self.sft_ref, float(self.joint_cfg["iw_clip"]))
+        return sft_objective(model, batch, self.sft_loss_name, self.sft_ref, float(self.joint_cfg["iw_clip"]),
+                             num_items_in_batch=num_items_in_batch)
+
+    def accumulated_sft_term(self, model) -> torch.Tensor:
+        """This micro-step's SFT term, normalised over the target tokens of every SFT batch of the same
+        optimizer step: at the first micro-step the step's batches are drawn and counted."""
+        if not getattr(self, "_sft_queue", None):
+            steps = max(1, int(self.current_gradient_accumulation_steps))
+            self._sft_queue = [self.sft_batcher.next(self.accelerator.device) for _ in range(steps)]
+            self._sft_tokens = target_tokens(self._sft_queue)
+        return self.sft_term(model, self._sft_queue.pop(0), num_items_in_batch=self._sft_tokens)
 
     def _log(self, key, value):
         self._metrics["train"][key].append(float(value))
@@ -166,8 +186,10 @@ class WeightedJointTrainer(_SFTMixin, GRPOTrainer):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         lam = self.current_lambda()
         if self.model.training and lam > 0 and self.sft_batcher:
-            sft = self.sft_term(model)
-            loss = loss + lam * sft / self.current_gradient_accumulation_steps
+            # Already divided by the step's target tokens: summed over the micro-steps it is the step's
+            # SFT loss, so no division by the accumulation steps.
+            sft = self.accumulated_sft_term(model)
+            loss = loss + lam * self.sft_scale * sft
             self._log("sft/loss", sft.item())
         self._log("sft/lambda", lam)
         return loss
@@ -176,14 +198,36 @@ class WeightedJointTrainer(_SFTMixin, GRPOTrainer):
 # --------------------------------------------------------------------------------------------- relift
 
 
+def answer_demonstration(row: dict, prompting: dict | None = None) -> dict | None:
+    """An SFT row written from an RL row's gold answer, in the answer format the probe's prompt asked for
+    (curate/prompts.py `format_target` with the manifest's system prompt and template, as the exporter
+    writes demonstrations), kept only if the item's verifier accepts it."""
+    from stagewise.curate.prompts import format_target
+    from stagewise.curate.verifiers import score
+
+    prompting = prompting or {}
+    answer = answer_of(row)
+    problem = {"answer": answer, "task": row.get("task") or "exact", "meta": row.get("meta") or "{}"}
+    target = format_target(None, answer, problem, prompting.get("prompt_template"),
+                           system_prompt=prompting.get("system_prompt"))
+    if not score(target, problem).correct:
+        return None
+    return {"id": str(row.get("id")), "prompt": row["prompt"],
+            "completion": [{"role": "assistant", "content": target}]}
+
+
 class ReliftTrainer(_SFTMixin, GRPOTrainer):
     """RL; all-wrong groups move (with a verified demonstration) into an SFT buffer; a full buffer runs one
     SFT update."""
 
-    def __init__(self, *args, sft_rows=(), rl_rows=(), joint_cfg=None, verifier_reward=None, sink=None, **kwargs):
+    def __init__(self, *args, sft_rows=(), rl_rows=(), joint_cfg=None, verifier_reward=None, sink=None,
+                 prompting: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._setup_sft([], joint_cfg)
         self.reward, self.sink = verifier_reward, sink
+        # The probe's system prompt and template (manifest.json): demonstrations written from the gold
+        # answer take the answer format the prompt asked for, exactly as the exporter writes them.
+        self.prompting = {k: (prompting or {}).get(k) for k in ("system_prompt", "prompt_template")}
         self.buffer: list[dict] = list(sft_rows)  # the SFT split starts in the buffer
         self.demos = {str(r.get("id")): r for r in sft_rows}
         self.rl_by_id = {str(r.get("id")): r for r in rl_rows}
@@ -274,19 +318,7 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
         row = self.rl_by_id.get(pid)
         if row is None or not self.joint_cfg["answer_demos"]:
             return None
-        from stagewise.curate.prompts import format_target
-        from stagewise.curate.verifiers import score
-
-        answer = answer_of(row)
-        problem = {"answer": answer, "task": row["task"], "meta": row.get("meta") or "{}"}
-        asked = " ".join(m.get("content") or "" for m in row["prompt"])
-        # Written in the answer format the prompt asks for (\boxed{} or <answer> tags); a prompt that asks
-        # for none gets the bare answer.
-        target = format_target(None, answer, problem) if ("boxed" in asked or "<answer>" in asked) \
-            else str(answer)
-        if not score(target, problem).correct:
-            return None
-        return {"id": pid, "prompt": row["prompt"], "completion": [{"role": "assistant", "content": target}]}
+        return answer_demonstration(row, self.prompting)
 
     def drain_buffer(self) -> None:
         size = self.joint_cfg["buffer_size"]
@@ -298,22 +330,31 @@ class ReliftTrainer(_SFTMixin, GRPOTrainer):
                          "buffer": len(self.buffer)})
 
     def sft_update(self, rows: list[dict]) -> float:
-        """One optimizer step of mean-token SFT loss over `rows` (micro-batches of sft_batch_size)."""
+        """One optimizer step of SFT loss over `rows` (micro-batches of sft_batch_size), normalised over
+        the target tokens of all of them, at `sft_learning_rate` (the RL steps keep theirs)."""
         model = self.model_wrapped
         model.train()
         items = sft_token_batches(rows, self.processing_class)
         mb = self.joint_cfg["sft_batch_size"]
+        batches = [collate(items[i:i + mb], self.processing_class.pad_token_id, self.accelerator.device)
+                   for i in range(0, len(items), mb)]
+        n_tokens = target_tokens(batches)
         self.optimizer.zero_grad()
         total = 0.0
-        for i in range(0, len(items), mb):
-            chunk = items[i:i + mb]
-            batch = collate(chunk, self.processing_class.pad_token_id, self.accelerator.device)
-            loss = self.sft_term(model, batch) * (len(chunk) / len(items))
+        for batch in batches:
+            loss = self.sft_term(model, batch, num_items_in_batch=n_tokens)
             self.accelerator.backward(loss)
             total += loss.item()
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
-        self.optimizer.step()
+        rl_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        for g in self.optimizer.param_groups:
+            g["lr"] = float(self.joint_cfg["sft_learning_rate"])
+        try:
+            self.optimizer.step()
+        finally:
+            for g, lr in zip(self.optimizer.param_groups, rl_lrs):
+                g["lr"] = lr
         self.optimizer.zero_grad()
         return total
 
@@ -376,7 +417,8 @@ class BridgeTrainer(_SFTMixin, GRPOTrainer):
         if not self.model.training:
             return rl
         sft = self.sft_term(model) if self.sft_batcher else torch.zeros((), device=rl.device)
-        g_base = torch.autograd.grad(rl + self.alpha * sft, self.base_params, retain_graph=True, allow_unused=True)
+        g_base = torch.autograd.grad(rl + self.alpha * self.sft_scale * sft, self.base_params, retain_graph=True,
+                                     allow_unused=True)
         g_w = torch.autograd.grad(sft + self.lam * rl, self.lora_params, allow_unused=True)
         for p, g in zip(self.base_params, g_base):
             p.grad = g.detach() if p.grad is None or g is None else p.grad + g.detach()
@@ -425,7 +467,7 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
 
     cfg = C.build_config("joint", config, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                          batch_size=batch_size, seed=seed, **overrides)
-    cfg = C.resolve_device(cfg)
+    cfg = resolve_sft_learning_rate(C.resolve_device(cfg))
     if cfg["mode"] == "bridge" and cfg["gradient_accumulation_steps"] != 1:
         raise ConfigError("bridge needs gradient_accumulation_steps=1 (it writes each level's gradient itself)")
     out = Path(out)
@@ -460,7 +502,8 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
         elif cfg["mode"] == "relift":
             trainer = build_grpo_trainer(rl_rows, net, tok, cfg, out, reward, callbacks=cbs,
                                          trainer_cls=ReliftTrainer, sft_rows=sft_rows, rl_rows=rl_rows,
-                                         joint_cfg=cfg, verifier_reward=reward, sink=metrics_cb)
+                                         joint_cfg=cfg, verifier_reward=reward, sink=metrics_cb,
+                                         prompting=export.probe)
         else:
             shadow_net = _lora_model(copy.deepcopy(net), cfg)
             joint_net = _lora_model(net, cfg)
@@ -497,6 +540,36 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
                          metrics_cb.mean_step_time(), extra=extra)
     mark_finished(out, result)
     return result
+
+
+def resolve_sft_learning_rate(cfg: dict) -> dict:
+    """Make the SFT term's step size explicit and record it (a comparison with two-stage SFT must know it).
+
+    `sft_learning_rate` unset means the SFT stage's own default (train_sft.yaml's learning_rate), so
+    joint and two-stage SFT take SFT steps of the same size. relift takes its SFT updates at exactly that
+    rate. weighted and bridge add the SFT term to the RL loss in one optimizer step at the RL rate; their
+    SFT term is multiplied by sft_learning_rate / learning_rate (on top of λ or α), which under plain SGD
+    is exactly an SFT step at sft_learning_rate (under AdamW it sets the SFT share of the shared,
+    normalised step). Recorded: sft_learning_rate, sft_scale, and the SFT term's effective rate."""
+    cfg = dict(cfg)
+    if cfg.get("sft_learning_rate") is None:
+        cfg["sft_learning_rate"] = float(C.default_config("sft")["learning_rate"])
+        cfg["sft_learning_rate_source"] = "train_sft.yaml learning_rate (the SFT stage's default)"
+    else:
+        cfg["sft_learning_rate_source"] = "config"
+    cfg["sft_scale"] = sft_scale(cfg)
+    weight = float(cfg["sft_weight"]) if cfg["mode"] in ("weighted", "bridge") else 1.0
+    cfg["sft_effective_learning_rate"] = (float(cfg["sft_learning_rate"]) if cfg["mode"] == "relift"
+                                          else weight * cfg["sft_scale"] * float(cfg["learning_rate"]))
+    return cfg
+
+
+def sft_scale(cfg: dict) -> float:
+    """The SFT term's multiplier in a step shared with RL: sft_learning_rate / learning_rate (1 for relift,
+    whose SFT update has its own step)."""
+    if cfg.get("mode") == "relift" or cfg.get("sft_learning_rate") is None or not float(cfg["learning_rate"]):
+        return 1.0
+    return float(cfg["sft_learning_rate"]) / float(cfg["learning_rate"])
 
 
 def _nonempty(export, split) -> bool:

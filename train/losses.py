@@ -23,6 +23,22 @@ import torch
 SFT_LOSSES = ("nll", "dft", "iw-sft")
 
 
+def token_loss(logps: torch.Tensor, mask: torch.Tensor, loss: str = "nll", *,
+               num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Σ over target tokens of the per-token loss / N: `nll` (−log π) or `dft` (−log π · π, no gradient
+    through the π factor, as TRL's dft). N = `num_items_in_batch` (the accumulated batch's target
+    tokens) when given, else this batch's: the same rule as `iw_sft_loss`, so a loss computed over
+    micro-batches and summed equals the loss of the whole batch."""
+    if loss not in ("nll", "dft"):
+        raise ValueError(f"token_loss handles nll and dft, not {loss!r} (iw-sft: iw_sft_loss)")
+    mask = mask.to(logps.dtype)
+    per_token = -logps
+    if loss == "dft":
+        per_token = per_token * logps.detach().exp()
+    n = mask.sum() if num_items_in_batch is None else num_items_in_batch
+    return (per_token * mask).sum() / torch.as_tensor(n, dtype=logps.dtype, device=logps.device).clamp(min=1)
+
+
 def iw_sft_weights(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
                    clip: float = 16.0) -> torch.Tensor:
     """Per-sequence importance weights, shape (B,), without gradient.

@@ -88,6 +88,29 @@ def check_rl_model(cfg: dict, model) -> None:
                           "or set --beta 0")
 
 
+class GroupRecordingTrainer(GRPOTrainer):
+    """GRPOTrainer that records, per prompt, its groups and how many were all wrong / all right
+    (train/loop.py GroupLedger): the loop's RL-failure signal. Reads the verdicts the reward function
+    (`VerifierReward`) kept for the batch it just scored; nothing about training changes."""
+
+    def __init__(self, *args, ledger=None, verifier_reward=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ledger, self.verifier_reward = ledger, verifier_reward
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        if self.model.training and self.ledger is not None and self.verifier_reward.last:
+            ids = [i for i, _, _ in self.verifier_reward.last]
+            scores = [s for _, s, _ in self.verifier_reward.last]
+            try:
+                self.ledger.record(ids, scores, self.num_generations)
+            except ValueError:
+                # Completions not laid out group by group (a TRL change): group by prompt id instead.
+                for pid, group in self.verifier_reward.groups().items():
+                    self.ledger.record([pid] * len(group), group, len(group))
+        return out
+
+
 def build_grpo_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, reward, *, callbacks=(),
                        trainer_cls=GRPOTrainer, **kwargs):
     """A GRPOTrainer (or subclass) on exported RL rows with the stagewise verifier as the reward."""
@@ -106,11 +129,13 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
              beta: float | None = None, max_steps: int | None = None, learning_rate: float | None = None,
              batch_size: int | None = None, seed: int | None = None, resume: bool = False, config=None,
              dry_run: bool = False, progress: bool = True, sft_eval_rows: list[dict] | None = None,
-             rows: list[dict] | None = None, **overrides) -> TrainResult:
+             rows: list[dict] | None = None, ledger=None, **overrides) -> TrainResult:
     """GRPO-family RL on an export's RL split (`data`: export dir or rl.parquet).
 
     `sft_eval_rows` (held-out SFT demonstrations) makes the run log the held-out SFT loss every
-    `sft_eval_steps` steps. Other options: see stagewise/configs/train_rl.yaml."""
+    `sft_eval_steps` steps. `ledger` (train/loop.py GroupLedger) records per prompt its groups and the
+    all-wrong / all-right ones; the result's extra["groups"] holds its totals. Other options: see
+    stagewise/configs/train_rl.yaml."""
     from stagewise.train.stage_eval import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
     from transformers import set_seed
@@ -140,7 +165,9 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
         cbs.append(HeldoutSFTLoss(sft_eval_rows, tok, every=cfg["sft_eval_steps"], sink=metrics_cb))
     reward = VerifierReward(workers=cfg["verifier_workers"], timeout_s=cfg["verifier_timeout_s"])
     try:
-        trainer = build_grpo_trainer(rows, net, tok, cfg, out, reward, callbacks=cbs)
+        recording = {} if ledger is None else {"trainer_cls": GroupRecordingTrainer, "ledger": ledger,
+                                               "verifier_reward": reward}
+        trainer = build_grpo_trainer(rows, net, tok, cfg, out, reward, callbacks=cbs, **recording)
         C.write_resolved(resolved, out)
         if dry_run:
             return TrainResult("rl", str(out), None, config=resolved, dry_run=True)
@@ -154,6 +181,7 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
     result = TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
                          metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts),
                                                         "step_times_s": metrics_cb.step_times,
-                                                        "step_cpu_s": metrics_cb.step_cpu_times})
+                                                        "step_cpu_s": metrics_cb.step_cpu_times,
+                                                        **({"groups": ledger.totals()} if ledger else {})})
     mark_finished(out, result)
     return result
