@@ -147,7 +147,7 @@ def test_the_sft_term_over_micro_batches_adds_up_to_the_loss_of_the_whole_batch(
 
 def test_relift_writes_answer_demonstrations_in_the_format_the_probe_asked_for():
     from stagewise.curate.prompts import RG_SYSTEM_PROMPT
-    from stagewise.train.joint import answer_demonstration
+    from stagewise.train.loop import answer_demonstration
 
     boxed = answer_demonstration({"id": "g1", "prompt": [{"role": "user", "content": "What is 3 + 4?"}],
                                   "solution": "7", "task": "gsm8k"},

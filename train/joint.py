@@ -70,6 +70,7 @@ from stagewise.train.common import (
 )
 from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export
 from stagewise.train.stage_eval import sft_token_batches
+from stagewise.train.loop import answer_demonstration
 from stagewise.train.losses import iw_sft_loss, token_loss
 from trl import GRPOTrainer
 
@@ -196,24 +197,6 @@ class WeightedJointTrainer(_SFTMixin, GRPOTrainer):
 
 
 # --------------------------------------------------------------------------------------------- relift
-
-
-def answer_demonstration(row: dict, prompting: dict | None = None) -> dict | None:
-    """An SFT row written from an RL row's gold answer, in the answer format the probe's prompt asked for
-    (curate/prompts.py `format_target` with the manifest's system prompt and template, as the exporter
-    writes demonstrations), kept only if the item's verifier accepts it."""
-    from stagewise.curate.prompts import format_target
-    from stagewise.curate.verifiers import score
-
-    prompting = prompting or {}
-    answer = answer_of(row)
-    problem = {"answer": answer, "task": row.get("task") or "exact", "meta": row.get("meta") or "{}"}
-    target = format_target(None, answer, problem, prompting.get("prompt_template"),
-                           system_prompt=prompting.get("system_prompt"))
-    if not score(target, problem).correct:
-        return None
-    return {"id": str(row.get("id")), "prompt": row["prompt"],
-            "completion": [{"role": "assistant", "content": target}]}
 
 
 class ReliftTrainer(_SFTMixin, GRPOTrainer):
