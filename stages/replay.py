@@ -122,3 +122,34 @@ def replay_reason(assignment: dict, fraction: float) -> str:
     head = f"{tally}: " if tally else ""
     return (f"{head}{assignment.get('bucket')} item replayed in SFT (--sft-replay {fraction:g}) so SFT keeps "
             "what the model already solves")
+
+
+REPLAY_SOURCES = ("samples", "solution")  # the model's own verified sample first: the least shift
+
+
+def draw_replay(assignments: list[dict], problems: dict, sources, *, fraction: float, n_sft: int,
+                replay_from=("mastered",), heldout=(), seed: int = 0):
+    """Pick the replay items and their verified demonstrations.
+
+    Candidates are tried in a seeded random order, in chunks of what is still missing, so no more
+    demonstrations are verified than needed. Returns ({id: Demonstration}, ReplaySizing, report) where
+    report counts tried / verified per source."""
+    from stagewise.stages.demonstrations import find_demonstrations
+
+    order = [i for i in replay_order(replay_candidates(assignments, replay_from, heldout), seed) if i in problems]
+    wanted = replay_rows_wanted(n_sft, fraction)
+    chosen: dict = {}
+    report: dict = {}
+    i = 0
+    while len(chosen) < wanted and i < len(order):
+        chunk = order[i:i + wanted - len(chosen)]
+        i += len(chunk)
+        found = find_demonstrations([problems[c] for c in chunk], sources)
+        chosen.update(found.demos)
+        for name, rep in found.report.items():
+            row = report.setdefault(name, {"tried": 0, "verified": 0})
+            row["tried"] += rep.get("tried", 0)
+            row["verified"] += rep.get("verified", 0)
+    # Untried candidates count as available: they were not needed.
+    sizing = size_replay(n_sft, fraction, len(chosen) + (len(order) - i), replay_from)
+    return chosen, sizing, report

@@ -61,3 +61,26 @@ def test_the_replay_draw_repeats_with_the_same_seed():
     ids = [f"m{i}" for i in range(10)]
     assert replay_order(ids, seed=3) == replay_order(list(reversed(ids)), seed=3)
     assert sorted(replay_order(ids, seed=3)) == sorted(ids)
+
+
+def test_draw_replay_verifies_only_as_many_demonstrations_as_needed_and_warns_when_short(tmp_path):
+    from stages_helpers import build_store, item
+    from stagewise.curate.store import ProbeStore
+    from stagewise.stages.demonstrations import make_sources
+    from stagewise.stages.replay import draw_replay
+
+    path = tmp_path / "s.duckdb"
+    items = [item(i, "cccc") for i in range(6)] + [item(10 + i, "wwww") for i in range(4)]
+    run_id = build_store(path, items)
+    with ProbeStore(path, read_only=True) as st:
+        problems = {p.id: p for p in st.problems()}
+        samples = st.samples(run_id)
+    rows = [{"id": f"q{i:02d}", "bucket": "mastered", "stage": "drop"} for i in range(6)]
+    sources = make_sources(["samples", "solution"], store_samples=samples, run_id=run_id)
+    chosen, sizing, report = draw_replay(rows, problems, sources, fraction=0.3, n_sft=4, heldout={"q05"})
+    assert sizing.wanted == 2 and len(chosen) == 2 and sizing.warning is None  # round(0.3 * 4 / 0.7) = 2
+    assert report["samples"] == {"tried": 2, "verified": 2}  # the model's own samples, only two checked
+    assert "q05" not in chosen and all(d.source == "samples" for d in chosen.values())
+    chosen, sizing, _ = draw_replay(rows, problems, sources, fraction=0.5, n_sft=10, heldout={"q05"})
+    assert (sizing.wanted, len(chosen), sizing.available) == (10, 5, 5)
+    assert "only 5 items" in sizing.warning and "wrote 5, 33% of sft.parquet" in sizing.warning
