@@ -55,7 +55,7 @@ def replay_rows_wanted(n_sft: int, fraction: float) -> int:
     """How many replay rows make them the fraction F of sft.parquet beside n_sft routed SFT rows."""
     if fraction <= 0 or n_sft <= 0:
         return 0
-    return int(round(fraction * n_sft / (1.0 - fraction)))
+    return round(fraction * n_sft / (1.0 - fraction))
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,6 @@ def exclude_truncated(mastery, truncation: dict):
     """The mastery frame with samples cut at max_new_tokens taken out of n and c, and every statistic
     (p̂, posterior mean, Wilson interval, pass@k) recomputed on what is left."""
     import polars as pl
-
     from stagewise.curate import statistics as S
 
     pass_cols = [c for c in mastery.columns if c.startswith("pass_at_")]

@@ -68,7 +68,7 @@ from stagewise.train.common import (
     mark_finished,
     save_final,
 )
-from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export
+from stagewise.train.data import load_rl_rows, load_sft_rows, open_export
 from stagewise.train.stage_eval import sft_token_batches
 from stagewise.train.loop import answer_demonstration
 from stagewise.train.losses import iw_sft_loss, token_loss

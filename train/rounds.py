@@ -128,7 +128,6 @@ def _keep_groups(ledger, rl_out: Path, round_: int) -> None:
         write_rows(ledger.rows(round_), path, GROUP_COLUMNS)
     elif path.exists():
         import pyarrow.parquet as pq
-
         from stagewise.train.loop import PromptGroups
 
         for row in pq.read_table(path).to_pylist():
