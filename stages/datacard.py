@@ -206,6 +206,29 @@ def _split_counts(counts: dict) -> str:
     return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
 
 
+def _truncation_text(truncation: dict, mode: str | None) -> str:
+    """The share of samples cut off at max_new_tokens per bucket, and what routing did with them."""
+    if not any(t.get("truncated") for t in truncation.values()):
+        return ""
+    rows = [[b, t["samples"], t["truncated"], f"{t['rate']:.0%}"] for b, t in truncation.items()]
+    what = ("excluded from n (`--truncated exclude`)" if mode == "exclude"
+            else "counted as wrong (`--truncated wrong`, as RL's reward scores them)")
+    return ("\n\nSamples cut off at `max_new_tokens` (finish = length), per bucket; they were " + what
+            + ":\n\n" + _table(["bucket", "samples", "cut off", "rate"], rows))
+
+
+def _replay_text(replay: dict, assignments) -> str:
+    """Which SFT rows are replay rows, and how many were asked for."""
+    ids = [r["id"] for r in assignments.iter_rows(named=True)
+           if r["stage"] == "replay-sft" or "also replayed in SFT" in (r["reason"] or "")]
+    shown = ", ".join(f"`{i}`" for i in ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+    return (f"{replay['taken']} rows of `sft.parquet` ({replay['achieved']:.0%}; asked for "
+            f"{replay['fraction']:g}) replay verified demonstrations of items the model already solves "
+            f"({', '.join(replay.get('from') or ['mastered'])}), so SFT keeps what it knows. They have "
+            "`stage = replay-sft` and a reason, are never held-out items, and never the `replay` split that "
+            f"measures forgetting. Items: {shown}.")
+
+
 def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None = None) -> Path:
     """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path.
     `name` is the folder name the commands in the card use (the export is built in a temporary folder)."""
@@ -232,10 +255,11 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
 
     counts, route = manifest["counts"], manifest["route"]
     probe = manifest["probe"]
-    stages = [s for s in ("sft", "rl", "both", "replay", "drop", "unrouted")]
-    bucket_rows = [[b, *[row[s] for s in stages], sum(row.values())]
+    stages = [s for s in ("sft", "rl", "both", "replay", "replay-sft", "drop", "unrouted")
+              if s != "replay-sft" or counts["stages"].get(s)]
+    bucket_rows = [[b, *[row.get(s, 0) for s in stages], sum(row.values())]
                    for b, row in counts["buckets_by_stage"].items() if sum(row.values())]
-    bucket_rows.append(["**total**", *[counts["stages"][s] for s in stages], counts["items"]])
+    bucket_rows.append(["**total**", *[counts["stages"].get(s, 0) for s in stages], counts["items"]])
     empty = " (empty: the file is there, but no `configs` entry, since `datasets` cannot load 0 rows)"
     split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else empty)]
                   for s in SPLITS]
@@ -272,7 +296,8 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
                            "stage and reason in words are in `assignments.parquet`."),
         ("Counts (buckets × stages)", _table(["bucket", *stages, "total"], bucket_rows)
          + f"\n\nWarnings:\n\n{warnings}"),
-        ("Mastery", f"![mastery histogram]({MASTERY_PNG})\n\nDistribution of p̂ over all probed items."),
+        ("Mastery", f"![mastery histogram]({MASTERY_PNG})\n\nDistribution of p̂ over all probed items."
+         + _truncation_text(counts.get("truncation") or {}, route.get("truncated"))),
         ("Pass rate by source", _table(["source", "items", "mean p̂", "unmastered", "partial", "mastered"],
                                        source_rows) + f"\n\n![pass rate by source]({SOURCE_PNG})"),
         ("Demonstrations", "Every SFT target was accepted by the item's own verifier and ends with the "
@@ -280,6 +305,8 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
          + _table(["source", "items tried", "verified"], demo_rows or [["–", 0, 0]])
          + "\n\nProvenance per row: `demo_source`, `demo_provenance`. SFT items without a verified "
            "demonstration are in `unrouted.parquet` with the reason."),
+        *([("SFT replay", _replay_text(demo.get("sft_replay") or {}, assignments))]
+          if (demo.get("sft_replay") or {}).get("taken") else []),
         ("Provenance", provenance + "\n\nThe full configuration, file hashes and library versions are in "
                                     "`manifest.json`; trainers read the sampling settings from there."),
         ("How to train", _commands(manifest, name)),

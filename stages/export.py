@@ -29,7 +29,9 @@ from stagewise.stages.routing import (
     open_store,
     resolve_run,
     route_summary,
+    truncation_counts,
 )
+from stagewise.stages import replay as replay_mod
 
 _LIBRARIES = ("stagewise", "polars", "pyarrow", "duckdb", "datasets", "transformers", "trl", "torch",
               "math-verify", "reasoning-gym")
@@ -49,19 +51,28 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
            require_samples: int | None = None, seed: int = 0, demos=("solution",), teacher: str | None = None,
            teacher_backend: str = "hf", teacher_budget: int = 8, teacher_options: dict | None = None,
            sft_style: str = "prompt-completion", overwrite: bool = False, card: bool = True,
-           progress=False) -> ExportResult:
+           progress=False, truncated: str = "wrong", sft_replay: float = 0.0, sft_replay_from="mastered",
+           heldout=(), rationalize_model: str | None = None) -> ExportResult:
     """Route one probe run and write the export directory `out`; return ExportResult(out, manifest, ...).
 
     Example: `sw.export("run.duckdb", "export/", format="verl", policy="band", low=0.1, high=0.9)`.
     `demos` lists demonstration sources in order of preference ("solution", "samples", "teacher");
     `teacher` names a model sampled (through `teacher_backend`) up to `teacher_budget` times per item;
     `progress` (True or a callable(solved, total)) reports the teacher's rounds.
+    `truncated`: "wrong" (default) or "exclude" (samples cut at max_new_tokens leave n; routing.py).
+    `sft_replay` F: replay rows (verified demonstrations of mastered items, or of `sft_replay_from`
+    buckets) make up the fraction F of sft.parquet, marked stage = replay-sft (stages/replay.py); never
+    items in `heldout` (ids) nor the `keep_mastered` forgetting split.
+    `rationalize_model`: the model the `rationalize` source samples (default: the probed model's name).
     """
     # Validate every option before any heavy work, and report all problems at once.
     problems_found = []
     for check in (lambda: make_format(format, sft_style=sft_style),
                   lambda: make_router(policy, low=low, high=high, seed=seed),
-                  lambda: check_options(keep_mastered=keep_mastered, require_samples=require_samples),
+                  lambda: check_options(keep_mastered=keep_mastered, require_samples=require_samples,
+                                        truncated=truncated),
+                  lambda: replay_mod.check_fraction(sft_replay),
+                  lambda: replay_mod.parse_replay_from(sft_replay_from),
                   lambda: demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)):
         try:
             check()
@@ -78,11 +89,15 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     demos = demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)
     fmt = make_format(format, sft_style=sft_style)
     router = make_router(policy, low=low, high=high, seed=seed)
+    sft_replay = replay_mod.check_fraction(sft_replay)
+    replay_from = replay_mod.parse_replay_from(sft_replay_from)
+    heldout_ids = {str(getattr(h, "id", h)) for h in (heldout or ())}
 
-    run = _read_run(store, run_id, with_samples="samples" in demos)
+    run = _read_run(store, run_id, with_samples=bool({"samples", "critique"} & set(demos)) or sft_replay > 0)
     rid, run_cfg, mastery, problems = run.run_id, run.config, run.mastery, run.problems
     assignments = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
-                                           require_samples=require_samples, seed=seed, run_id=rid)
+                                           require_samples=require_samples, seed=seed, run_id=rid,
+                                           truncation=run.truncation, truncated=truncated)
     system_prompt, prompt_template = run_cfg.get("system_prompt"), run_cfg.get("prompt_template")
     probed_model = model_name(run_cfg)
     sampling = dict(run_cfg.get("sampling") or {})
@@ -92,24 +107,42 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                     **(teacher_options or {})}
     sources = demo_mod.make_sources(demos, store_samples=run.samples, run_id=rid, probe_model=probed_model,
                                     teacher=teacher, prompt_template=prompt_template,
-                                    system_prompt=system_prompt, **teacher_opts)
+                                    system_prompt=system_prompt,
+                                    rationalize_model=rationalize_model or probed_model, **teacher_opts)
     need = [r["id"] for r in assignments.iter_rows(named=True)
             if r["stage"] in ("sft", "both") and r["id"] in problems]
     found = demo_mod.find_demonstrations([problems[i] for i in need], sources)
     assignments = _apply_demonstrations(assignments, problems, found)
-    summary = route_summary(assignments, router.name, keep_mastered=keep_mastered)
+    replay_demos, sizing, replay_report = {}, None, {}
+    if sft_replay > 0:
+        n_sft = sum(s in ("sft", "both") for s in assignments["stage"].to_list())
+        replay_sources = demo_mod.make_sources(replay_mod.REPLAY_SOURCES if run.samples is not None else
+                                               ("solution",), store_samples=run.samples, run_id=rid,
+                                               probe_model=probed_model, prompt_template=prompt_template,
+                                               system_prompt=system_prompt)
+        replay_demos, sizing, replay_report = replay_mod.draw_replay(
+            assignments.to_dicts(), problems, replay_sources, fraction=sft_replay, n_sft=n_sft,
+            replay_from=replay_from, heldout=heldout_ids, seed=seed)
+        assignments = _mark_replay(assignments, replay_demos, sft_replay)
+    summary = route_summary(assignments, router.name, keep_mastered=keep_mastered,
+                            max_new_tokens=(run_cfg.get("sampling") or {}).get("max_new_tokens"))
+    if sizing is not None and sizing.warning:
+        summary.warnings.append(sizing.warning)
 
-    splits = _rows_by_split(fmt, assignments, problems, found.demos, system_prompt=system_prompt,
-                            prompt_template=prompt_template, model=probed_model)
+    splits = _rows_by_split(fmt, assignments, problems, {**found.demos, **replay_demos},
+                            system_prompt=system_prompt, prompt_template=prompt_template, model=probed_model,
+                            replayed=set(replay_demos), replay_fraction=sft_replay)
     config = {
         "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
-                  "require_samples": require_samples, "seed": seed},
+                  "require_samples": require_samples, "seed": seed, "truncated": truncated},
         "demonstrations": {"sources": [s.name for s in sources], "teacher": teacher,
                            "teacher_backend": (getattr(teacher_backend, "name", teacher_backend)
                                                if teacher else None),
                            "teacher_budget": teacher_budget if teacher else None, "report": found.report},
     }
+    config["demonstrations"]["sft_replay"] = ({**sizing.to_dict(), "report": replay_report}
+                                              if sizing is not None else {"fraction": 0.0, "taken": 0})
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -130,6 +163,7 @@ class _Run:
     mastery: object
     problems: dict
     samples: object
+    truncation: dict  # {id: (samples, truncated, truncated verified, truncated correct)}
     store_name: str  # for messages only: the export never records where the store sits
 
 
@@ -141,6 +175,7 @@ def _read_run(store, run_id, *, with_samples: bool) -> _Run:
         mastery = st.mastery(rid)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
         run = _Run(rid, st.run(rid), mastery, problems, st.samples(rid) if with_samples else None,
+                   truncation_counts(st, rid),
                    str(getattr(st, "path", store)))
     finally:
         if opened:
@@ -152,12 +187,12 @@ def _read_run(store, run_id, *, with_samples: bool) -> _Run:
 
 
 def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prompt, prompt_template,
-                   model) -> dict[str, list]:
+                   model, replayed=frozenset(), replay_fraction: float = 0.0) -> dict[str, list]:
     """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them."""
     from stagewise.curate.prompts import answer_format, build_messages
 
     targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
-               "unrouted": ["unrouted"]}
+               "unrouted": ["unrouted"], replay_mod.REPLAY_STAGE: ["sft"]}
     splits: dict[str, list] = {s: [] for s in SPLITS}
     for a in assignments.iter_rows(named=True):
         p = problems.get(a["id"])
@@ -165,8 +200,10 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
             continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt
         msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
         asked = answer_format(p.task, system_prompt=system_prompt, prompt_template=prompt_template)
-        for split in targets.get(a["stage"], []):
-            item = ExportItem(a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
+        for split in targets.get(a["stage"], []) + (["sft"] if a["stage"] == "rl" and p.id in replayed else []):
+            row_a = a if split != "sft" or a["stage"] != "rl" else {
+                **a, "stage": replay_mod.REPLAY_STAGE, "reason": replay_mod.replay_reason(a, replay_fraction)}
+            item = ExportItem(row_a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
                               index=len(splits[split]), answer_format=asked)
             splits[split].append(fmt.row(split, item))
     return splits
@@ -180,6 +217,24 @@ def _progress(progress):
 
     console = Console(stderr=True)
     return lambda solved, total: console.print(f"teacher: {solved}/{total} items have a verified answer")
+
+
+def _mark_replay(assignments, replay_demos: dict, fraction: float):
+    """Replayed mastered (dropped) items become stage replay-sft; replayed partial items stay in RL and
+    say they are replayed in SFT as well."""
+    import polars as pl
+
+    stages, reasons = [], []
+    for a in assignments.iter_rows(named=True):
+        stage, reason = a["stage"], a["reason"]
+        if a["id"] in replay_demos:
+            if stage == "rl":
+                reason = f"{reason}; also replayed in SFT (--sft-replay {fraction:g})"
+            else:
+                stage, reason = replay_mod.REPLAY_STAGE, replay_mod.replay_reason(a, fraction)
+        stages.append(stage)
+        reasons.append(reason)
+    return assignments.with_columns(pl.Series("stage", stages, pl.Utf8), pl.Series("reason", reasons, pl.Utf8))
 
 
 def _apply_demonstrations(assignments, problems: dict, found):
@@ -228,7 +283,9 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         format=config["format"], sft_style=config["sft_style"], run_id=config["run_id"], probe=probe,
         model=model, route=config["route"], demonstrations=portable(config["demonstrations"]),
         counts={"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
-                "buckets_by_stage": summary.counts, "splits": {s: rows[f"{s}.parquet"] for s in SPLITS}},
+                "buckets_by_stage": summary.counts, "splits": {s: rows[f"{s}.parquet"] for s in SPLITS},
+                "sft_replay": int(config["demonstrations"]["sft_replay"].get("taken") or 0),
+                "truncation": summary.truncation},
         warnings=portable(summary.warnings), versions=library_versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     ).to_dict()

@@ -145,7 +145,9 @@ def draw_replay(assignments: list[dict], problems: dict, sources, *, fraction: f
         chunk = order[i:i + wanted - len(chosen)]
         i += len(chunk)
         found = find_demonstrations([problems[c] for c in chunk], sources)
-        chosen.update(found.demos)
+        for pid, demo in found.demos.items():  # marked in every format, also those without a stage column
+            demo.provenance = {**demo.provenance, "sft_replay": True}
+            chosen[pid] = demo
         for name, rep in found.report.items():
             row = report.setdefault(name, {"tried": 0, "verified": 0})
             row["tried"] += rep.get("tried", 0)

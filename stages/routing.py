@@ -16,7 +16,7 @@ from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.statistics import bucket
 
 BUCKETS = ("unmastered", "partial", "mastered")
-STAGES = ("sft", "rl", "both", "replay", "drop", "unrouted")
+STAGES = ("sft", "rl", "both", "replay", "replay-sft", "drop", "unrouted")  # replay-sft: stages/replay.py
 # Below this many rows a split trains on too little to mean anything; the summary says so.
 TINY_SPLIT = 8
 NO_DEMO = "no verified demonstration"  # how export marks SFT items it could not give a target

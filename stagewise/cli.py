@@ -453,7 +453,8 @@ def _print_route_summary(summary, assignments) -> None:
     from rich.table import Table
 
     console = Console()
-    stages = ["sft", "rl", "both", "replay", "drop", "unrouted"]
+    stages = [s for s in ["sft", "rl", "both", "replay", "replay-sft", "drop", "unrouted"]
+              if s not in ("replay-sft",) or summary.stage_totals.get(s)]
     table = Table(title=f"{len(assignments)} items: buckets × stages")
     table.add_column("bucket")
     for s in stages:
@@ -519,10 +520,17 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
 @click.option("--sft-style", type=click.Choice(["prompt-completion", "messages"]),
               default="prompt-completion", show_default=True,
               help="trl only: conversational prompt/completion or messages.")
+@click.option("--sft-replay", type=float, default=0.0, show_default=True,
+              help="Share F of sft.parquet given to verified demonstrations of items the model already "
+                   "solves (rows marked stage = replay-sft), against forgetting; e.g. 0.3.")
+@click.option("--sft-replay-from", default="mastered", show_default=True,
+              help="Buckets SFT replay draws from: mastered or mastered,partial.")
+@click.option("--rationalize-model", default=None,
+              help="The model --demos rationalize samples (default: the probed model's name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, out, fmt,
-               demos, teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style,
-               overwrite):
+               demos, teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_replay,
+               sft_replay_from, rationalize_model, sft_style, overwrite):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b
@@ -530,6 +538,7 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         stagewise export --store run.duckdb --out export/ --format trl
         stagewise export --store run.duckdb --out verl/ --format verl --policy band --low 0.1 --high 0.9
         stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher MODEL_DIR
+        stagewise export --store run.duckdb --out export/ --sft-replay 0.3 --demos rationalize,solution
     """
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -546,11 +555,17 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
                        teacher_options={"backend_options": teacher_args} if teacher_args else None,
-                       sft_style=sft_style, overwrite=overwrite, progress=True)
+                       sft_style=sft_style, overwrite=overwrite, progress=True, truncated=truncated,
+                       sft_replay=sft_replay, sft_replay_from=sft_replay_from,
+                       rationalize_model=rationalize_model)
     _print_route_summary(result.summary, result.assignments)
     for name, rep in result.demos.items():
         click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of "
                    f"{rep.get('tried', 0)} tried")
+    replay = result.manifest["demonstrations"].get("sft_replay") or {}
+    if replay.get("taken"):
+        click.echo(f"sft replay: {replay['taken']} rows ({replay['achieved']:.0%} of sft.parquet, "
+                   f"asked {replay['fraction']:g}) marked stage = replay-sft")
     files = result.manifest["files"]
     click.echo(f"wrote {result.out}/ ({result.manifest['format']}): " + ", ".join(
         f"{name} {info['rows']}" for name, info in files.items() if info.get("rows") is not None))
@@ -635,14 +650,20 @@ def _print_stage(res) -> None:
 @cli.group("train", cls=_Group, invoke_without_command=True)
 @_train_common
 @click.option("--reprobe", is_flag=True,
-              help="Re-probe the SFT model on the SFT items; those now partially mastered join RL.")
+              help="After SFT, re-probe every SFT and RL item with the SFT model and re-route it with the "
+                   "export's own policy: items out of the RL band leave RL, newly partial ones join it.")
+@click.option("--reprobe-sample", type=int, default=None,
+              help="Re-probe a random N items instead of all (reports the estimated bucket shares).")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Repeat SFT -> re-probe -> RL; RL's all-wrong prompts join the next round's SFT set. "
+                   "--max-steps applies per stage per round.")
 @click.option("--eval-data", multiple=True, help="Held-out problems evaluated before/after each stage (spec).")
 @click.option("--no-eval", is_flag=True, help="Skip the before/after evaluation.")
 @click.option("--joint", type=click.Choice(["weighted", "relift", "bridge"]), default=None,
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                reprobe, eval_data, no_eval, joint):
+                reprobe, reprobe_sample, rounds, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -652,6 +673,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     Example:
         stagewise train --data export/ --model smollm2-135m --out runs/t
         stagewise train --data export/ --out runs/t --reprobe --eval-data "rg:chain_sum?size=20&seed=9"
+        stagewise train --data export/ --model M --out runs/loop --rounds 2 --reprobe --max-steps 20
         stagewise train --data export/ --out runs/t --dry-run
         stagewise train --data export/ --out runs/j --joint relift --set joint.buffer_size=64
         accelerate launch -m stagewise.cli train --data export/ --model M --out runs/t --set lora=true
@@ -664,7 +686,8 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     per_stage = _route_sets(_parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
-    res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None,
+    res = sw.train_pipeline(data, model, out, reprobe=reprobe, reprobe_sample=reprobe_sample, rounds=rounds,
+                            eval_data=list(eval_data) or None,
                             config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
                             joint=joint, joint_options=per_stage["joint"] if joint else None,
                             max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
@@ -674,8 +697,12 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
             _print_stage(stage_res)
     for stage, why in res.skipped.items():
         click.echo(f"{stage}: skipped ({why})")
-    if res.moved:
-        click.echo(f"re-probe: moved {len(res.moved)} SFT items into RL")
+    for rep_ in (res.loop.reprobes if res.loop is not None else []):
+        info = rep_.to_dict()
+        click.echo(f"re-probe round {rep_.round}: {rep_.probed} of {rep_.items} items, "
+                   f"{len(info['left_rl'])} left RL, {len(info['joined_rl'])} joined RL")
+    if res.loop is not None and (res.loop.transitions or res.loop.rounds):
+        click.echo(f"transitions: {out}/transitions.parquet   rounds: {out}/rounds.parquet")
     if res.evals:
         _print_eval_table(res.evals)
     if not dry_run:

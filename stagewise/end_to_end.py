@@ -91,7 +91,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
 
     def do_export():
         res = sw.export(str(store), str(run_dir / "export"), seed=cfg["seed"], overwrite=True,
-                        **cfg["route"], **cfg["export"])
+                        heldout=[p.id for p in heldout], **cfg["route"], **cfg["export"])
         return {"counts": res.manifest.get("counts", {})}
 
     exported = stage("export", do_export)
@@ -102,7 +102,7 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     def do_train():
         res = sw.train_pipeline(str(run_dir / "export"), cfg["model"], str(run_dir / "train"), eval_data=heldout,
                        sft=cfg["sft"], rl=cfg["rl"], eval={"backend": cfg["backend"], **cfg["eval"]},
-                       seed=cfg["seed"], resume=True, progress=progress)
+                       seed=cfg["seed"], resume=True, progress=progress, **(cfg.get("train") or {}))
         return res.to_dict()
 
     trained = stage("train", do_train)
@@ -143,6 +143,9 @@ def _save_state(run_dir: Path, state: dict) -> None:
     write_text_atomic(run_dir / "state.json", json.dumps(state, indent=1, default=str))
 
 
+TRAIN_KEYS = ("reprobe", "reprobe_sample", "rounds")  # the `train` section: options of the loop itself
+
+
 def _check_sections(cfg: dict) -> None:
     """Check every stage section against its API's keyword names before any work (all at once)."""
     import inspect
@@ -155,7 +158,8 @@ def _check_sections(cfg: dict) -> None:
                                                         "base_url", "progress"}),
                                   ("route", sw.route, {"store", "out", "seed"}),
                                   ("export", sw.export, {"store", "out", "seed", "overwrite", "policy", "low",
-                                                         "high", "keep_mastered", "require_samples"})):
+                                                         "high", "keep_mastered", "require_samples", "truncated",
+                                                         "heldout"})):
         params = set(inspect.signature(fn).parameters) - reserved
         for key in cfg.get(section) or {}:
             if key not in params:
@@ -172,6 +176,9 @@ def _check_sections(cfg: dict) -> None:
             check_backend_args(cfg.get("backend"), {k: v for k, v in args.items() if k not in ("batch_size", "base_url")})
         except StagewiseError as exc:
             problems.append(f"probe.backend_args: {exc}")
+    for key in cfg.get("train") or {}:
+        if key not in TRAIN_KEYS:
+            problems.append(f"train.{key} is not an option of `stagewise train` (options: {', '.join(TRAIN_KEYS)})")
     for kind in ("sft", "rl", "eval"):
         try:
             train_config.build_config(kind, cfg.get(kind) or {})

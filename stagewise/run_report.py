@@ -334,7 +334,7 @@ def _summary_section(rep: Report, summary: dict, assignments, trained: dict, not
         rep.text("**What moved** on the exported items (pass@1 per bucket at each checkpoint): "
                  + moved[0] + ("" if len(moved) == 1 else " " + " ".join(moved[1:])))
     if trained.get("moved"):
-        rep.text(f"The re-probe after SFT found {len(trained['moved'])} SFT item(s) now partial and moved "
+        rep.text(f"The re-probe after SFT found {len(trained['moved'])} item(s) now in the RL band and moved "
                  "them into RL.")
 
     wall = summary.get("wall_seconds") or {}
@@ -443,6 +443,13 @@ def _probe_section(rep: Report, run_dir: Path, ps: dict, manifest: dict | None) 
         if finish:
             rep.table([{"finish reason": k, "samples": v, "share": _pct(v, total)} for k, v in finish.items()],
                       ["finish reason", "samples", "share"])
+        truncation = ps.get("truncation_by_bucket") or {}
+        if any(t.get("truncated") for t in truncation.values()):
+            rep.text("Samples cut off at the token limit, per bucket (routing warns above 20%: the budget, not "
+                     "the skill, then shapes the bucket; `--truncated exclude` takes them out of n):")
+            rep.table([{"bucket": b, "samples": t["samples"], "cut off": t["truncated"], "rate": _pct(t["truncated"],
+                                                                                                  t["samples"])}
+                       for b, t in truncation.items()], ["bucket", "samples", "cut off", "rate"])
         reasons = ps.get("failure_reasons") or {}
         if reasons:
             rep.table([{"verifier failure": k, "samples": v} for k, v in reasons.items()])
@@ -567,9 +574,27 @@ def _training_section(rep: Report, run_dir: Path, trained: dict) -> None:
         rep.table(rows, ["stage", "steps", "mean step (s)", "final train loss", "model"])
     for name, why in (trained.get("skipped") or {}).items():
         rep.text(f"**{name.upper()} skipped:** {why}.")
+    _loop_section(rep, trained)
     rep.image(run_dir / "train" / "curves.png", "training curves: SFT loss, RL reward, held-out SFT loss")
     for sentence in _curve_sentences(run_dir / "train"):
         rep.text(sentence)
+
+
+def _loop_section(rep: Report, trained: dict) -> None:
+    """The full re-probe and the rounds: who left or joined RL, the bucket transitions, and RL's groups
+    with zero reward variance (all wrong ones feed the next round's SFT set)."""
+    for reprobe in trained.get("reprobes") or []:
+        rep.text(f"Re-probe, round {reprobe['round']}: {reprobe['probed']} of {reprobe['items']} items; "
+                 f"{len(reprobe['left_rl'])} left RL, {len(reprobe['joined_rl'])} joined RL (decided by the "
+                 "export's own routing policy).")
+    if trained.get("transitions"):
+        rep.text("Bucket transitions at each re-probe (train/transitions.parquet):")
+        rep.table(trained["transitions"], ["round", "before", "after", "count"])
+    for groups in trained.get("rl_groups") or []:
+        if groups.get("groups"):
+            rep.text(f"RL, round {groups['round']}: {groups['groups']} groups, {groups['zero_variance']} with zero "
+                     f"reward variance ({groups['all_wrong']} all wrong, {groups['all_right']} all right); "
+                     f"{groups['all_wrong_prompts']} prompts were all wrong in every group.")
 
 
 def _curve_sentences(train_dir: Path) -> list[str]:

@@ -12,7 +12,7 @@ import yaml
 from stagewise.curate.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
-SECTIONS = ("data", "probe", "route", "export", "sft", "rl", "eval")
+SECTIONS = ("data", "probe", "route", "export", "train", "sft", "rl", "eval")
 TOP_KEYS = ("model", "backend", "seed", "base_url") + SECTIONS
 
 # What each preset costs is written beside it; `small` is the default file itself.

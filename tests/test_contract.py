@@ -77,7 +77,7 @@ def test_a_moved_export_evaluates_and_trains_with_the_probe_store_gone(mixed_exp
                                                                      "num_generations": 2},
                             eval={"enabled": False}, progress=False)
     assert res.sft.global_step == 1
-    assert (tmp_path / "train" / "moved.parquet").exists()  # the re-probe ran from the rows alone
+    assert (tmp_path / "train" / "transitions.parquet").exists()  # the re-probe ran from the rows alone
 
 
 def test_the_manifest_holds_no_absolute_path(mixed_export):

@@ -204,3 +204,21 @@ def test_critique_and_rationalize_are_off_unless_listed():
 
     assert validate_sources(None) == [] and validate_sources("solution") == ["solution"]
     assert validate_sources("solution,critique") == ["solution", "critique"]
+def test_rationalized_targets_reach_sft_with_the_prompt_the_probe_asked_without_the_hint(tmp_path):
+    path = tmp_path / "s.duckdb"
+    build_store(path, [item(0, "wwww", solution=None), item(1, "cwcw")])
+    from stagewise.stages.demonstrations import RationalizeSource
+
+    # The export builds the source itself from the probe's model; here the stand-in model is handed in
+    # as its backend.
+    result = sw.export(path, tmp_path / "out", demos=("rationalize",), teacher_backend=HintReader(),
+                       teacher_budget=1)
+    sft = pl.read_parquet(tmp_path / "out" / "sft.parquet")
+    assert sft["id"].to_list() == ["q00"] and sft["demo_source"].to_list() == ["rationalize"]
+    prompt = sft["prompt"][0].to_list()
+    assert all("Hint" not in m["content"] for m in prompt)
+    assert sft["completion"][0].to_list()[0]["content"] == "Adding the two gives \\boxed{2}"
+    assert result.manifest["demonstrations"]["report"]["rationalize"] == {"tried": 1, "verified": 1}
+    assert RationalizeSource.name == "rationalize"
+
+

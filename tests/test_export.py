@@ -275,3 +275,68 @@ def test_reasoning_gym_items_carry_their_entry_and_score_through_reward_py(tmp_p
     gold = r["reward_model"]["ground_truth"]
     assert reward.compute_score(r["data_source"], f"<answer>{gold}</answer>", gold, r["extra_info"]) == 1.0
     assert reward.compute_score(r["data_source"], "<answer>nope</answer>", gold, r["extra_info"]) == 0.0
+
+
+# ------------------------------------------------------------------------------------------ SFT replay
+
+def test_sft_replay_makes_up_the_asked_share_of_sft_marked_counted_and_never_held_out(store, tmp_path):
+    import polars as pl
+
+    out = tmp_path / "export"
+    result = sw.export(store, out, keep_mastered=2, sft_replay=0.3, heldout=["q16"])
+    sft = pl.read_parquet(out / "sft.parquet")
+    replay_rows = sft.filter(pl.col("stage") == "replay-sft")
+    # 7 routed SFT rows; round(0.3 * 7 / 0.7) = 3 replay rows: 3 / 10 = 30% of sft.parquet
+    assert len(sft) == 10 and len(replay_rows) == 3
+    assert result.manifest["counts"]["sft_replay"] == 3
+    assert result.manifest["demonstrations"]["sft_replay"]["achieved"] == 0.3
+    assert all(r.startswith("4/4 correct: mastered item replayed in SFT (--sft-replay 0.3)")
+               for r in replay_rows["reason"].to_list())
+    assert all(json.loads(p)["sft_replay"] is True for p in replay_rows["demo_provenance"].to_list())
+    assert set(replay_rows["demo_source"].to_list()) == {"samples"}  # the model's own verified samples
+    forgetting = set(pl.read_parquet(out / "replay.parquet")["id"].to_list())
+    assert len(forgetting) == 2 and not forgetting & set(replay_rows["id"].to_list())
+    assert "q16" not in replay_rows["id"].to_list()
+    stages = dict(zip(result.assignments["id"].to_list(), result.assignments["stage"].to_list()))
+    assert {stages[i] for i in replay_rows["id"].to_list()} == {"replay-sft"}
+    card = (out / "README.md").read_text()
+    assert "## SFT replay" in card and all(f"`{i}`" in card for i in replay_rows["id"].to_list())
+
+
+def test_sft_replay_short_of_items_writes_what_exists_and_warns_with_the_numbers(store, tmp_path):
+    result = sw.export(store, tmp_path / "export", keep_mastered=2, sft_replay=0.9)
+    assert result.manifest["counts"]["sft_replay"] == 6  # 8 mastered - 2 kept to measure forgetting
+    warning = next(w for w in result.manifest["warnings"] if "--sft-replay 0.9" in w)
+    assert "asked for 63 replay rows beside 7 SFT rows, but only 6 items" in warning
+
+
+def test_sft_replay_from_partial_keeps_those_items_in_rl_too(store, tmp_path):
+    import polars as pl
+
+    out = tmp_path / "export"
+    sw.export(store, out, sft_replay=0.5, sft_replay_from="mastered,partial", seed=1)
+    sft = pl.read_parquet(out / "sft.parquet").filter(pl.col("stage") == "replay-sft")
+    assert len(sft) == 7
+    rl_ids = set(pl.read_parquet(out / "rl.parquet")["id"].to_list())
+    replayed_partial = [i for i, b in zip(sft["id"].to_list(), sft["bucket"].to_list()) if b == "partial"]
+    assert replayed_partial and set(replayed_partial) <= rl_ids and len(rl_ids) == 8
+
+
+def test_cli_export_takes_sft_replay_and_a_bad_fraction_is_one_clear_error(store, tmp_path):
+    res = CliRunner().invoke(cli, ["export", "--store", store, "--out", str(tmp_path / "e"), "--sft-replay", "0.3"])
+    assert res.exit_code == 0, res.output
+    assert "sft replay: 3 rows (30% of sft.parquet, asked 0.3) marked stage = replay-sft" in res.output
+    bad = CliRunner().invoke(cli, ["export", "--store", store, "--out", str(tmp_path / "f"), "--sft-replay", "1"])
+    assert bad.exit_code == 1 and "--sft-replay 1 is outside [0, 1)" in bad.output and "Traceback" not in bad.output
+
+
+def test_truncated_exclude_is_recorded_and_the_card_shows_the_cut_off_share(tmp_path):
+    path = tmp_path / "t.duckdb"
+    build_store(path, [item(0, "wttt"), item(1, "cwtt"), item(2, "cccc"), item(3, "wwww")])
+    result = sw.export(str(path), tmp_path / "export", truncated="exclude")
+    assert result.manifest["route"]["truncated"] == "exclude"
+    assert result.manifest["counts"]["truncation"]["partial"] == {"samples": 4, "truncated": 2, "rate": 0.5}
+    assert any("cut off at max_new_tokens (the probe ran with --max-new-tokens 32)" in w
+               for w in result.manifest["warnings"])
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "excluded from n (`--truncated exclude`)" in card

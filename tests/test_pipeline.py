@@ -145,3 +145,25 @@ def test_heldout_items_are_disjoint_and_scored_like_the_probe():
     pool, heldout = _load_data(cfg)
     assert heldout and all(p.task == "gsm8k" for p in heldout)
     assert not {p.id for p in pool} & {p.id for p in heldout}
+
+
+def test_run_config_exposes_replay_truncation_and_the_loop(tiny_model_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    import stagewise as sw
+
+    cfg = tiny_config(tiny_model_dir, policy="stage")
+    cfg["route"]["truncated"] = "wrong"  # exclude would unroute every item: 8 tokens cut every sample
+    cfg["export"] = {"sft_replay": 0.3, "sft_replay_from": "mastered,partial"}
+    cfg["train"] = {"rounds": 2, "reprobe": True}
+    res = sw.run(cfg, out=tmp_path / "run", progress=False, echo=lambda *a: None)
+    out = Path(res.out)
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert manifest["route"]["truncated"] == "wrong" and "sft_replay" in manifest["counts"]
+    assert manifest["demonstrations"]["sft_replay"]["from"] == ["mastered", "partial"]
+    rounds = pq.read_table(out / "train" / "rounds.parquet").to_pylist()
+    assert {r["round"] for r in rounds} == {1, 2}
+    assert (out / "train" / "transitions.parquet").exists()
+    assert "Re-probe, round 2" in (out / "report.md").read_text()
+    with pytest.raises(ConfigError, match="train.roundz is not an option"):
+        sw.run({**cfg, "train": {"roundz": 2}}, out=tmp_path / "bad", progress=False, echo=lambda *a: None)

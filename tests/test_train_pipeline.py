@@ -46,18 +46,47 @@ def test_train_runs_both_stages_with_stage_aware_evaluation(tmp_path, tiny_model
     assert "Forgetting" in report and "| after RL |" in report
 
 
-def test_reprobe_moves_sft_items_that_became_partial(tmp_path, tiny_model_dir, export):
-    out = tmp_path / "run"
-    # Enough SFT that some answers are right sometimes (sampling at temperature 1), not always: with seed 0,
-    # 30 steps leave item s0 partially mastered.
-    res = train(export, tiny_model_dir, out, reprobe=True, sft={**FAST["sft"], "max_steps": 30},
-                rl=FAST["rl"], eval={**FAST["eval"], "enabled": False}, progress=False)
+def test_reprobe_re_routes_every_sft_and_rl_item_with_the_exports_own_router(tmp_path, tiny_model_dir, export):
     import pyarrow.parquet as pq
 
-    moved = pq.read_table(out / "moved.parquet").to_pylist()
-    assert res.moved and [r["id"] for r in moved] == res.moved
-    assert all(0 < r["c"] < r["n"] for r in moved)
-    assert res.rl.config["n_train"] == 2 + len(res.moved)
+    out = tmp_path / "run"
+    # Enough SFT that some answers are right sometimes (sampling at temperature 1), not always: with seed 0,
+    # 30 steps leave SFT items partially mastered, and the RL items (answer "7", never taught) at 0/n.
+    res = train(export, tiny_model_dir, out, reprobe=True, sft={**FAST["sft"], "max_steps": 30},
+                rl=FAST["rl"], eval={**FAST["eval"], "enabled": False}, progress=False)
+    rep = res.loop.reprobes[0]
+    assert rep.items == rep.probed == 6 + 2  # the SFT rows minus the held-out quarter, and both RL rows
+    moves = {m.id: m for m in rep.moves}
+    joined = sorted(i for i, m in moves.items() if m.joined_rl)
+    assert joined and all(0 < moves[i].c < moves[i].n for i in joined) and joined == res.moved
+    # Items that left the band left RL: RL trained on exactly the items the router now sends to RL.
+    in_rl = sorted(i for i, m in moves.items() if m.after_stage == "rl")
+    assert res.rl.config["n_train"] == len(in_rl)
+    transitions = pq.read_table(out / "transitions.parquet").to_pylist()
+    assert sum(t["count"] for t in transitions) == 8 and {t["round"] for t in transitions} == {1}
+    rounds = pq.read_table(out / "rounds.parquet").to_pylist()
+    assert len(rounds) == 8 and set(rounds[0]) == {"id", "round", "bucket", "stage", "reason"}
+    assert "Bucket transitions at the re-probe" in (out / "report.md").read_text()
+
+
+def test_two_rounds_on_the_cli_write_transitions_and_rounds(tmp_path, tiny_model_dir, export):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "loop"
+    result = CliRunner().invoke(cli, ["train", "--data", export, "--model", tiny_model_dir, "--out", str(out),
+                                      "--rounds", "2", "--reprobe", "--max-steps", "1", "--no-eval",
+                                      "--set", "rl.num_generations=2", "--set", "rl.batch_size=2",
+                                      "--set", "learning_rate=0.01"])
+    assert result.exit_code == 0, result.output
+    # --max-steps applies per stage per round
+    for r in (1, 2):
+        assert json.loads((out / f"round-{r}" / "sft" / "done.json").read_text())["global_step"] == 1
+    rounds = pq.read_table(out / "rounds.parquet").to_pylist()
+    ids = {r["id"] for r in rounds}
+    assert {r["round"] for r in rounds} == {1, 2} and len(rounds) == 2 * len(ids) == 2 * (7 + 2)  # 1 SFT row held out
+    transitions = pq.read_table(out / "transitions.parquet").to_pylist()
+    assert {t["round"] for t in transitions} == {1, 2}
+    assert "re-probe round 2" in result.output and "rounds.parquet" in result.output
 
 
 def test_cli_train_dry_run_builds_both_trainers(tmp_path, tiny_model_dir, export):

@@ -96,7 +96,7 @@ def answer_demonstration(row: dict, prompting: dict | None = None) -> dict | Non
 
     prompting = prompting or {}
     answer = answer_of(row)
-    problem = {"answer": answer, "task": row.get("task") or "exact", "meta": row.get("meta") or "{}"}
+    problem = {"answer": answer, "task": row["task"], "meta": row.get("meta") or "{}"}
     target = format_target(None, answer, problem, prompting.get("prompt_template"),
                            system_prompt=prompting.get("system_prompt"))
     if not score(target, problem).correct:
@@ -112,7 +112,7 @@ def rl_row_from_sft(row: dict) -> dict:
     from stagewise.train.data import answer_of
 
     return {"prompt": row["prompt"], "solution": answer_of(row), "id": str(row["id"]),
-            "task": row.get("task") or "exact", "meta": row.get("meta") or "{}",
+            "task": row["task"], "meta": row.get("meta") or "{}",
             "question": row.get("question"), "answer_format": row.get("answer_format")}
 
 

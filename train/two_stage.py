@@ -3,8 +3,10 @@ evaluate, with a report (table per bucket, forgetting on the mastered bucket, cu
 
     train("export/", "smollm2-135m", "runs/t", reprobe=True, eval_data=["rg:chain_sum?size=20&seed=9"])
 
-Layout of OUT: sft/ and rl/ (each: config.yaml, metrics.jsonl, checkpoints/, model/), eval.json,
-curves.png, report.md, moved.parquet (with --reprobe), summary.json.
+Layout of OUT: sft/ and rl/ (each: config.yaml, metrics.jsonl, checkpoints/, model/), reprobe/ (with
+--reprobe), eval.json, curves.png, report.md, summary.json, transitions.parquet (bucket transitions at each
+re-probe) and rounds.parquet (every item's bucket, stage and reason per round). With --rounds N > 1 the
+stage directories are OUT/round-<r>/{sft,reprobe,rl} (train/rounds.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import EmptySplitError, InputError
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult
-from stagewise.train.data import answer_of, load_rl_rows, load_sft_rows, open_export, split_holdout
+from stagewise.train.data import load_rl_rows, load_sft_rows, open_export, split_holdout
 
 
 @dataclass
@@ -29,7 +31,8 @@ class PipelineResult:
     joint: TrainResult | None = None
     evals: list = field(default_factory=list)  # stage_eval.StageEval per checkpoint (typed rows)
     forgetting: dict = field(default_factory=dict)
-    moved: list = field(default_factory=list)  # ids moved SFT -> RL by the re-probe
+    moved: list = field(default_factory=list)  # ids that joined RL at a re-probe
+    loop: object = None  # train/rounds.py RoundsResult (rounds, re-probes, transitions, RL groups)
     skipped: dict = field(default_factory=dict)  # stage -> reason
     model_dir: str | None = None  # the final model
 
@@ -38,7 +41,13 @@ class PipelineResult:
                 "sft": self.sft.to_dict() if self.sft else None, "rl": self.rl.to_dict() if self.rl else None,
                 "joint": self.joint.to_dict() if self.joint else None,
                 "evaluation": [e.to_dict() for e in self.evals], "forgetting": self.forgetting, "moved": self.moved,
-                "skipped": self.skipped}
+                "skipped": self.skipped, **(_loop_dict(self.loop) if self.loop is not None else {})}
+
+
+def _loop_dict(loop) -> dict:
+    return {"rounds": len(loop.groups) or (1 if loop.sft or loop.rl else 0),
+            "reprobes": [r.to_dict() for r in loop.reprobes], "transitions": loop.transitions,
+            "rl_groups": loop.groups}
 
 
 def _split_rows(export, split, loader):
@@ -56,13 +65,19 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
           rl: dict | None = None, eval: dict | None = None, stages=("sft", "rl"), joint: str | None = None,
           joint_options: dict | None = None, max_steps: int | None = None,
           learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
-          resume: bool = False, dry_run: bool = False, progress: bool = True) -> PipelineResult:
+          resume: bool = False, dry_run: bool = False, progress: bool = True, rounds: int = 1,
+          reprobe_sample: int | None = None) -> PipelineResult:
     """SFT on the SFT split, then RL on the RL split, with stage-aware evaluation before and after each.
 
     `config`: a YAML path (or dict) with `sft:`, `rl:` and `eval:` sections (a `stagewise run` config
     works); `sft`/`rl`/`eval` dicts override single keys; the common flags apply to both stages.
     `eval_data`: held-out problems (load_problems specs or Problems) evaluated at every checkpoint.
-    `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL.
+    `reprobe`: after SFT, re-probe every SFT and RL item with the SFT model (the probe's sampling, each
+    row's prompt, the item's verifier; adaptive if the probe was) and re-route it with the export's own
+    router: items that left the RL band leave RL, newly partial items join it (train/reprobe.py).
+    `reprobe_sample`: re-probe a random N items instead, and report the estimated bucket shares.
+    `rounds`: repeat SFT -> re-probe -> RL; RL's all-wrong prompts and the re-probe's unmastered items
+    form the next round's SFT set (train/rounds.py). Step settings apply per stage per round.
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
     evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
     from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
@@ -83,6 +98,19 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if joint:
         C.build_config("joint", sections.get("joint"), mode=joint, **{**common, **(joint_options or {})})
 
+    problems = []
+    if int(rounds) < 1:
+        problems.append(f"--rounds {rounds} must be at least 1")
+    if reprobe_sample is not None and int(reprobe_sample) < 1:
+        problems.append(f"--reprobe-sample {reprobe_sample} must be at least 1 (or leave it out to re-probe every item)")
+    if reprobe_sample is not None and not reprobe:
+        problems.append("--reprobe-sample needs --reprobe")
+    if joint and int(rounds) > 1:
+        problems.append("--rounds applies to SFT -> RL; a --joint mode is one cooperative stage")
+    if problems:
+        from stagewise.curate.errors import ConfigError
+
+        raise ConfigError("; ".join(problems))
     result = PipelineResult(str(out))
     sft_rows, why = _split_rows(export, "sft", load_sft_rows) if "sft" in stages else (None, "not requested")
     if why:
@@ -125,38 +153,48 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
                 result.evals.append(_cached_eval(out, current, f"after joint-{joint}", eval_kw))
         sft_rows = rl_rows = None  # the joint stage replaces both
 
-    if sft_rows:
-        result.sft = train_sft(data, current, out / "sft", config=sections.get("sft"), rows=sft_rows,
-                               eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run, progress=progress,
-                               **sft_over)
-        if not dry_run:
-            current = result.sft.model_dir
-            if do_eval:
-                result.evals.append(_cached_eval(out, current, "after SFT", eval_kw))
+    if sft_rows or rl_rows:
+        from stagewise.train.rounds import run_rounds
 
-    if reprobe and not dry_run:
-        moved_rows = reprobe_moves(export, current, out / "reprobe", sft_rows or [], seed=ecfg["seed"])
-        result.moved = [r["id"] for r in moved_rows]
-        if moved_rows:
-            rl_rows = (rl_rows or []) + moved_rows
-            result.skipped.pop("rl", None)
+        def sft_stage(model_in, stage_out, rows):
+            return train_sft(data, model_in, stage_out, config=sections.get("sft"), rows=rows,
+                             eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run, progress=progress,
+                             **sft_over)
 
-    if rl_rows:
-        result.rl = train_rl(data, current, out / "rl", config=sections.get("rl"), rows=rl_rows,
-                             sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
-                             progress=progress, **rl_over)
-        if not dry_run:
-            current = result.rl.model_dir
+        def rl_stage(model_in, stage_out, rows, ledger):
+            return train_rl(data, model_in, stage_out, config=sections.get("rl"), rows=rows,
+                            sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
+                            progress=progress, ledger=ledger, **rl_over)
+
+        def evaluate(model_dir, label):
             if do_eval:
-                result.evals.append(_cached_eval(out, current, "after RL", eval_kw))
+                result.evals.append(_cached_eval(out, model_dir, label, eval_kw))
+
+        # Held-out SFT rows stay out of the loop: never re-probed, never moved into RL.
+        loop = run_rounds(export, current, out, sft_rows=sft_rows or [], rl_rows=rl_rows or [],
+                          rounds=int(rounds), reprobe=reprobe, reprobe_sample=reprobe_sample,
+                          train_sft_stage=sft_stage, train_rl_stage=rl_stage, evaluate=evaluate,
+                          dry_run=dry_run, progress=progress)
+        result.loop = loop
+        result.sft = loop.sft[-1] if loop.sft else None
+        result.rl = loop.rl[-1] if loop.rl else None
+        result.moved = sorted(set(loop.moved))
+        for stage, res in (("sft", result.sft), ("rl", result.rl)):
+            if res is not None:
+                result.skipped.pop(stage, None)
+        if not dry_run and loop.model_dir:
+            current = loop.model_dir
 
     result.model_dir = current if not dry_run else None
     if result.evals:
         result.forgetting = forgetting(result.evals)
-    metrics = read_metrics(out / "sft" / "metrics.jsonl") + read_metrics(out / "rl" / "metrics.jsonl")
+    if result.loop is not None and int(rounds) > 1:
+        metrics = _in_sequence([read_metrics(Path(r.out) / "metrics.jsonl") for r in _in_order(result.loop)])
+    else:
+        metrics = _offset_rl(read_metrics(out / "sft" / "metrics.jsonl") + read_metrics(out / "rl" / "metrics.jsonl"))
     if joint:
         metrics += read_metrics(out / f"joint-{joint}" / "metrics.jsonl")
-    curves = plot_curves(_offset_rl(metrics), out / "curves.png", title=f"stagewise train: {Path(str(model)).name}")
+    curves = plot_curves(metrics, out / "curves.png", title=f"stagewise train: {Path(str(model)).name}")
     if not dry_run:
         _write_report(result, out, curves)
     return result
@@ -220,47 +258,23 @@ def _offset_rl(metrics: list[dict]) -> list[dict]:
     return [dict(m, step=m.get("step", 0) + (last_sft if m.get("stage") == "rl" else 0)) for m in metrics]
 
 
-def reprobe_moves(export, model_dir: str, out: Path, sft_rows: list[dict], *, seed: int = 0,
-                  num_samples: int | None = None) -> list[dict]:
-    """Probe the SFT model on the SFT items with the probe's settings and each row's own prompt messages;
-    items now partial (0 < c < n) are returned as RL rows (prompt, solution, id, task, meta) and listed in
-    OUT/moved.parquet."""
-    from stagewise.curate.probe import probe
-    from stagewise.train.stage_eval import export_problems
-
-    if not sft_rows:
-        return []
-    problems, _ = export_problems(export, max_per_bucket=None, seed=seed)
-    sft_ids = {str(r["id"]) for r in sft_rows}
-    problems = [p for p in problems if p.id in sft_ids]
-    cfg = export.probe
-    sampling = export.sampling
-    n = num_samples or cfg.get("num_samples") or cfg.get("k_max") or 4
-    out.mkdir(parents=True, exist_ok=True)
-    res = probe(problems, model=model_dir, store=str(out / "reprobe.duckdb"), num_samples=int(n),
-                temperature=sampling.get("temperature", 1.0), top_p=sampling.get("top_p", 1.0),
-                max_new_tokens=sampling.get("max_new_tokens", 256), seed=seed, progress=False)
-    counts = res.store.sample_counts(res.run_id)
-    by_id = {str(r["id"]): r for r in sft_rows}
-    moved = []
-    for pid, (n_i, c_i) in counts.items():
-        if pid in by_id and 0 < c_i < n_i:
-            row = by_id[pid]
-            moved.append({"prompt": row["prompt"], "solution": answer_of(row), "id": pid,
-                          "task": row["task"], "meta": row.get("meta") or "{}",
-                          "n": n_i, "c": c_i})
-    _write_parquet(moved, out.parent / "moved.parquet")
-    return moved
+def _in_order(loop) -> list:
+    """The stage results of the rounds in the order they ran (SFT then RL in each round)."""
+    by_round: dict = {}
+    for res in loop.sft + loop.rl:
+        parts = Path(res.out).parts
+        rnd = next((int(p.split("-")[1]) for p in parts if p.startswith("round-")), 1)
+        by_round.setdefault(rnd, []).append(res)
+    return [r for rnd in sorted(by_round) for r in sorted(by_round[rnd], key=lambda x: x.stage != "sft")]
 
 
-def _write_parquet(rows: list[dict], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(path.name + ".tmp")
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def _in_sequence(logs: list[list[dict]]) -> list[dict]:
+    """Several stages' metrics on one step axis, each stage after the one before."""
+    out, offset = [], 0
+    for log in logs:
+        out += [dict(m, step=m.get("step", 0) + offset) for m in log]
+        offset += max((m.get("step", 0) for m in log), default=0)
+    return out
 
 
 def _fmt(v) -> str:
@@ -269,6 +283,37 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
+
+
+def _loop_lines(loop) -> list[str]:
+    """The report's account of the re-probes and rounds: bucket transitions, how many items left or
+    joined RL, the RL groups with zero reward variance, and the stages per round."""
+    lines = []
+    for rep in loop.reprobes:
+        info = rep.to_dict()
+        what = f"{rep.probed} of {rep.items} items" + (" (adaptive)" if rep.adaptive else "")
+        lines.append(f"- re-probe, round {rep.round}: {what}; {len(info['left_rl'])} left RL, "
+                     f"{len(info['joined_rl'])} joined RL")
+        if rep.estimate:
+            lines.append("  - estimated bucket shares of all items (random sample): " + ", ".join(
+                f"{b} {v['share']:.0%} (~{v['of_all_items_about']})" for b, v in rep.estimate.items()))
+    for g in loop.groups:
+        if g.get("groups"):
+            lines.append(f"- RL, round {g['round']}: {g['groups']} groups over {g['prompts']} prompts, "
+                         f"{g['zero_variance']} with zero reward variance ({g['all_wrong']} all wrong, "
+                         f"{g['all_right']} all right); {g['all_wrong_prompts']} prompts all wrong in every group")
+    if loop.transitions:
+        lines += ["", "## Bucket transitions at the re-probe (transitions.parquet)", "",
+                  "| round | before | after | items |", "|---|---|---|---|"]
+        lines += [f"| {t['round']} | {t['before']} | {t['after']} | {t['count']} |" for t in loop.transitions]
+    if loop.rounds:
+        counts: dict = {}
+        for r in loop.rounds:
+            counts[(r["round"], r["stage"])] = counts.get((r["round"], r["stage"]), 0) + 1
+        lines += ["", "## Items per round and stage (rounds.parquet)", "", "| round | stage | items |",
+                  "|---|---|---|"]
+        lines += [f"| {rnd} | {stage} | {n} |" for (rnd, stage), n in sorted(counts.items())]
+    return lines + ([""] if lines else [])
 
 
 def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None:
@@ -285,8 +330,8 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
                          + (f", mean step {res.step_time_s:.2f} s" if res.step_time_s else ""))
     for stage, why in result.skipped.items():
         lines.append(f"- {stage.upper()} skipped: {why}")
-    if result.moved:
-        lines.append(f"- re-probe moved {len(result.moved)} SFT items into RL (moved.parquet)")
+    if result.loop is not None:
+        lines += _loop_lines(result.loop)
     table = display_table(result.evals)
     if table:
         cols = list(table[0])
