@@ -161,6 +161,27 @@ class ItemPool:
     def has_demo(self) -> set[str]:
         return {i for i, it in self.items.items() if it.sft_row is not None}
 
+    def ensure_demo(self, pid: str) -> bool:
+        """Whether the item has a verified demonstration, writing one from its gold answer (verified)
+        for an RL item that has none. Called only for items about to go to SFT, so the verifier runs
+        only where it matters."""
+        it = self.items.get(pid)
+        if it is None:
+            return False
+        if it.sft_row is None and it.rl_row is not None:
+            it.sft_row = answer_demonstration(it.rl_row, self.prompting)
+        return it.sft_row is not None
+
+    def demo_check(self):
+        """`id in demo_check()` asks `ensure_demo` (what stages/reroute.py's `has_demo` takes)."""
+        pool = self
+
+        class _Check:
+            def __contains__(self, pid) -> bool:
+                return pool.ensure_demo(str(pid))
+
+        return _Check()
+
     def sft_rows(self) -> list[dict]:
         return [it.sft_row for it in self._sorted() if it.stage in ("sft", "replay-sft") or it.id in self._both]
 
@@ -202,10 +223,8 @@ class ItemPool:
             if it is None:
                 continue
             g = groups[pid]
-            if it.sft_row is None:
-                it.sft_row = answer_demonstration(it.rl_row, self.prompting)
             why = f"all {g.groups} RL group{'s' if g.groups != 1 else ''} of round {round_} wrong"
-            if it.sft_row is None:
+            if not self.ensure_demo(pid):
                 it.stage, it.reason = "unrouted", f"{why}; no verified demonstration: cannot go to SFT"
             else:
                 it.stage, it.reason = "sft", f"{why} → SFT next round"

@@ -7,7 +7,8 @@ round's SFT set (train/loop.py ItemPool). The step settings (`max_steps`, ...) a
 
 Layout: with one round OUT/sft, OUT/reprobe, OUT/rl (as before); with several, OUT/round-<r>/{sft,
 reprobe,rl}. OUT/transitions.parquet (round, before, after, count) and OUT/rounds.parquet (id, round,
-bucket, stage, reason) are written after every round. Every stage resumes: a finished stage is reused,
+bucket, stage, reason) are written after every round; in rounds.parquet `stage` is the stages the item
+trained in that round ("sft", "rl", "sft+rl"), or, when it trained in none, where the re-probe put it. Every stage resumes: a finished stage is reused,
 the re-probe resumes from its store, and RL's per-prompt groups are kept in OUT/.../rl/groups.parquet so
 a resumed loop builds the same next SFT set.
 """
@@ -28,6 +29,7 @@ class RoundsResult:
     rounds: list = field(default_factory=list)  # {id, round, bucket, stage, reason}
     groups: list = field(default_factory=list)  # per round: the RL ledger's totals
     moved: list = field(default_factory=list)  # ids that joined RL at a re-probe (any round)
+    skipped: list = field(default_factory=list)  # "round r: stage skipped: why" per stage that had no items
     model_dir: str | None = None
 
 
@@ -61,6 +63,9 @@ def run_rounds(export, model, out, *, sft_rows: list[dict], rl_rows: list[dict],
         pool.start_round()
         label = "" if rounds == 1 else f"round {r} "
         sft_set = pool.sft_rows()
+        if not sft_set and r > 1:
+            result.skipped.append(f"round {r}: SFT skipped, no item for SFT (none all wrong in RL or "
+                                  "unmastered at the re-probe)")
         if sft_set:
             res = train_sft_stage(current, stage_dir(out, rounds, r, "sft"), sft_set)
             result.sft.append(res)
@@ -72,12 +77,15 @@ def run_rounds(export, model, out, *, sft_rows: list[dict], rl_rows: list[dict],
             problems = _problems(pool)
             rep = full_reprobe(problems, pool.before(), current, stage_dir(out, rounds, r, "reprobe"),
                                route=route, probe_cfg=probe_cfg, sampling=export.sampling, round_=r,
-                               sample=reprobe_sample, has_demo=pool.has_demo(), progress=progress)
+                               sample=reprobe_sample, has_demo=pool.demo_check(), progress=progress)
             pool.apply_reprobe(rep.moves)
             result.reprobes.append(rep)
             result.transitions += rep.transitions
             result.moved += [m.id for m in rep.moves if m.joined_rl]
         rl_set = pool.rl_rows()
+        if not rl_set and (rl_rows or result.moved or reprobe):
+            result.skipped.append(f"round {r}: RL skipped, no item in the RL band"
+                                  + (" after the re-probe" if reprobe and not dry_run else ""))
         ledger = GroupLedger()
         if rl_set:
             rl_out = stage_dir(out, rounds, r, "rl")

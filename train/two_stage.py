@@ -182,6 +182,8 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         for stage, res in (("sft", result.sft), ("rl", result.rl)):
             if res is not None:
                 result.skipped.pop(stage, None)
+        if result.rl is None and rl_rows and not dry_run:
+            result.skipped["rl"] = "no item in the RL band after the re-probe (every round)"
         if not dry_run and loop.model_dir:
             current = loop.model_dir
 
@@ -288,7 +290,7 @@ def _fmt(v) -> str:
 def _loop_lines(loop) -> list[str]:
     """The report's account of the re-probes and rounds: bucket transitions, how many items left or
     joined RL, the RL groups with zero reward variance, and the stages per round."""
-    lines = []
+    lines = [f"- {why}" for why in loop.skipped]
     for rep in loop.reprobes:
         info = rep.to_dict()
         what = f"{rep.probed} of {rep.items} items" + (" (adaptive)" if rep.adaptive else "")
