@@ -508,7 +508,9 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               show_default=True, help="Row layout of the trainer that will read the files.")
 @click.option("--demos", default="solution", show_default=True,
               help="SFT demonstration sources in order of preference, comma-separated: solution (the "
-                   "reference solution), samples (verified-correct probe samples, RFT-style), teacher.")
+                   "reference solution), samples (verified-correct probe samples, RFT-style), teacher, "
+                   "rationalize (the probed model given the answer as a hint, STaR), critique (own wrong "
+                   "attempt + verdict + verified solution).")
 @click.option("--teacher", default=None, help="A teacher model sampled for demonstrations (adds 'teacher').")
 @click.option("--teacher-backend", default="hf", show_default=True,
               help="Backend for --teacher: hf, vllm, openai.")
