@@ -285,7 +285,9 @@ class CritiqueSource(DemoSource):
         one without an answer; attempts cut off at max_new_tokens come last."""
         import polars as pl
 
-        wrong = (self.samples.filter(pl.col("problem_id").is_in(ids) & pl.col("status").is_in(["wrong", "no_answer"]))
+        # An attempt stored without its text (--keep-completions none) cannot be critiqued.
+        wrong = (self.samples.filter(pl.col("problem_id").is_in(ids) & pl.col("status").is_in(["wrong", "no_answer"])
+                                     & pl.col("completion").is_not_null())
                  .with_columns((pl.col("status") != "wrong").alias("_no_answer"),
                                (pl.col("finish_reason") == "length").fill_null(False).alias("_cut"))
                  .sort(["problem_id", "_cut", "_no_answer", "sample_idx"]))
@@ -311,7 +313,7 @@ class CritiqueSource(DemoSource):
         missing, have, targets = {}, [], []
         for p in problems:
             if p.id not in attempts:
-                missing[p.id] = "no wrong attempt in the store to critique"
+                missing[p.id] = "no wrong attempt (with its text) in the store to critique"
             elif not (p.solution or "").strip():
                 missing[p.id] = "no reference solution to end the critique with"
             else:

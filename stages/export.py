@@ -116,8 +116,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     replay_demos, sizing, replay_report = {}, None, {}
     if sft_replay > 0:
         n_sft = sum(s in ("sft", "both") for s in assignments["stage"].to_list())
-        replay_sources = demo_mod.make_sources(replay_mod.REPLAY_SOURCES if run.samples is not None else
-                                               ("solution",), store_samples=run.samples, run_id=rid,
+        replay_sources = demo_mod.make_sources(replay_mod.replay_source_names(run.samples),
+                                               store_samples=run.samples, run_id=rid,
                                                probe_model=probed_model, prompt_template=prompt_template,
                                                system_prompt=system_prompt)
         replay_demos, sizing, replay_report = replay_mod.draw_replay(

@@ -127,6 +127,17 @@ def replay_reason(assignment: dict, fraction: float) -> str:
 REPLAY_SOURCES = ("samples", "solution")  # the model's own verified sample first: the least shift
 
 
+def replay_source_names(samples) -> tuple[str, ...]:
+    """The model's own verified samples first, then the reference solution; the reference alone when the
+    store holds no sample text (not read, or probed with --keep-completions failed/none)."""
+    if samples is None:
+        return ("solution",)
+    import polars as pl
+
+    textless = samples.filter((pl.col("status") == "correct") & pl.col("completion").is_null())
+    return ("solution",) if len(textless) else REPLAY_SOURCES
+
+
 def draw_replay(assignments: list[dict], problems: dict, sources, *, fraction: float, n_sft: int,
                 replay_from=("mastered",), heldout=(), seed: int = 0):
     """Pick the replay items and their verified demonstrations.

@@ -57,7 +57,7 @@ def reroute(before: dict[str, tuple[str | None, str]], after: dict[str, tuple[in
     (`after`: {id: (n, c)}; a missing id counts as n = 0) with `router`. `has_demo`: ids with a verified
     demonstration (an item the router sends to SFT goes there only with one)."""
     ids = sorted(before)
-    items = [Item(i, *after.get(i, (0, 0))) for i in ids]
+    items = [Item(id=i, n=after.get(i, (0, 0))[0], c=after.get(i, (0, 0))[1]) for i in ids]
     probed = [it for it in items if it.n > 0]
     decided = dict(zip((it.id for it in probed), router.decide(probed)))
     out = []

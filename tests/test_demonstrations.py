@@ -196,7 +196,7 @@ def test_critique_is_the_models_wrong_attempt_a_verdict_and_the_verified_solutio
     prov = result.demos["q00"].provenance
     assert prov["attempt_sample_idx"] == 1 and prov["attempt_extracted"] == "999" and prov["solution"] == "reference"
     assert result.missing["q01"].endswith("(critique: no reference solution to end the critique with)")
-    assert result.missing["q02"].endswith("(critique: no wrong attempt in the store to critique)")
+    assert result.missing["q02"].endswith("(critique: no wrong attempt (with its text) in the store to critique)")
 
 
 def test_critique_and_rationalize_are_off_unless_listed():
