@@ -193,13 +193,19 @@ def _fast_key(expr):
     return expr.str.to_lowercase().str.replace_all(_WS_RUN, " ").str.strip_chars()
 
 
-def _profile_source(sub, cols, samples, tok, skip_bad, progress=None):
-    """Profile one expanded source: the polars fast path if it applies, else the row-by-row readers."""
+def _profile_source(sub, cols, samples, tok, skip_bad, progress=None, make_acc=None):
+    """Profile one expanded source: the polars fast path if it applies, else the row-by-row readers.
+
+    `make_acc()` replaces the accumulator (anything with add(canon, source, preset), `rejected` and
+    `counts`): decontamination streams the same canonical chunks through its own.
+    """
     import polars as pl
+
+    make_acc = make_acc or (lambda: _Accumulator(samples, tok, progress))
 
     ext = os.path.splitext(sub.target)[1].lower() if sub.kind == "file" else ""
     if ext in (".jsonl", ".ndjson", ".parquet"):
-        acc = _Accumulator(samples, tok, progress)
+        acc = make_acc()
         try:
             blocks = _jsonl_frames(sub.target) if ext != ".parquet" else _parquet_frames(sub.target)
             plan = _stream(sub, cols, blocks, acc)
@@ -207,7 +213,7 @@ def _profile_source(sub, cols, samples, tok, skip_bad, progress=None):
                 return acc, dict(plan.describe(), engine="polars")
         except (pl.exceptions.PolarsError, OSError, ValueError, _NeedRowReader):
             pass  # malformed line, mixed types...: the row readers name the line or cope with it
-    acc = _Accumulator(samples, tok, progress)
+    acc = make_acc()
     plan = _rows(sub, cols, acc, skip_bad)
     return acc, dict(plan.describe() if plan else {"preset": None}, engine="rows")
 

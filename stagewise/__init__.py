@@ -30,6 +30,7 @@ _API = {
     "probe": "stagewise.curate.probe",
     "evaluate": "stagewise.curate.evaluate",
     "merge": "stagewise.curate.store",
+    "decontaminate": "stagewise.curate.decontaminate",
     "route": "stagewise.stages.routing",
     "export": "stagewise.stages.export",
     "train_sft": "stagewise.train.sft",

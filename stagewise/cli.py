@@ -163,6 +163,108 @@ def _print_profile(p: dict, console) -> None:
         console.print(f"Skipped {p['bad_rows']:,} bad {noun}{where}.", soft_wrap=True)
 
 
+def _decontaminate_options(f):
+    """`--decontaminate SPEC` (repeatable) and `--ngram`, shared by profile, probe, export and run."""
+    options = [
+        click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
+                     help="A benchmark set the pool must not overlap (repeatable), e.g. gsm8k:test: items "
+                          "sharing an n-gram with it are reported (profile) or left out (probe, export, run)."),
+        click.option("--ngram", type=int, default=8, show_default=True,
+                     help="Words in a shared run that counts as overlap (open-r1 uses 8)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _echo_json(payload: dict) -> None:
+    """The only thing a --json command prints on stdout."""
+    import json
+
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+@cli.command("decontaminate")
+@click.argument("data", nargs=-1, required=True)
+@source_options
+@click.option("--against", "against", multiple=True, required=True, metavar="SPEC",
+              help="A benchmark set to check against (repeatable): gsm8k:test, math:PATH, a file, hf:NAME...")
+@click.option("--ngram", type=int, default=8, show_default=True,
+              help="Words in a shared run that counts as overlap (open-r1 uses 8).")
+@click.option("--max-share", type=float, default=0.5, show_default=True,
+              help="An n-gram in more than this share of a set's items is its template, not its content.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write every match (pool item, set, benchmark item, shared n-gram) to this parquet file.")
+@click.option("--show", type=int, default=5, show_default=True, help="Matches to print as examples.")
+@click.option("--progress/--no-progress", default=True, help="Show rows read so far (on stderr).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stdout holds only the JSON).")
+def decontaminate_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, against, ngram,
+                      max_share, out, show, progress, as_json):
+    """Find pool items that share an n-gram with a benchmark you will evaluate on.
+
+    Prompts are compared after the normalisation the duplicate check uses (NFKC, lower case,
+    collapsed whitespace), split into words; an item shares an n-gram when ngram consecutive words
+    of it appear in a benchmark item. Counts per pool source and benchmark set; --out keeps every
+    match with the shared n-gram and the benchmark item (e.g. gsm8k/test#123). The pool is streamed.
+
+    \b
+    Example:
+        stagewise decontaminate data/pool.jsonl --against gsm8k:test
+        stagewise decontaminate data/pool.parquet --against gsm8k:test --against math:data/math500.jsonl --out m.parquet
+        stagewise decontaminate gsm8k:test --against gsm8k:test --json      # every item matches itself
+    """
+    from rich.console import Console
+
+    import stagewise as sw
+
+    if rejects:
+        raise click.UsageError("--rejects is not used by decontaminate (nothing is written but --out)")
+    err = Console(stderr=True)
+    show_progress = progress and not as_json
+    with err.status("Decontaminating…", spinner="dots") if show_progress else _nullcontext() as status:
+        res = sw.decontaminate(*data, against=list(against), ngram=ngram, max_share=max_share, out=out,
+                               prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
+                               id_col=id_col, task=task, skip_bad=skip_bad,
+                               progress=(lambda n: status.update(f"Decontaminating… {n:,} rows"))
+                               if show_progress else None)
+    if as_json:
+        _echo_json(res.to_dict(max_matches=show))
+        return
+    _print_contamination(res.to_dict(max_matches=show), Console())
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _print_contamination(d: dict, console) -> None:
+    from rich.table import Table
+
+    sets = [s["set"] for s in d["sets"]]
+    table = Table(title=f"{d['contaminated']:,} of {d['rows']:,} pool items share a {d['ngram']}-gram with a "
+                        "benchmark item", title_justify="left")
+    table.add_column("pool source")
+    table.add_column("rows", justify="right")
+    table.add_column("contaminated", justify="right")
+    for name in sets:
+        table.add_column(f"vs {name}", justify="right")
+    for source, e in d["sources"].items():
+        table.add_row(source, f"{e['rows']:,}", f"{e['contaminated']:,}", *[f"{e['by_set'].get(n, 0):,}" for n in sets])
+    console.print(table)
+    for s in d["sets"]:
+        if s["template_ngrams"]:
+            console.print(f"  {s['set']}: {s['template_ngrams']} template n-grams (in most of its items) ignored",
+                          soft_wrap=True)
+    for m in d["matches"]:
+        console.print(f"  e.g. {m['source']} row {m['row']} ({m['id']}) ~ {m['benchmark_item']}: "
+                      f"\"{m['ngram']}\"" + (f" (+{m['shared_ngrams'] - 1} more)" if m["shared_ngrams"] > 1 else ""),
+                      soft_wrap=True, markup=False)
+    if d.get("out"):
+        console.print(f"wrote {d['out']} ({d['matches_total']:,} matches)", soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # curate: probe, eval, merge (issue 3)
 # ---------------------------------------------------------------------------------------------------
