@@ -280,6 +280,18 @@ class NgramIndex:
         return {ids[row]: m for row, m in self.match_prompts(prompts).items()}
 
 
+def left_out(problems, against, *, ngram: int = DEFAULT_NGRAM) -> tuple[list, dict]:
+    """Split off the contaminated problems: (the clean ones, a report naming each one left out and why)."""
+    index = against if isinstance(against, NgramIndex) else NgramIndex.build(against, ngram=ngram)
+    problems = list(problems)
+    hits = index.match_problems(problems)
+    report = {"ngram": index.ngram, "against": [s["spec"] for s in index.describe()], "sets": index.describe(),
+              "contaminated": len(hits),
+              "items": [{"id": pid, "reason": found[0].reason(index.ngram), "ngram": found[0].ngram,
+                         "benchmark_item": found[0].benchmark_item} for pid, found in hits.items()]}
+    return [p for p in problems if p.id not in hits], report
+
+
 def check_ngram(ngram) -> None:
     if not isinstance(ngram, int) or isinstance(ngram, bool) or ngram < 1:
         raise ConfigError(f"--ngram {ngram!r} is not a positive whole number; pass e.g. --ngram 8")
@@ -311,6 +323,8 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
                   skip_bad: bool = False, progress=None) -> DecontaminationResult:
     """Find the pool items (the specs in `data`) sharing an n-gram with any item of the `against` sets.
 
+    `against` is a list of specs, or an NgramIndex built already (then `ngram` and `max_share` are its own).
+
     Streams the pool; writes the matches to `out` (parquet, atomically) if given. Raises InputError /
     ConfigError for a bad spec before anything is written. `progress(rows_so_far)` after each chunk.
     """
@@ -329,7 +343,8 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     subs = [sub for s in data for sub in expand(parse_spec(s))]  # bad pool specs fail before indexing
     cols = {"prompt_col": prompt_col, "answer_col": answer_col, "solution_col": solution_col,
             "id_col": id_col, "task": task}
-    index = NgramIndex.build(against, ngram=ngram, max_share=max_share)
+    index = against if isinstance(against, NgramIndex) else NgramIndex.build(against, ngram=ngram,
+                                                                                max_share=max_share)
     sources: dict[str, dict] = {}
     records: list[dict] = []
     done = 0
@@ -353,7 +368,7 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
               "shared_ngrams": pl.Int64}
     matches = pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
     contaminated = sum(e["contaminated"] for e in sources.values())
-    result = DecontaminationResult(ngram, done, contaminated, sources, index.describe(), matches)
+    result = DecontaminationResult(index.ngram, done, contaminated, sources, index.describe(), matches)
     if out is not None:
         result.out = write_matches(matches, out)
     return result

@@ -67,6 +67,20 @@ def source_options(f):
     return f
 
 
+def _decontaminate_options(f):
+    """`--decontaminate SPEC` (repeatable) and `--ngram`, shared by profile, probe, export and run."""
+    options = [
+        click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
+                     help="A benchmark set the pool must not overlap (repeatable), e.g. gsm8k:test: items "
+                          "sharing an n-gram with it are reported (profile) or left out (probe, export, run)."),
+        click.option("--ngram", type=int, default=8, show_default=True,
+                     help="Words in a shared run that counts as overlap (open-r1 uses 8)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command("profile")
 @click.argument("data", nargs=-1, required=True)
 @source_options
@@ -74,9 +88,10 @@ def source_options(f):
 @click.option("--card", type=click.Path(dir_okay=False),
               help="Write a Markdown data card here (and a length histogram PNG beside it).")
 @click.option("--samples", default=3, show_default=True, help="Sample rows to show.")
+@_decontaminate_options
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, tokenizer, card,
-                samples, as_json):
+                samples, decontaminate, ngram, as_json):
     """Profile a dataset before spending GPU hours on it.
 
     Rows, sources and tasks, duplicate prompts, missing answers and solutions, prompt and solution
@@ -95,6 +110,7 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
         stagewise profile data/train.jsonl --answer-col target --card cards/train.md
         stagewise profile gsm8k:test --tokenizer smollm2-135m
         stagewise profile broken.jsonl --skip-bad --rejects rejects.jsonl --json
+        stagewise profile data/pool.jsonl --decontaminate gsm8k:test
     """
     import json
 
@@ -106,7 +122,7 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
     with err.status("Profiling…", spinner="dots") as status:
         result = sw.profile(*data, prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
                             id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects, tokenizer=tokenizer,
-                            samples=samples, card=card,
+                            samples=samples, card=card, decontaminate=list(decontaminate) or None, ngram=ngram,
                             progress=lambda n: status.update(f"Profiling… {n:,} rows"))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -115,6 +131,8 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
 
 
 def _print_profile(p: dict, console) -> None:
+    from collections import Counter
+
     from rich.table import Table
 
     summary = Table(title=f"Profile: {p['rows']:,} rows", show_header=False, title_justify="left")
@@ -129,6 +147,13 @@ def _print_profile(p: dict, console) -> None:
     summary.add_row("answer types", ", ".join(f"{k} {v:,}" for k, v in p["answer_types"].items() if v))
     summary.add_row("parse failures", ", ".join(f"{k} {v:,}" for k, v in p["parse_failures"].items()))
     summary.add_row("bad rows skipped", f"{p['bad_rows']:,}" + (f" (written to {p['rejects']})" if p["rejects"] else ""))
+    c = p.get("contamination")
+    if c:
+        by_set = Counter()
+        for e in c["sources"].values():
+            by_set.update(e["by_set"])
+        summary.add_row("contaminated", f"{c['contaminated']:,} share a {c['ngram']}-gram with: "
+                        + ", ".join(f"{k} {v:,}" for k, v in by_set.items()))
     console.print(summary)
 
     cols = Table(title="Columns chosen", title_justify="left")
@@ -161,20 +186,6 @@ def _print_profile(p: dict, console) -> None:
         where = f"; written to {p['rejects']}" if p["rejects"] else "; pass --rejects PATH to keep them"
         noun = "row" if p["bad_rows"] == 1 else "rows"
         console.print(f"Skipped {p['bad_rows']:,} bad {noun}{where}.", soft_wrap=True)
-
-
-def _decontaminate_options(f):
-    """`--decontaminate SPEC` (repeatable) and `--ngram`, shared by profile, probe, export and run."""
-    options = [
-        click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
-                     help="A benchmark set the pool must not overlap (repeatable), e.g. gsm8k:test: items "
-                          "sharing an n-gram with it are reported (profile) or left out (probe, export, run)."),
-        click.option("--ngram", type=int, default=8, show_default=True,
-                     help="Words in a shared run that counts as overlap (open-r1 uses 8)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def _echo_json(payload: dict) -> None:
@@ -352,6 +363,10 @@ def _print_probe_summary(s: dict) -> None:
                       f"started in {r['startup_seconds']:.0f} s")
     if s.get("ignored_duplicates"):
         table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
+    if s.get("contamination"):
+        c = s["contamination"]
+        table.add_row("left out", f"{c['contaminated']:,} items sharing a {c['ngram']}-gram with "
+                                  f"{', '.join(x['set'] for x in c['sets'])}")
     console.print(table)
     if b["unmastered"]:
         console.print(f"note: 0/{s['k']} correct does not mean never solvable (at p = 0.1, "
@@ -379,11 +394,12 @@ def _print_probe_summary(s: dict) -> None:
                    "joins $RAY_ADDRESS; --ray HOST:PORT joins that cluster. Rows come back to this process.")
 @click.option("--ray-shards", type=int, default=None,
               help="--ray: shards, each one backend [default: the cluster's CPUs, or GPUs for vllm].")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_decontaminate_options
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, store, model, backend,
               base_url, backend_arg, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
               prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, keep_completions,
-              ray_address, ray_shards, no_progress):
+              ray_address, ray_shards, decontaminate, ngram, progress):
     """Sample a model k times per problem, verify every answer, and store per-item mastery.
 
     \b
@@ -393,6 +409,7 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
         stagewise probe data.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model M --store s.duckdb
         stagewise probe data.jsonl --backend vllm --backend-arg tensor_parallel_size=4 --model M --store s.duckdb
         stagewise probe data.jsonl --ray HEAD_IP:6379 --backend vllm --model M --store s.duckdb
+        stagewise probe data.jsonl --decontaminate gsm8k:test --store run.duckdb   # overlapping items left out
     """
     import json
 
@@ -406,10 +423,10 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
                    k_max=k_max, min_samples=min_samples, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
                    system_prompt=system_prompt, prompt_template=prompt_template, shard=shard, base_url=base_url,
-                   backend_args=parse_backend_args(backend_arg), progress=not no_progress and not as_json,
+                   backend_args=parse_backend_args(backend_arg), progress=progress and not as_json,
                    source_options=sources, keep_completions=keep_completions,
                    ray=None if ray_address is None else (True if ray_address == "auto" else ray_address),
-                   ray_shards=ray_shards)
+                   ray_shards=ray_shards, decontaminate=list(decontaminate) or None, ngram=ngram)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
     else:

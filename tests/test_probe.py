@@ -290,3 +290,22 @@ def test_export_refuses_sample_demos_from_a_store_without_their_text(tiny_model_
     with pytest.raises(ConfigError, match="keep-completions"):
         sw.export(str(tmp_path / "n.duckdb"), str(tmp_path / "out"), demos=("solution", "samples"))
     assert not (tmp_path / "out").exists()
+
+
+def test_items_overlapping_a_benchmark_are_left_out_before_sampling_with_their_reason(tiny_model_dir, tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    problems = [Problem(prompt=f"Question {i}: what comes right after the number {i} when counting upwards?",
+                        answer=str(i + 1), task=TASK, source="toy") for i in range(4)]
+    bench.write_text(json.dumps({"question": problems[2].prompt, "answer": "3"}) + "\n")
+    res = sw.probe(problems, **_kw(tiny_model_dir, tmp_path / "d.duckdb", num_samples=2),
+                   decontaminate=[str(bench)])
+    c = res.summary["contamination"]
+    assert res.summary["items"] == 3 and c["contaminated"] == 1
+    (item,) = c["items"]
+    label = f"{tmp_path.name}/bench"
+    assert item["id"] == problems[2].id and item["reason"] == f"contaminated: 8-gram overlap with {label}#0"
+    with res:
+        assert problems[2].id not in set(res.store.samples(res.run_id)["problem_id"].to_list())
+    with pytest.raises(ConfigError, match="nothing left to probe"):
+        sw.probe(problems[2:3], **_kw(tiny_model_dir, tmp_path / "e.duckdb"), decontaminate=[str(bench)])
+    assert not (tmp_path / "e.duckdb").exists()
