@@ -933,9 +933,13 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
 @click.option("--seed", type=int, default=None, help="Seed for sampling, routing and training.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config key, e.g. --set probe.num_samples=8 (repeatable).")
+@click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
+              help="A benchmark set the pool must not overlap (repeatable; data.decontaminate); the run's "
+                   "eval_sources are always checked.")
 @click.option("--fresh", is_flag=True, help="Delete the run directory's earlier results and start over.")
 @click.option("--print-config", is_flag=True, help="Print the default config (with comments) and exit.")
-def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, fresh, print_config):
+def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, decontaminate, fresh,
+            print_config):
     """Run the whole pipeline: profile, probe, route, export, train, evaluate, report.
 
     \b
@@ -956,6 +960,8 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
     pairs += [(k, v) for k, v in (("model", model), ("backend", backend), ("base_url", base_url),
                                   ("seed", seed)) if v is not None]
     pairs += [(f"probe.backend_args.{k}", v) for k, v in parse_backend_args(backend_arg).items()]
+    if decontaminate:
+        pairs.append(("data.decontaminate", list(decontaminate)))
     result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
                     echo=click.echo)
     click.echo("")

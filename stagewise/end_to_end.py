@@ -82,9 +82,17 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     store = run_dir / "probe.duckdb"
 
     def do_probe():
+        probe_cfg = dict(cfg["probe"])
+        # The held-out sets are always decontaminated against: a pool item overlapping one is left out.
+        against = list(dict.fromkeys([*(data.get("eval_sources") or []), *(data.get("decontaminate") or []),
+                                      *(probe_cfg.pop("decontaminate", None) or [])]))
         res = sw.probe(pool, model=cfg["model"], store=str(store), backend=cfg["backend"], seed=cfg["seed"],
-                       base_url=cfg.get("base_url"), progress=progress, **cfg["probe"])
+                       base_url=cfg.get("base_url"), progress=progress, decontaminate=against or None,
+                       **probe_cfg)
         res.close()  # the report reads the samples from the store afterwards
+        left = (res.summary.get("contamination") or {}).get("contaminated")
+        if left:
+            echo(f"  left out {left} pool items overlapping {', '.join(against)} (probe summary lists them)")
         return {"run_id": res.run_id, "summary": res.summary}
 
     probed = stage("probe", do_probe)
