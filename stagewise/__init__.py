@@ -33,6 +33,8 @@ _API = {
     "decontaminate": "stagewise.curate.decontaminate",
     "route": "stagewise.stages.routing",
     "export": "stagewise.stages.export",
+    "show": "stagewise.stages.browse",
+    "samples": "stagewise.stages.browse",
     "train_sft": "stagewise.train.sft",
     "train_rl": "stagewise.train.rl",
     "train_joint": "stagewise.train.joint",

@@ -664,6 +664,101 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
     click.echo(f"  card: {result.out}/README.md   manifest: {result.out}/manifest.json")
 
 
+@cli.command("show")
+@click.argument("item_id")
+@click.option("--store", "store", required=True, type=click.Path(dir_okay=False),
+              help="The probe store (DuckDB file) written by `stagewise probe`.")
+@click.option("--run-id", default=None, help="Which probe run, when the store holds several.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"item": {...}, "samples": [...]} as JSON.')
+def show_cmd(item_id, store, run_id, as_json):
+    """Show one item and what the model wrote: prompt, gold answer, bucket, p̂ with CI, every sample.
+
+    ITEM_ID may be the first characters of the id (as printed by `route` or `samples`).
+
+    \b
+    Example:
+        stagewise show 0738c911 --store run.duckdb
+        stagewise show 0738c911c1619837 --store run.duckdb --json
+    """
+    import stagewise as sw
+
+    res = sw.show(store, item_id, run_id=run_id)
+    if as_json:
+        _echo_json({**res, "warnings": []})
+        return
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    it = res["item"]
+    ci = "-" if it["p_hat"] is None else f"{it['p_hat']:.3f} [{it['ci_low']:.3f}, {it['ci_high']:.3f}]"
+    console.print(f"item {it['id']}  ({it['source']}, task {it['task']}, run {it['run_id']}, model {it['model']})",
+                  markup=False)
+    console.print(f"bucket {it['bucket'] or '-'}: {it['reason']}   p̂ {ci} (95% Wilson)", markup=False)
+    console.print("prompt:", style="bold")
+    console.print(it["prompt"], markup=False)
+    console.print(f"gold answer: {it['answer']}", markup=False)
+    for smp in res["samples"]:
+        console.rule(f"sample {smp['sample_idx']}: {smp['status']}, extracted {smp['extracted']!r}, "
+                     f"finish {smp['finish_reason']}, {smp['n_tokens']} tokens", align="left", characters="─")
+        if smp.get("reason"):
+            console.print(f"verifier: {smp['reason']}", markup=False)
+        console.print(smp["completion"] or "", markup=False)
+
+
+@cli.command("samples")
+@click.option("--store", "store", required=True, type=click.Path(dir_okay=False),
+              help="The probe store (DuckDB file) written by `stagewise probe`.")
+@click.option("--run-id", default=None, help="Which probe run, when the store holds several.")
+@click.option("--bucket", type=click.Choice(["unmastered", "partial", "mastered"]), default=None,
+              help="Only samples of items in this bucket.")
+@click.option("--status", type=click.Choice(["correct", "wrong", "no_answer", "timeout", "error"]), default=None,
+              help="Only samples the verifier marked so.")
+@click.option("--item", "item_id", default=None, help="Only samples of this item (id or prefix).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N samples.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id", "count", "samples": [...]} as JSON.')
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per sample and line.")
+def samples_cmd(store, run_id, bucket, status, item_id, limit, as_json, as_jsonl):
+    """List stored samples by filter: what the model wrote, the extracted answer and the verdict.
+
+    \b
+    Example:
+        stagewise samples --store run.duckdb --bucket unmastered --status no_answer --limit 10
+        stagewise samples --store run.duckdb --status wrong --jsonl > wrong.jsonl
+    """
+    import json
+
+    import stagewise as sw
+
+    if as_json and as_jsonl:
+        raise click.UsageError("pass --json or --jsonl, not both")
+    frame = sw.samples(store, run_id=run_id, bucket=bucket, status=status, item_id=item_id, limit=limit)
+    rows = frame.to_dicts()
+    if as_jsonl:
+        for r in rows:
+            click.echo(json.dumps(r, ensure_ascii=False, default=str))
+        return
+    if as_json:
+        rid = rows[0]["run_id"] if rows else run_id
+        _echo_json({"run_id": rid, "count": len(rows), "samples": rows, "warnings": []})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} samples", title_justify="left")
+    for name in ("item", "#", "bucket", "status", "extracted", "gold", "finish", "completion"):
+        table.add_column(name, no_wrap=name != "completion", overflow="ellipsis",
+                         max_width=60 if name == "completion" else 20)
+    for r in rows:
+        text = (r["completion"] or "").replace("\n", " ")
+        table.add_row(r["problem_id"], str(r["sample_idx"]), r["bucket"] or "-", r["status"],
+                      str(r["extracted"]), str(r["answer"]), str(r["finish_reason"]),
+                      text[:200] + ("…" if len(text) > 200 else ""))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
 # ---------------------------------------------------------------------------------------------------
 # train: train sft / rl / joint (issues 5, 8)
 # ---------------------------------------------------------------------------------------------------
