@@ -584,11 +584,31 @@ def _print_route_summary(summary, assignments) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def _pooling_options(f):
+    """Several runs per item and the order of the rows, shared by `route` and `export`."""
+    options = [
+        click.option("--runs", default=None, metavar="ID,ID,...",
+                     help="Pool the samples of these runs (same model and sampling, different seeds) "
+                          "instead of one --run-id."),
+        click.option("--by-model", is_flag=True,
+                     help="Add p_hat:<model> and n:<model> columns for every model in the store."),
+        click.option("--order", type=click.Choice(["p_hat-asc", "p_hat-desc", "source"]), default=None,
+                     help="Row order (a curriculum for readers that go in order); default: by id."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command("route")
 @_route_options
+@_pooling_options
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Also write the assignments to this parquet file.")
-def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {run_id, policy, summary, assignments, out, warnings} as JSON.")
+def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, runs, by_model, order, out,
+              as_json):
     """Assign every probed item a bucket, a stage (SFT / RL / replay / drop) and a reason.
 
     \b
@@ -596,13 +616,23 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
         stagewise route --store run.duckdb
         stagewise route --store run.duckdb --policy band --low 0.1 --high 0.9
         stagewise route --store run.duckdb --keep-mastered 16 --require-samples 8 --out assignments.parquet
+        stagewise route --store run.duckdb --runs 25f875b7f3d1b4df,9c0e1a2b3d4f5a6b --by-model --order p_hat-asc
     """
     import stagewise as sw
     from stagewise.stages.routing import route_summary
 
-    assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
-                           keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, out=out)
-    _print_route_summary(route_summary(assignments, policy, keep_mastered=keep_mastered), assignments)
+    assignments = sw.route(store, run_id=run_id, runs=runs, policy=policy, low=low, high=high,
+                           keep_mastered=keep_mastered, require_samples=require_samples, seed=seed,
+                           by_model=by_model, order=order, out=out)
+    summary = route_summary(assignments, policy, keep_mastered=keep_mastered)
+    if as_json:
+        for w in summary.warnings:
+            click.echo(f"warning: {w}", err=True)
+        rid = assignments["run_id"][0] if len(assignments) and "run_id" in assignments.columns else run_id
+        _echo_json({"run_id": rid, "policy": policy, "summary": summary.to_dict(),
+                    "assignments": assignments.to_dicts(), "out": out, "warnings": summary.warnings})
+        return
+    _print_route_summary(summary, assignments)
     if out:
         click.echo(f"wrote {out} ({len(assignments)} rows)")
 
