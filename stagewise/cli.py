@@ -89,9 +89,10 @@ def _decontaminate_options(f):
               help="Write a Markdown data card here (and a length histogram PNG beside it).")
 @click.option("--samples", default=3, show_default=True, help="Sample rows to show.")
 @_decontaminate_options
+@click.option("--progress/--no-progress", default=True, help="Show rows read so far (on stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, tokenizer, card,
-                samples, decontaminate, ngram, as_json):
+                samples, decontaminate, ngram, progress, as_json):
     """Profile a dataset before spending GPU hours on it.
 
     Rows, sources and tasks, duplicate prompts, missing answers and solutions, prompt and solution
@@ -119,11 +120,12 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
     import stagewise as sw
 
     err = Console(stderr=True)
-    with err.status("Profiling…", spinner="dots") as status:
+    show_progress = progress and not as_json
+    with err.status("Profiling…", spinner="dots") if show_progress else _nullcontext() as status:
         result = sw.profile(*data, prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
                             id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects, tokenizer=tokenizer,
                             samples=samples, card=card, decontaminate=list(decontaminate) or None, ngram=ngram,
-                            progress=lambda n: status.update(f"Profiling… {n:,} rows"))
+                            progress=(lambda n: status.update(f"Profiling… {n:,} rows")) if show_progress else None)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -193,6 +195,13 @@ def _echo_json(payload: dict) -> None:
     import json
 
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def _quiet_stdout(as_json: bool):
+    """With --json, whatever a library prints (trainer logs, notes) goes to stderr: stdout is the JSON's."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 @cli.command("decontaminate")
@@ -503,7 +512,9 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The merged store to write (a new file; written atomically).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def merge_cmd(stores, out, overwrite):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, inputs, runs, problems, samples, duplicate_samples, duplicate_problems, warnings}.")
+def merge_cmd(stores, out, overwrite, as_json):
     """Merge probe stores (e.g. the shards of one run) into one store.
 
     Each sharded probe (`--shard i/N`) writes its own store, since a store has one writer. Merging
@@ -520,6 +531,9 @@ def merge_cmd(stores, out, overwrite):
 
     result = sw.merge(list(stores), out, overwrite=overwrite)
     r = result.report
+    if as_json:
+        _echo_json({"out": result.out, **r, "warnings": []})
+        return
     for item in r["inputs"]:
         click.echo(f"  {item['path']}: {item['runs']} run(s), {item['problems']} problems, "
                    f"{item['samples']} samples")
@@ -827,6 +841,8 @@ def _train_common(f):
                      help="Build the trainers and print the resolved config; no training."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the result as JSON on stdout; trainer logs go to stderr."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -839,12 +855,15 @@ def _need(**values):
         raise click.UsageError(f"missing {', '.join(missing)}; see `stagewise train --help`")
 
 
-def _print_stage(res) -> None:
+def _print_stage(res, as_json: bool = False) -> None:
     import yaml
 
     from stagewise.train.common import is_main_process
 
     if not is_main_process():  # under accelerate launch every rank returns; one of them reports
+        return
+    if as_json:
+        _echo_json({**res.to_dict(), "warnings": []})
         return
     if res.dry_run:
         click.echo(yaml.safe_dump(res.config, sort_keys=False).rstrip())
@@ -874,7 +893,7 @@ def _print_stage(res) -> None:
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                reprobe, eval_data, no_eval, joint):
+                as_json, reprobe, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -896,11 +915,18 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     per_stage = _route_sets(_parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
-    res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None,
-                            config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
-                            joint=joint, joint_options=per_stage["joint"] if joint else None,
-                            max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                            resume=resume, dry_run=dry_run)
+    with _quiet_stdout(as_json):
+        res = sw.train_pipeline(data, model, out, reprobe=reprobe, eval_data=list(eval_data) or None,
+                                config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
+                                joint=joint, joint_options=per_stage["joint"] if joint else None,
+                                max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                resume=resume, dry_run=dry_run)
+    if as_json:
+        warnings = [f"{stage}: skipped ({why})" for stage, why in res.skipped.items()]
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+        _echo_json({**res.to_dict(), "dry_run": dry_run, "warnings": warnings})
+        return
     for stage_res in (res.sft, res.rl, res.joint):
         if stage_res is not None:
             _print_stage(stage_res)
@@ -955,7 +981,8 @@ def _print_eval_table(evals) -> None:
 @_train_common
 @click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
               help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
-def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets, loss):
+def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                  as_json, loss):
     """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
 
     \b
@@ -967,10 +994,11 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
-                       batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                       **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
+                           batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                           **_parse_sets(sets))
+    _print_stage(res, as_json)
 
 
 @train_group.command("rl")
@@ -981,7 +1009,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 @click.option("--beta", type=float, default=None,
               help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
 def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                 loss_type, num_generations, beta):
+                 as_json, loss_type, num_generations, beta):
     """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
 
     \b
@@ -993,10 +1021,11 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
-                      max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                      resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
+                          max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                          resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
+    _print_stage(res, as_json)
 
 
 @train_group.command("joint")
@@ -1010,7 +1039,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 @click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
 @click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
 def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                    mode, loss_type, num_generations, sft_weight, buffer_size):
+                    as_json, mode, loss_type, num_generations, sft_weight, buffer_size):
     """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
 
     \b
@@ -1022,11 +1051,14 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
-                         batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                         loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                         buffer_size=buffer_size, **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
+                             batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                             loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
+                             buffer_size=buffer_size, **_parse_sets(sets))
+    _print_stage(res, as_json)
+    if as_json:
+        return
     from stagewise.train.common import is_main_process
 
     relift = res.extra.get("relift") if is_main_process() else None
@@ -1063,8 +1095,11 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
                    "eval_sources are always checked.")
 @click.option("--fresh", is_flag=True, help="Delete the run directory's earlier results and start over.")
 @click.option("--print-config", is_flag=True, help="Print the default config (with comments) and exit.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (probe, evaluation).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, report, summary, seconds, notes, warnings} as JSON; stage lines go to stderr.")
 def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, decontaminate, fresh,
-            print_config):
+            print_config, progress, as_json):
     """Run the whole pipeline: profile, probe, route, export, train, evaluate, report.
 
     \b
@@ -1087,8 +1122,12 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
     pairs += [(f"probe.backend_args.{k}", v) for k, v in parse_backend_args(backend_arg).items()]
     if decontaminate:
         pairs.append(("data.decontaminate", list(decontaminate)))
-    result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
-                    echo=click.echo)
+    with _quiet_stdout(as_json):
+        result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
+                        echo=lambda line: click.echo(line, err=as_json), progress=progress and not as_json)
+    if as_json:
+        _echo_json({**result.to_dict(), "warnings": list(result.notes)})
+        return
     click.echo("")
     click.echo(f"Report: {result.report}  (and report.html beside it)")
     for key, value in result.summary.items():

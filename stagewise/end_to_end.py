@@ -40,6 +40,11 @@ class RunResult:
     report: str
     summary: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # what the run says about itself (an empty bucket, items left out)
+
+    def to_dict(self) -> dict:
+        return {"out": self.out, "report": self.report, "summary": self.summary, "seconds": self.seconds,
+                "notes": self.notes}
 
 
 def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLike | None = None,
@@ -124,7 +129,9 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
                                  trained=trained, notes=notes, seconds=seconds, summary=summary)
     state["stages"]["report"] = {"done": True, "seconds": 0.0}
     _save_state(run_dir, state)
-    return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds)
+    left = (probed.get("summary", {}).get("contamination") or {}).get("contaminated")
+    notes = notes + ([f"left out {left} pool items overlapping a benchmark set"] if left else [])
+    return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds, notes)
 
 
 def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:

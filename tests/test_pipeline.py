@@ -60,6 +60,13 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     assert again.exit_code == 0, again.output
     assert again.output.count("done earlier") == 4
 
+    # --json: stdout is the result alone; the stage lines went to stderr
+    as_json = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["report"] == str(out / "report.md") and set(data["seconds"]) >= {"probe", "export", "train"}
+    assert data["warnings"] == data["notes"] and "done earlier" in as_json.stderr
+
 
 def test_a_run_dir_refuses_a_different_config(tiny_model_dir, tmp_path):
     import stagewise as sw

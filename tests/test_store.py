@@ -222,6 +222,23 @@ def test_merge_combines_shards_and_reports_counts(tmp_path):
         merge([a, b], tmp_path / "m.duckdb")
 
 
+def test_cli_merge_json_reports_the_counts(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    _shard(a, ["p1", "p2"], ["correct", "wrong"])
+    _shard(b, ["p2", "p3"], ["correct", "wrong"])
+    res = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(tmp_path / "m.duckdb"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["samples"] == 6 and data["duplicate_samples"] == 2 and data["problems"] == 3
+    assert [i["samples"] for i in data["inputs"]] == [4, 4] and data["warnings"] == []
+
+
 def test_merge_refuses_conflicting_samples_and_writes_nothing(tmp_path):
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     _shard(a, ["p1"], ["correct", "wrong"])
