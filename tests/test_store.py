@@ -282,3 +282,22 @@ def test_merge_command(tmp_path):
     assert "2 problems, 4 samples" in result.output
     again = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_the_duckdb_cli_opens_a_store_and_queries_its_mastery_view(tmp_path):
+    """The README tells users to browse a store with DuckDB's own CLI: the released CLI must read it."""
+    import shutil
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "duckdb")
+    cli = cli if os.path.exists(cli) else shutil.which("duckdb")
+    if cli is None:
+        pytest.skip("the DuckDB CLI is not installed (pip install duckdb-cli, part of stagewise[dev])")
+    path = tmp_path / "run.duckdb"
+    _shard(path, ["p1", "p2"], ["correct", "wrong", "wrong", "wrong"])
+    out = subprocess.run([cli, "-readonly", "-csv", str(path),
+                          "SELECT problem_id, n, c, pass_at_2 FROM mastery ORDER BY problem_id"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["problem_id,n,c,pass_at_2", "p1,4,1,0.5", "p2,4,1,0.5"]
