@@ -32,9 +32,7 @@ NAME = "decontaminate"
 TARGET_SECONDS = 120.0
 NGRAM = 8
 
-_WORDS = ("prime integer polynomial triangle circle radius sequence modulo divisor remainder fraction "
-          "matrix vector angle perimeter probability parabola ellipse hyperbola logarithm exponent "
-          "series limit derivative integral factorial permutation combination digit base").split()
+_WORDS = ["prime", "integer", "polynomial", "triangle", "circle", "radius", "sequence", "modulo", "divisor", "remainder", "fraction", "matrix", "vector", "angle", "perimeter", "probability", "parabola", "ellipse", "hyperbola", "logarithm", "exponent", "series", "limit", "derivative", "integral", "factorial", "permutation", "combination", "digit", "base"]
 _ASKS = ("Find the value of", "Compute", "Determine", "Evaluate", "What is", "Simplify", "How many",
          "Express as a common fraction", "Solve for x in", "Give the smallest positive")
 
@@ -130,8 +128,9 @@ def main(argv=None) -> int:
     against = ["gsm8k:test", math_path]
     stagewise_bin = os.path.join(os.path.dirname(sys.executable), "stagewise")
     load_before = os.getloadavg()[0]
-    ours = harness.run_measured("stagewise", [stagewise_bin, "decontaminate", pool, *sum((["--against", a]
-                                for a in against), []), "--json", "--no-progress", "--show", "0"]).check()
+    flags = [part for a in against for part in ("--against", a)]
+    ours = harness.run_measured("stagewise", [stagewise_bin, "decontaminate", pool, *flags, "--json", "--no-progress",
+                                              "--show", "0"]).check()
     base = harness.run_measured("naive", [sys.executable, "-m", "benchmarks.bench_decontaminate", "--naive", pool,
                                           *against], cwd=os.path.dirname(harness.HERE)).check()
     load = (load_before, os.getloadavg()[0])

@@ -181,7 +181,6 @@ class NgramIndex:
         """Load every benchmark spec (each file of a directory is its own set) and index its n-grams."""
         import numpy as np
         import polars as pl
-
         from stagewise.curate.sources import load_problems
 
         check_ngram(ngram)
@@ -329,7 +328,6 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     ConfigError for a bad spec before anything is written. `progress(rows_so_far)` after each chunk.
     """
     import polars as pl
-
     from stagewise.curate.profile import _profile_source
     from stagewise.curate.schema import stable_id
     from stagewise.curate.sources import expand, parse_spec

@@ -416,7 +416,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def pooled_mastery(store, run_ids: list[str]):
     """The mastery view's columns for the samples of several runs counted together (n and c summed)."""
     import polars as pl
-
     from stagewise.curate.statistics import mastery_row, pass_at_ks
     from stagewise.curate.store import VERIFIED
 

@@ -113,7 +113,6 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
         stagewise profile broken.jsonl --skip-bad --rejects rejects.jsonl --json
         stagewise profile data/pool.jsonl --decontaminate gsm8k:test
     """
-    import json
 
     from rich.console import Console
 
@@ -127,7 +126,10 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
                             samples=samples, card=card, decontaminate=list(decontaminate) or None, ngram=ngram,
                             progress=(lambda n: status.update(f"Profiling… {n:,} rows")) if show_progress else None)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        p = result.to_dict()
+        warnings = [f"skipped {p['bad_rows']:,} bad rows"] if p["bad_rows"] else []
+        _echo_warnings(warnings)
+        _echo_json({**p, "warnings": warnings})
         return
     _print_profile(result.to_dict(), Console())
 
@@ -195,6 +197,11 @@ def _echo_json(payload: dict) -> None:
     import json
 
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def _echo_warnings(warnings) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 def _quiet_stdout(as_json: bool):
@@ -420,7 +427,6 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
         stagewise probe data.jsonl --ray HEAD_IP:6379 --backend vllm --model M --store s.duckdb
         stagewise probe data.jsonl --decontaminate gsm8k:test --store run.duckdb   # overlapping items left out
     """
-    import json
 
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -437,7 +443,11 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
                    ray=None if ray_address is None else (True if ray_address == "auto" else ray_address),
                    ray_shards=ray_shards, decontaminate=list(decontaminate) or None, ngram=ngram)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        vf = res.summary.get("verifier_failures") or {}
+        warnings = [f"{vf[k]:,} samples ended in verifier {k} (stored, not counted in n)"
+                    for k in ("timeout", "error") if vf.get(k)]
+        _echo_warnings(warnings)
+        _echo_json({**res.to_dict(), "warnings": warnings})
     else:
         _print_probe_summary(res.summary)
 
@@ -463,7 +473,6 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
         stagewise eval gsm8k:test --limit 64 -k 8 --model out/rl/final
         stagewise eval gsm8k:test --model smollm2-135m --buckets export/assignments.parquet -k 4 --ks 1,4
     """
-    import json
 
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -483,7 +492,8 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
                       backend_args=parse_backend_args(backend_arg), progress=progress and not as_json,
                       source_options=sources)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        _echo_warnings(res.notes)
+        _echo_json({**res.to_dict(), "warnings": list(res.notes)})
         return
     from rich.console import Console
     from rich.table import Table
@@ -640,8 +650,7 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
                            by_model=by_model, order=order, out=out)
     summary = route_summary(assignments, policy, keep_mastered=keep_mastered)
     if as_json:
-        for w in summary.warnings:
-            click.echo(f"warning: {w}", err=True)
+        _echo_warnings(summary.warnings)
         rid = assignments["run_id"][0] if len(assignments) and "run_id" in assignments.columns else run_id
         _echo_json({"run_id": rid, "policy": policy, "summary": summary.to_dict(),
                     "assignments": assignments.to_dicts(), "out": out, "warnings": summary.warnings})
@@ -672,8 +681,12 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               default="prompt-completion", show_default=True,
               help="trl only: conversational prompt/completion or messages.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@click.option("--progress/--no-progress", default=True, help="Show the teacher's progress.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, format, counts, files, summary, demos, warnings} as JSON.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
-               teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style, overwrite):
+               teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style, overwrite,
+               progress, as_json):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b
@@ -697,7 +710,14 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
                        teacher_options={"backend_options": teacher_args} if teacher_args else None,
-                       sft_style=sft_style, overwrite=overwrite, progress=True)
+                       sft_style=sft_style, overwrite=overwrite, progress=progress and not as_json)
+    if as_json:
+        m = result.manifest
+        _echo_warnings(result.summary.warnings)
+        _echo_json({"out": str(result.out), "format": m.get("format"), "counts": m.get("counts"),
+                    "files": m.get("files"), "summary": result.summary.to_dict(), "demos": result.demos,
+                    "warnings": list(result.summary.warnings)})
+        return
     _print_route_summary(result.summary, result.assignments)
     for name, rep in result.demos.items():
         click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of "
@@ -923,8 +943,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
                                 resume=resume, dry_run=dry_run)
     if as_json:
         warnings = [f"{stage}: skipped ({why})" for stage, why in res.skipped.items()]
-        for w in warnings:
-            click.echo(f"warning: {w}", err=True)
+        _echo_warnings(warnings)
         _echo_json({**res.to_dict(), "dry_run": dry_run, "warnings": warnings})
         return
     for stage_res in (res.sft, res.rl, res.joint):
@@ -1126,6 +1145,7 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
         result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
                         echo=lambda line: click.echo(line, err=as_json), progress=progress and not as_json)
     if as_json:
+        _echo_warnings(result.notes)
         _echo_json({**result.to_dict(), "warnings": list(result.notes)})
         return
     click.echo("")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from stagewise.curate.errors import ConfigError, InputError
 from stages_helpers import CONFIG, build_store, item
+from stagewise.curate.errors import ConfigError, InputError
 
 import stagewise as sw
 from stagewise.cli import cli

@@ -95,9 +95,10 @@ def test_empty_rl_split_skips_rl_with_a_note(tiny_model_dir, tmp_path):
 
 
 def test_a_run_leaves_out_pool_items_overlapping_its_heldout_set_and_named_benchmarks(tiny_model_dir, tmp_path):
-    import stagewise as sw
     from stagewise.curate.sources import load_problems
     from stagewise.curate.store import ProbeStore
+
+    import stagewise as sw
 
     pool = list(load_problems("gsm8k:test", limit=4))
     bench = tmp_path / "bench.jsonl"
