@@ -156,7 +156,7 @@ def _print_profile(p: dict, console) -> None:
         by_set = Counter()
         for e in c["sources"].values():
             by_set.update(e["by_set"])
-        summary.add_row("contaminated", f"{c['contaminated']:,} share a {c['ngram']}-gram with: "
+        summary.add_row("contaminated", f"{c['contaminated']:,} share {c['ngram']} consecutive words with: "
                         + ", ".join(f"{k} {v:,}" for k, v in by_set.items()))
     console.print(summary)
 
@@ -270,8 +270,8 @@ def _print_contamination(d: dict, console) -> None:
     from rich.table import Table
 
     sets = [s["set"] for s in d["sets"]]
-    table = Table(title=f"{d['contaminated']:,} of {d['rows']:,} pool items share a {d['ngram']}-gram with a "
-                        "benchmark item", title_justify="left")
+    table = Table(title=f"{d['contaminated']:,} of {d['rows']:,} pool items share {d['ngram']} consecutive words "
+                        "with a benchmark item", title_justify="left")
     table.add_column("pool source")
     table.add_column("rows", justify="right")
     table.add_column("contaminated", justify="right")
@@ -381,7 +381,7 @@ def _print_probe_summary(s: dict) -> None:
         table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
     if s.get("contamination"):
         c = s["contamination"]
-        table.add_row("left out", f"{c['contaminated']:,} items sharing a {c['ngram']}-gram with "
+        table.add_row("left out", f"{c['contaminated']:,} items sharing {c['ngram']} consecutive words with "
                                   f"{', '.join(x['set'] for x in c['sets'])}")
     console.print(table)
     if b["unmastered"]:

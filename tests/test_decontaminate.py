@@ -140,4 +140,4 @@ def test_the_cli_json_has_a_top_level_contaminated_count_and_nothing_else_on_std
 def test_the_cli_table_counts_per_source_and_set(bench, pool):
     r = CliRunner().invoke(cli, ["decontaminate", pool, "--against", bench, "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "2 of 4 pool items share a 8-gram" in r.output and "bench/test#1" in r.output
+    assert "2 of 4 pool items share 8 consecutive words" in r.output and "bench/test#1" in r.output

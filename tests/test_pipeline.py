@@ -64,6 +64,9 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     as_json = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out), "--json"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
+    from readme_json import assert_documented
+
+    assert_documented("run", data)
     assert data["report"] == str(out / "report.md") and set(data["seconds"]) >= {"probe", "export", "train"}
     assert data["warnings"] == data["notes"] and "done earlier" in as_json.stderr
 
