@@ -172,8 +172,9 @@ class NgramIndex:
     ngram: int
     sets: list[BenchmarkSet]
     keys: object  # numpy uint64, sorted, unique
-    owners: dict  # key -> list of (set index, row in set, benchmark id, n-gram text)
+    owners: dict  # key -> list of (set index, row in set, benchmark id, word position)
     template: object = None  # numpy uint64, sorted: the sets' template n-grams (removed before matching)
+    set_grams: list = field(default_factory=list)  # per set, its _Grams: the words a match is checked on
 
     @classmethod
     def build(cls, specs, *, ngram: int = DEFAULT_NGRAM, max_share: float = DEFAULT_MAX_SHARE,
@@ -208,16 +209,18 @@ class NgramIndex:
         template_keys = np.array(sorted(template), dtype=np.uint64)
         # Pass 2: the content n-grams, with every set's template words removed.
         owners: dict = {}
+        set_grams = []
         for set_idx, (label, spec, items) in enumerate(loaded):
             grams = _Grams(pl.Series([p.prompt for p in items], dtype=pl.String), ngram, template_keys)
+            set_grams.append(grams)
             seen = set()
             for key, row, pos in zip(grams.keys.tolist(), grams.rows.tolist(), grams.pos.tolist()):
                 if (key, row) in seen:
                     continue
                 seen.add((key, row))
-                owners.setdefault(key, []).append((set_idx, row, items[row].id, grams.text(row, pos)))
+                owners.setdefault(key, []).append((set_idx, row, items[row].id, pos))
         keys = np.array(sorted(owners), dtype=np.uint64)
-        return cls(ngram, sets, keys, owners, template_keys)
+        return cls(ngram, sets, keys, owners, template_keys, set_grams)
 
     def describe(self) -> list[dict]:
         return [{"set": s.label, "spec": s.spec, "items": s.items, "template_ngrams": s.template_ngrams}
@@ -245,9 +248,9 @@ class NgramIndex:
                  .group_by("row", "item", maintain_order=True)
                  .agg(pl.col("pos").first(), pl.col("entry").first(), pl.len().alias("shared")))
         for row, _, pos, entry, shared in pairs.iter_rows():
-            set_idx, brow, bid, btext = self._owners_flat[entry]
+            set_idx, brow, bid, bpos = self._owners_flat[entry]
             text = grams.text(row, pos)
-            if btext != text:  # a hash collision, not an overlap (64-bit keys: in theory only)
+            if self.set_grams[set_idx].text(brow, bpos) != text:  # a hash collision, not an overlap (64-bit keys: in theory only)
                 continue
             label = self.sets[set_idx].label
             out.setdefault(row, []).append(Match(label, f"{label}#{brow}", bid, text, shared))
