@@ -323,18 +323,9 @@ def route(store, *, run_id: str | None = None, runs=None, policy: str = "stage",
     """
     router = make_router(policy, low=low, high=high, seed=seed)
     check_order(order)
-    if run_id is not None and runs:
-        raise ConfigError("pass --run-id or --runs, not both")
     st, opened = open_store(store)
     try:
-        if runs:
-            rids = resolve_runs(st, runs)
-            mastery = pooled_mastery(st, rids)
-            rid = ",".join(rids)
-        else:
-            rid = resolve_run(st, run_id)
-            rids = [rid]
-            mastery = st.mastery(rid)
+        rid, rids, mastery = read_mastery(st, run_id=run_id, runs=runs)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
         per_model = model_columns(st, rids, mastery) if by_model else None
     finally:
@@ -348,6 +339,30 @@ def route(store, *, run_id: str | None = None, runs=None, policy: str = "stage",
     if out is not None:
         write_parquet_atomic(table, out)
     return table
+
+
+def read_mastery(st, *, run_id: str | None = None, runs=None):
+    """(run label, run ids, mastery frame): one run's view, or the pooled statistics of `runs`."""
+    if run_id is not None and runs:
+        raise ConfigError("pass --run-id or --runs, not both")
+    if runs:
+        rids = resolve_runs(st, runs)
+        return ",".join(rids), rids, pooled_mastery(st, rids)
+    rid = resolve_run(st, run_id)
+    return rid, [rid], st.mastery(rid)
+
+
+def mark_contaminated(assignments, hits: dict, ngram: int):
+    """Items sharing an n-gram with a benchmark (`hits`: {id: [Match]}) become unrouted, with the reason
+    "contaminated: 8-gram overlap with gsm8k/test#123"; their bucket stays what it was."""
+    import polars as pl
+
+    if not hits:
+        return assignments
+    ids = assignments["id"].to_list()
+    stage = [("unrouted" if i in hits else s) for i, s in zip(ids, assignments["stage"].to_list())]
+    reason = [(hits[i][0].reason(ngram) if i in hits else r) for i, r in zip(ids, assignments["reason"].to_list())]
+    return assignments.with_columns(pl.Series("stage", stage, pl.Utf8), pl.Series("reason", reason, pl.Utf8))
 
 
 def check_order(order: str | None) -> None:
