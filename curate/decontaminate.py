@@ -322,13 +322,15 @@ class DecontaminationResult:
 
 def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float = DEFAULT_MAX_SHARE,
                   out=None, prompt_col=None, answer_col=None, solution_col=None, id_col=None, task=None,
-                  skip_bad: bool = False, progress=None) -> DecontaminationResult:
+                  skip_bad: bool = False, rejects=None, progress=None) -> DecontaminationResult:
     """Find the pool items (the specs in `data`) sharing an n-gram with any item of the `against` sets.
 
     `against` is a list of specs, or an NgramIndex built already (then `ngram` and `max_share` are its own).
 
     Streams the pool; writes the matches to `out` (parquet, atomically) if given. Raises InputError /
-    ConfigError for a bad spec before anything is written. `progress(rows_so_far)` after each chunk.
+    ConfigError for a bad spec before anything is written. Bad rows raise unless `skip_bad` (then they
+    are counted in `warnings`, and written to `rejects` as JSON Lines if given).
+    `progress(rows_so_far)` after each chunk.
     """
     import polars as pl
     from stagewise.curate.profile import _profile_source
@@ -348,6 +350,7 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
                                                                                 max_share=max_share)
     sources: dict[str, dict] = {}
     records: list[dict] = []
+    rejected: list[dict] = []
     done = 0
     for sub in subs:
         sink, _ = _profile_source(sub, cols, 0, None, skip_bad,
@@ -358,9 +361,10 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
         entry["contaminated"] += sink.contaminated
         for name, n in sink.by_set.items():
             entry["by_set"][name] = entry["by_set"].get(name, 0) + n
+        rejected += sink.rejected
         for r in sink.records:
-            r["id"] = r["id"] or stable_id(r["prompt"] or "", r.pop("answer") or "")
-            r.pop("answer", None)
+            answer = r.pop("answer")
+            r["id"] = r["id"] or stable_id(r["prompt"] or "", answer or "")  # the id load_problems gives it
             records.append(r)
     for entry in sources.values():
         entry["by_set"] = {s.label: entry["by_set"].get(s.label, 0) for s in index.sets}
@@ -370,6 +374,12 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     matches = pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
     contaminated = sum(e["contaminated"] for e in sources.values())
     result = DecontaminationResult(index.ngram, done, contaminated, sources, index.describe(), matches)
+    if rejected:
+        result.warnings.append(f"skipped {len(rejected):,} bad rows" + (f" (written to {rejects})" if rejects else ""))
+    if rejects is not None:
+        from stagewise.curate.sources import write_jsonl
+
+        write_jsonl(rejects, rejected)
     if out is not None:
         result.out = write_matches(matches, out)
     return result

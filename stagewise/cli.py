@@ -244,16 +244,15 @@ def decontaminate_cmd(data, prompt_col, answer_col, solution_col, id_col, task, 
 
     import stagewise as sw
 
-    if rejects:
-        raise click.UsageError("--rejects is not used by decontaminate (nothing is written but --out)")
     err = Console(stderr=True)
     show_progress = progress and not as_json
     with err.status("Decontaminating…", spinner="dots") if show_progress else _nullcontext() as status:
         res = sw.decontaminate(*data, against=list(against), ngram=ngram, max_share=max_share, out=out,
                                prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
-                               id_col=id_col, task=task, skip_bad=skip_bad,
+                               id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects,
                                progress=(lambda n: status.update(f"Decontaminating… {n:,} rows"))
                                if show_progress else None)
+    _echo_warnings(res.warnings)
     if as_json:
         _echo_json(res.to_dict(max_matches=show))
         return

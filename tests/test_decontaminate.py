@@ -141,3 +141,14 @@ def test_the_cli_table_counts_per_source_and_set(bench, pool):
     r = CliRunner().invoke(cli, ["decontaminate", pool, "--against", bench, "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "2 of 4 pool items share 8 consecutive words" in r.output and "bench/test#1" in r.output
+
+
+def test_bad_pool_rows_stop_the_run_unless_skipped_then_they_are_a_warning(bench, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"question": BENCH[1]["question"], "answer": "10"}) + "\nnot json\n")
+    with pytest.raises(InputError, match="line 2"):
+        decontaminate(str(pool), against=[bench])
+    rejects = tmp_path / "rejects.jsonl"
+    res = decontaminate(str(pool), against=[bench], skip_bad=True, rejects=rejects)
+    assert res.contaminated == 1 and res.warnings == [f"skipped 1 bad rows (written to {rejects})"]
+    assert json.loads(rejects.read_text())["line"] == 2
