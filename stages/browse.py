@@ -122,3 +122,20 @@ def _resolve_id(st, run_id: str, prefix: str) -> str:
         raise ConfigError(f"id prefix {prefix!r} matches {'more than 5' if len(ids) > 5 else len(ids)} items "
                           f"({', '.join(ids[:5])}); give more characters")
     return ids[0]
+
+
+EXPORT_SAMPLE_COLUMNS = ("id", "run_id", "sample_idx", "completion", "extracted", "score", "status",
+                         "finish_reason")
+
+
+def samples_of_runs(st, run_ids: list[str]):
+    """Every stored sample of `run_ids`, whatever its item's stage: the rows of an export's samples.parquet
+    (id, run_id, sample_idx, completion, extracted, score, status, finish_reason), ordered by item,
+    run and sample index."""
+    import polars as pl
+
+    frame = pl.from_arrow(st.con.sql(
+        "SELECT problem_id AS id, run_id, sample_idx, completion, extracted, score, status, finish_reason "
+        "FROM samples WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY problem_id, run_id, sample_idx",
+        params=[list(run_ids)]).to_arrow_table())
+    return frame.select(EXPORT_SAMPLE_COLUMNS)
