@@ -680,12 +680,17 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               default="prompt-completion", show_default=True,
               help="trl only: conversational prompt/completion or messages.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@_pooling_options
+@click.option("--with-samples", is_flag=True,
+              help="Also write samples.parquet: every sample of the run (id, sample_idx, completion, extracted, "
+                   "score, status), whatever the item's stage.")
+@_decontaminate_options
 @click.option("--progress/--no-progress", default=True, help="Show the teacher's progress.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print {out, format, counts, files, summary, demos, warnings} as JSON.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, out, fmt, demos,
                teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_style, overwrite,
-               progress, as_json):
+               runs, by_model, order, with_samples, decontaminate, ngram, progress, as_json):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b
@@ -693,6 +698,8 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         stagewise export --store run.duckdb --out export/ --format trl
         stagewise export --store run.duckdb --out verl/ --format verl --policy band --low 0.1 --high 0.9
         stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher MODEL_DIR
+        stagewise export --store run.duckdb --out export/ --decontaminate gsm8k:test --with-samples
+        stagewise export --store run.duckdb --out export/ --runs ID1,ID2 --order p_hat-asc --by-model
     """
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -709,7 +716,9 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
                        teacher_options={"backend_options": teacher_args} if teacher_args else None,
-                       sft_style=sft_style, overwrite=overwrite, progress=progress and not as_json)
+                       sft_style=sft_style, overwrite=overwrite, progress=progress and not as_json,
+                       runs=runs, by_model=by_model, order=order, with_samples=with_samples,
+                       decontaminate=list(decontaminate) or None, ngram=ngram)
     if as_json:
         m = result.manifest
         _echo_warnings(result.summary.warnings)
@@ -718,6 +727,9 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                     "warnings": list(result.summary.warnings)})
         return
     _print_route_summary(result.summary, result.assignments)
+    if result.manifest["counts"].get("contaminated"):
+        click.echo(f"left out {result.manifest['counts']['contaminated']} items overlapping "
+                   f"{', '.join(decontaminate)} (in unrouted.parquet with the reason)")
     for name, rep in result.demos.items():
         click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of "
                    f"{rep.get('tried', 0)} tried")
