@@ -44,7 +44,7 @@ def show(store, item_id: str, *, run_id: str | None = None) -> dict:
         if opened:
             st.close()
     n, c, p_hat, mean, low, high, unverified = row[0]
-    decision = StageRouter().decide_one(Item(pid, int(n), int(c))) if n else None
+    decision = StageRouter().decide_one(Item(id=pid, n=int(n), c=int(c))) if n else None
     item = {"id": pid, "run_id": rid, "model": model, "source": problem.source, "task": problem.task,
             "prompt": problem.prompt, "answer": problem.answer, "solution": problem.solution,
             "bucket": decision.bucket if decision else None,

@@ -441,10 +441,10 @@ def pooled_mastery(store, run_ids: list[str]):
                count(*) FILTER (WHERE status NOT IN ({verified})) AS n_unverified
         FROM samples WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY problem_id ORDER BY problem_id
     """, [list(run_ids)]).fetchall()
-    ks = pass_at_ks(max((int(r[1]) for r in rows), default=1))
+    ks = pass_at_ks(n=max((int(r[1]) for r in rows), default=1))
     records = []
     for pid, n, c, n_samples, n_unverified in rows:
-        stats = mastery_row(int(c), int(n), ks)
+        stats = mastery_row(n=int(n), c=int(c), ks=ks)
         if not n:
             stats["p_hat"] = None
         records.append({"run_id": ",".join(run_ids), "problem_id": pid, **stats, "n_samples": int(n_samples),
