@@ -874,6 +874,7 @@ def _train_common(f):
                      help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print the result as JSON on stdout; trainer logs go to stderr."),
+        click.option("--progress/--no-progress", default=True, help="Show the trainers' progress bars."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -924,7 +925,7 @@ def _print_stage(res, as_json: bool = False) -> None:
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                as_json, reprobe, eval_data, no_eval, joint):
+                as_json, progress, reprobe, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -951,7 +952,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
                                 config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
                                 joint=joint, joint_options=per_stage["joint"] if joint else None,
                                 max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                                resume=resume, dry_run=dry_run)
+                                resume=resume, dry_run=dry_run, progress=progress and not as_json)
     if as_json:
         warnings = [f"{stage}: skipped ({why})" for stage, why in res.skipped.items()]
         _echo_warnings(warnings)
@@ -1012,7 +1013,7 @@ def _print_eval_table(evals) -> None:
 @click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
               help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
 def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                  as_json, loss):
+                  as_json, progress, loss):
     """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
 
     \b
@@ -1027,7 +1028,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     with _quiet_stdout(as_json):
         res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
                            batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                           **_parse_sets(sets))
+                           progress=progress and not as_json, **_parse_sets(sets))
     _print_stage(res, as_json)
 
 
@@ -1039,7 +1040,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 @click.option("--beta", type=float, default=None,
               help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
 def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                 as_json, loss_type, num_generations, beta):
+                 as_json, progress, loss_type, num_generations, beta):
     """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
 
     \b
@@ -1054,7 +1055,8 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     with _quiet_stdout(as_json):
         res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
                           max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                          resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
+                          resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json,
+                          **_parse_sets(sets))
     _print_stage(res, as_json)
 
 
@@ -1069,7 +1071,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 @click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
 @click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
 def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                    as_json, mode, loss_type, num_generations, sft_weight, buffer_size):
+                    as_json, progress, mode, loss_type, num_generations, sft_weight, buffer_size):
     """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
 
     \b
@@ -1085,7 +1087,7 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
         res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                              batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
                              loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                             buffer_size=buffer_size, **_parse_sets(sets))
+                             buffer_size=buffer_size, progress=progress and not as_json, **_parse_sets(sets))
     _print_stage(res, as_json)
     if as_json:
         return

@@ -80,7 +80,7 @@ def test_cli_train_json_prints_only_the_result_as_json(tmp_path, tiny_model_dir,
 
     assert_documented("train", data)
     assert data["dry_run"] is True and data["sft"]["dry_run"] and data["rl"]["stage"] == "rl"
-    assert data["warnings"] == [] and "out" in data and "table" in data
+    assert data["warnings"] == [] and "out" in data and "evaluation" in data
     one = CliRunner().invoke(cli, ["train", "sft", "--data", export, "--model", tiny_model_dir, "--out",
                                    str(tmp_path / "sft"), "--dry-run", "--json"])
     assert one.exit_code == 0, one.output
