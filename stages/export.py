@@ -18,8 +18,8 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.stages import demonstrations as demo_mod
-from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name
 from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
+from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,

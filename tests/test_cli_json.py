@@ -45,7 +45,7 @@ def test_profile_and_decontaminate(tmp_path):
 
 
 def test_route_export_show_samples_and_merge(store, tmp_path):
-    data, err = invoke("route", "--store", store, "--json")
+    data, _ = invoke("route", "--store", store, "--json")
     assert_documented("route", data)
     assert len(data["assignments"]) == 24 and data["warnings"] == data["summary"]["warnings"]
     data, _ = invoke("export", "--store", store, "--out", tmp_path / "export", "--keep-mastered", "2", "--json")
