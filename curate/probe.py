@@ -194,7 +194,8 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
           shard=None, base_url: str | None = None, progress: bool = True, round_size: int = 1,
           backend_args: dict | None = None, source_options: dict | None = None,
           verifier_workers: int = 2, verifier_timeout_s: float = 5.0, on_commit=None,
-          keep_completions: str = "all", ray=None, ray_shards: int | None = None) -> ProbeResult:
+          keep_completions: str = "all", ray=None, ray_shards: int | None = None,
+          decontaminate=None, ngram: int = 8) -> ProbeResult:
     """Probe `model` on `problems` and store every sample in `store` (a .duckdb path or a ProbeStore).
 
     `backend` is "hf", "vllm", "openai" or a ready Backend. Fixed mode draws `num_samples` per item;
@@ -205,6 +206,8 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     answers and token counts always are. `ray=True` (a local Ray instance, or $RAY_ADDRESS) or
     `ray="host:port"` runs `ray_shards` shards on a Ray cluster, each holding one backend; their rows come
     back to this process, which commits them to `store` (curate/ray_probe.py).
+    With `decontaminate` (benchmark specs), items sharing an `ngram`-word run with those sets are left
+    out before sampling and listed in `summary["contamination"]` with their reason.
     Returns a ProbeResult with the run id and a summary.
     """
     from stagewise.curate import adaptive as adaptive_rule
@@ -232,6 +235,14 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     shard_t = parse_shard(shard)
 
     items = resolve_problems(problems, task=task, limit=limit, source_options=source_options)
+    contamination = None
+    if decontaminate:
+        from stagewise.curate.decontaminate import left_out
+
+        items, contamination = left_out(items, decontaminate, ngram=ngram)
+        if not items:
+            raise ConfigError(f"every one of the {contamination['contaminated']} problems overlaps "
+                              f"{', '.join(contamination['against'])}; nothing left to probe")
     data_specs = [str(p) for p in ([problems] if isinstance(problems, (str, Path)) else problems)
                   if isinstance(p, (str, Path))]
     loaded_count = len(items)
@@ -308,7 +319,8 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         summary = probe_summary(st, run_id, list(by_id), stats)
         summary.update({"model": model, "backend": config["backend"], "store": st.path,
                         "shard": config["shard"], "adaptive": adaptive,
-                        "k": k_max if adaptive else num_samples, "keep_completions": keep_completions})
+                        "k": k_max if adaptive else num_samples, "keep_completions": keep_completions,
+                        "contamination": contamination})
         if use_ray:
             summary["ray"] = engine.report()
         summary.update(store_size(st))

@@ -33,6 +33,7 @@ from stagewise.curate.schema import Problem
 from stagewise.curate.statistics import Z_95
 
 SCHEMA_VERSION = "1"
+STORAGE_COMPATIBILITY = "v1.4.0"  # the oldest DuckDB that reads a new store (and runs the mastery view)
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
 VERIFIED = ("correct", "wrong", "no_answer")
 
@@ -195,7 +196,11 @@ class ProbeStore:
             raise InputError("probe store not found", path=self.path,
                              fix="pass the --store file written by `stagewise probe`")
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
+            # A new file is written in DuckDB 1.4's storage format, so the released DuckDB CLI (and its UI)
+            # opens it too: the Python package may be a major version ahead of the CLI a user has.
+            fresh = not read_only and self.path != ":memory:" and not os.path.exists(self.path)
+            config = {"storage_compatibility_version": STORAGE_COMPATIBILITY} if fresh else {}
+            self.con = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.ConnectionException:
             # DuckDB keeps one database instance per file and process; a second connection with another
             # mode (read-only vs writable) is refused.

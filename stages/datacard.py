@@ -202,6 +202,16 @@ def _prompting_rows(probe: dict) -> list[list]:
     return rows
 
 
+def _contamination_note(counts: dict, route: dict) -> str:
+    """A sentence on the items left out for overlapping a benchmark (empty when not decontaminated)."""
+    check = route.get("decontaminate")
+    if not check:
+        return ""
+    n, sets = counts.get("contaminated", 0), ", ".join(f"`{x['set']}`" for x in check["sets"])
+    return (f"Decontaminated against {sets} ({check['ngram']}-gram overlap of normalised prompts): {n} "
+            f"item{'s' if n != 1 else ''} left out, in `unrouted.parquet` with the reason.\n\n")
+
+
 def _split_counts(counts: dict) -> str:
     return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
 
@@ -285,7 +295,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     sections = [
         ("Summary", (f"{counts['items']} problems probed with `{_model(manifest)}`, routed with policy "
                      f"`{route['policy']}` and exported for **{manifest['format']}**. "
-                     f"Splits: {_split_counts(counts)}.\n\n"
+                     f"Splits: {_split_counts(counts)}.\n\n" + _contamination_note(counts, route) +
                      "```python\nfrom datasets import load_dataset\n"
                      f"rl = load_dataset(\"{name}\", \"rl\", split=\"train\")  # this folder\n```")),
         ("Splits", _table(["config", "rows", "what"], split_rows)),

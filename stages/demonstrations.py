@@ -146,7 +146,8 @@ class StoreSampleSource(DemoSource):
             row = by_id[p.id]
             if verdict.correct:
                 demos[p.id] = Demonstration(p.id, row["completion"], self.name, {
-                    "run_id": self.run_id, "sample_idx": int(row["sample_idx"]), "model": self.model})
+                    "run_id": row.get("run_id") or self.run_id, "sample_idx": int(row["sample_idx"]),
+                    "model": self.model})
             else:
                 missing[p.id] = f"stored correct sample no longer verifies ({_status_words(verdict)})"
         return demos, missing

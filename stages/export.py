@@ -18,16 +18,21 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.stages import demonstrations as demo_mod
+from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
 from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
     assignments_from_mastery,
     check_options,
+    check_order,
     make_router,
+    mark_contaminated,
+    model_columns,
     model_name,
     open_store,
-    resolve_run,
+    order_assignments,
+    read_mastery,
     route_summary,
     truncation_counts,
 )
@@ -52,7 +57,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
            teacher_backend: str = "hf", teacher_budget: int = 8, teacher_options: dict | None = None,
            sft_style: str = "prompt-completion", overwrite: bool = False, card: bool = True,
            progress=False, truncated: str = "wrong", sft_replay: float = 0.0, sft_replay_from="mastered",
-           heldout=(), rationalize_model: str | None = None) -> ExportResult:
+           heldout=(), rationalize_model: str | None = None, runs=None, by_model: bool = False,
+           order: str | None = None, with_samples: bool = False, decontaminate=None, ngram: int = 8) -> ExportResult:
     """Route one probe run and write the export directory `out`; return ExportResult(out, manifest, ...).
 
     Example: `sw.export("run.duckdb", "export/", format="verl", policy="band", low=0.1, high=0.9)`.
@@ -64,6 +70,10 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     buckets) make up the fraction F of sft.parquet, marked stage = replay-sft (stages/replay.py); never
     items in `heldout` (ids) nor the `keep_mastered` forgetting split.
     `rationalize_model`: the model the `rationalize` source samples (default: the probed model's name).
+    `runs`, `by_model` and `order` are route's (pooled runs, per-model p̂ columns, row order of every
+    split); `with_samples` also writes samples.parquet (every sample of the run, whatever the item's
+    stage); `decontaminate` (benchmark specs) sends items sharing an `ngram`-word run with them to
+    unrouted.parquet with the reason, counted in the manifest (`counts.contaminated`) and the card.
     """
     # Validate every option before any heavy work, and report all problems at once.
     problems_found = []
@@ -73,7 +83,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                                         truncated=truncated),
                   lambda: replay_mod.check_fraction(sft_replay),
                   lambda: replay_mod.parse_replay_from(sft_replay_from),
-                  lambda: demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)):
+                  lambda: demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget),
+                  lambda: check_order(order)):
         try:
             check()
         except ConfigError as exc:
@@ -92,12 +103,26 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     sft_replay = replay_mod.check_fraction(sft_replay)
     replay_from = replay_mod.parse_replay_from(sft_replay_from)
     heldout_ids = {str(getattr(h, "id", h)) for h in (heldout or ())}
+    index = None
+    if decontaminate:  # a bad benchmark spec fails here, before anything is written
+        from stagewise.curate.decontaminate import NgramIndex
 
-    run = _read_run(store, run_id, with_samples=bool({"samples", "critique"} & set(demos)) or sft_replay > 0)
+        index = NgramIndex.build(decontaminate, ngram=ngram)
+
+    need_text = bool({"samples", "critique"} & set(demos)) or sft_replay > 0 or with_samples
+    run = _read_run(store, run_id, runs=runs, with_samples=need_text, by_model=by_model)
     rid, run_cfg, mastery, problems = run.run_id, run.config, run.mastery, run.problems
+    if truncated == "exclude" and len(run.run_ids) > 1:
+        raise ConfigError("--truncated exclude reads one run's finish reasons; export pooled --runs with "
+                          "--truncated wrong, or one run at a time")
     assignments = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
                                            require_samples=require_samples, seed=seed, run_id=rid,
                                            truncation=run.truncation, truncated=truncated)
+    if run.per_model is not None:
+        assignments = assignments.join(run.per_model, on="id", how="left")
+    contaminated = index.match_problems(problems.values()) if index is not None else {}
+    # Before demonstrations: no teacher budget is spent on an item that will not be trained on.
+    assignments = mark_contaminated(assignments, contaminated, ngram)
     system_prompt, prompt_template = run_cfg.get("system_prompt"), run_cfg.get("prompt_template")
     probed_model = model_name(run_cfg)
     sampling = dict(run_cfg.get("sampling") or {})
@@ -124,6 +149,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             assignments.to_dicts(), problems, replay_sources, fraction=sft_replay, n_sft=n_sft,
             replay_from=replay_from, heldout=heldout_ids, seed=seed)
         assignments = _mark_replay(assignments, replay_demos, sft_replay)
+    assignments = order_assignments(assignments, order)
     summary = route_summary(assignments, router.name, keep_mastered=keep_mastered,
                             max_new_tokens=(run_cfg.get("sampling") or {}).get("max_new_tokens"))
     if sizing is not None and sizing.warning:
@@ -135,7 +161,13 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     config = {
         "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
-                  "require_samples": require_samples, "seed": seed, "truncated": truncated},
+                  "require_samples": require_samples, "seed": seed, "truncated": truncated,
+                  "runs": run.run_ids, "order": order,
+                  # benchmark specs by base name: the manifest holds no path of this machine
+                  "decontaminate": (portable({"against": list(dict.fromkeys(x["spec"] for x in index.describe())),
+                                              "ngram": index.ngram, "sets": index.describe()})
+                                    if index is not None else None)},
+        "contaminated": len(contaminated),
         "demonstrations": {"sources": [s.name for s in sources], "teacher": teacher,
                            "teacher_backend": (getattr(teacher_backend, "name", teacher_backend)
                                                if teacher else None),
@@ -148,7 +180,11 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name)
+        if with_samples:
+            run.samples.rename({"problem_id": "id"}).select(EXPORT_SAMPLE_COLUMNS).write_parquet(
+                tmp / "samples.parquet")
+        manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
+                                 extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
         _move_into_place(tmp, out.resolve(), overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,25 +194,29 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
 
 @dataclass
 class _Run:
-    run_id: str
+    run_id: str  # one run's id, or "ID,ID" for pooled runs
     config: dict
     mastery: object
     problems: dict
     samples: object
     truncation: dict  # {id: (samples, truncated, truncated verified, truncated correct)}
     store_name: str  # for messages only: the export never records where the store sits
+    run_ids: list = field(default_factory=list)
+    per_model: object = None  # p_hat:<model>, n:<model> columns (by_model)
 
 
-def _read_run(store, run_id, *, with_samples: bool) -> _Run:
+def _read_run(store, run_id, *, runs=None, with_samples: bool, by_model: bool = False) -> _Run:
     """Everything export needs from the store, read in one short read-only visit."""
     st, opened = open_store(store)
     try:
-        rid = resolve_run(st, run_id)
-        mastery = st.mastery(rid)
+        rid, rids, mastery = read_mastery(st, run_id=run_id, runs=runs)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
-        run = _Run(rid, st.run(rid), mastery, problems, st.samples(rid) if with_samples else None,
-                   truncation_counts(st, rid),
-                   str(getattr(st, "path", store)))
+        # Pooled runs share every setting but the seed (checked): the first run's config stands for them.
+        samples = samples_of_runs(st, rids).rename({"id": "problem_id"}) if with_samples else None
+        run = _Run(run_id=rid, config=st.run(rids[0]), mastery=mastery, problems=problems, samples=samples,
+                   truncation=truncation_counts(st, rids[0]) if len(rids) == 1 else None,
+                   store_name=str(getattr(st, "path", store)), run_ids=rids,
+                   per_model=model_columns(st, rids, mastery) if by_model else None)
     finally:
         if opened:
             st.close()
@@ -260,10 +300,10 @@ def _apply_demonstrations(assignments, problems: dict, found):
 
 
 def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool,
-                  name: str) -> dict:
+                  name: str, extra_rows: dict | None = None) -> dict:
     import pyarrow.parquet as pq
 
-    rows = {}
+    rows = dict(extra_rows or {})
     for split, split_rows in splits.items():
         table = to_table(fmt, split, split_rows)
         pq.write_table(table, tmp / f"{split}.parquet")
@@ -285,7 +325,8 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         counts={"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
                 "buckets_by_stage": summary.counts, "splits": {s: rows[f"{s}.parquet"] for s in SPLITS},
                 "sft_replay": int(config["demonstrations"]["sft_replay"].get("taken") or 0),
-                "truncation": summary.truncation},
+                "truncation": summary.truncation, "contaminated": config["contaminated"],
+                **({"samples": rows["samples.parquet"]} if "samples.parquet" in rows else {})},
         warnings=portable(summary.warnings), versions=library_versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     ).to_dict()

@@ -324,30 +324,50 @@ def model_name(cfg: dict) -> str | None:
     return model
 
 
-def route(store, *, run_id: str | None = None, policy: str = "stage", low: float | None = None,
+ORDERS = ("p_hat-asc", "p_hat-desc", "source")
+# Keys of a run config that may differ between runs whose samples are pooled: the seed (each run draws
+# its own samples) and how many were drawn. Everything else (model, sampling, prompting, verifier
+# override) must match, or the pooled c/n would mix two different experiments.
+POOLABLE_KEYS = frozenset({"seed", "num_samples", "adaptive", "k_max"})
+
+
+def route(store, *, run_id: str | None = None, runs=None, policy: str = "stage", low: float | None = None,
           high: float | None = None, keep_mastered: int = 0, require_samples: int | None = None,
-          seed: int = 0, truncated: str = "wrong", out=None):
+          seed: int = 0, truncated: str = "wrong", by_model: bool = False, order: str | None = None, out=None):
     """Route every item of one probe run; return the assignments (polars DataFrame): id, task, source,
-    bucket, stage, reason, n, c, p_hat, posterior_mean, ci_low, ci_high, pass_at_{k}, run_id.
+    bucket, stage, reason, n, c, p_hat, posterior_mean, difficulty, ci_low, ci_high, pass_at_{k}, run_id.
 
     `store` is a path or a ProbeStore; `out` optionally writes the table as parquet (atomically).
+    `runs` (a list or "ID,ID") pools the samples of several runs of the same model and sampling (two
+    seeds, or more samples later) instead of one `run_id`; runs that differ are refused, naming the
+    keys. `by_model` adds `p_hat:<model>` and `n:<model>` columns for every model in the store (its
+    most recent run; the routed runs for their own model). `order` sorts the rows: p_hat-asc,
+    p_hat-desc (ties by id) or source (then id); by default rows are sorted by id.
+    `difficulty` = 1 - posterior_mean, a weight samplers can use.
     `truncated`: "wrong" (default) or "exclude" (samples cut at max_new_tokens leave n).
     Example: `sw.route("run.duckdb", policy="band", low=0.1, high=0.9)`.
     """
     router = make_router(policy, low=low, high=high, seed=seed)
     check_options(keep_mastered=keep_mastered, require_samples=require_samples, truncated=truncated)
+    check_order(order)
     st, opened = open_store(store)
     try:
-        rid = resolve_run(st, run_id)
-        mastery = st.mastery(rid)
+        rid, rids, mastery = read_mastery(st, run_id=run_id, runs=runs)
         problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
-        truncation = truncation_counts(st, rid)
+        if truncated == "exclude" and len(rids) > 1:
+            raise ConfigError("--truncated exclude reads one run's finish reasons; route pooled --runs with "
+                              "--truncated wrong, or route one run at a time")
+        truncation = truncation_counts(st, rids[0]) if len(rids) == 1 else None
+        per_model = model_columns(st, rids, mastery) if by_model else None
     finally:
         if opened:
             st.close()
     table = assignments_from_mastery(mastery, problems, router, keep_mastered=keep_mastered,
                                      require_samples=require_samples, seed=seed, run_id=rid,
                                      truncation=truncation, truncated=truncated)
+    if per_model is not None:
+        table = table.join(per_model, on="id", how="left")
+    table = order_assignments(table, order)
     if out is not None:
         write_parquet_atomic(table, out)
     return table
@@ -362,6 +382,137 @@ def probe_max_new_tokens(store, run_id: str | None = None) -> int | None:
         if opened:
             st.close()
     return (cfg.get("sampling") or {}).get("max_new_tokens")
+def read_mastery(st, *, run_id: str | None = None, runs=None):
+    """(run label, run ids, mastery frame): one run's view, or the pooled statistics of `runs`."""
+    if run_id is not None and runs:
+        raise ConfigError("pass --run-id or --runs, not both")
+    if runs:
+        rids = resolve_runs(st, runs)
+        return ",".join(rids), rids, pooled_mastery(st, rids)
+    rid = resolve_run(st, run_id)
+    return rid, [rid], st.mastery(rid)
+
+
+def mark_contaminated(assignments, hits: dict, ngram: int):
+    """Items sharing an n-gram with a benchmark (`hits`: {id: [Match]}) become unrouted, with the reason
+    "contaminated: 8-gram overlap with gsm8k/test#123"; their bucket stays what it was."""
+    import polars as pl
+
+    if not hits:
+        return assignments
+    ids = assignments["id"].to_list()
+    stage = [("unrouted" if i in hits else s) for i, s in zip(ids, assignments["stage"].to_list())]
+    reason = [(hits[i][0].reason(ngram) if i in hits else r) for i, r in zip(ids, assignments["reason"].to_list())]
+    return assignments.with_columns(pl.Series("stage", stage, pl.Utf8), pl.Series("reason", reason, pl.Utf8))
+
+
+def check_order(order: str | None) -> None:
+    if order is not None and order not in ORDERS:
+        raise ConfigError(f"--order {order!r} is not one of {', '.join(ORDERS)}")
+
+
+def order_assignments(table, order: str | None):
+    """Rows in curriculum order: by p̂ ascending or descending (ties by id), or by source; else by id."""
+    check_order(order)
+    if order is None or not len(table):
+        return table
+    if order == "source":
+        return table.sort("source", "id", nulls_last=True)
+    return table.sort("p_hat", "id", descending=[order == "p_hat-desc", False], nulls_last=True)
+
+
+def _parse_runs(runs) -> list[str]:
+    if isinstance(runs, str):
+        runs = runs.split(",")
+    return list(dict.fromkeys(str(r).strip() for r in runs if str(r).strip()))
+
+
+def resolve_runs(store, runs) -> list[str]:
+    """The runs to pool, checked: each in the store, same model and sampling, different seeds."""
+    import json
+
+    from stagewise.curate.store import canonical_config
+
+    wanted = _parse_runs(runs)
+    table = store.runs()
+    known = {str(r) for r in table["run_id"].to_list()} if len(table) else set()
+    missing = [r for r in wanted if r not in known]
+    if missing:
+        raise ConfigError(f"--runs: {', '.join(missing)} not in {getattr(store, 'path', 'the store')}; "
+                          f"runs: {describe_runs(table) or 'none'}")
+    if not wanted:
+        raise ConfigError("--runs names no run; pass run ids separated by commas")
+    configs = {r: json.loads(c) for r, c in zip(table["run_id"].to_list(), table["config"].to_list())
+               if r in wanted}
+    first = wanted[0]
+    base = _flat({k: v for k, v in canonical_config(configs[first]).items() if k not in POOLABLE_KEYS})
+    for other in wanted[1:]:
+        mine = _flat({k: v for k, v in canonical_config(configs[other]).items() if k not in POOLABLE_KEYS})
+        differ = sorted(k for k in set(base) | set(mine) if base.get(k) != mine.get(k))
+        if differ:
+            raise ConfigError(f"cannot pool runs {first} and {other}: they differ in {', '.join(differ)}; "
+                              "pool only runs of the same model and sampling (route them one at a time, "
+                              "or with --by-model for a column per model)")
+        if configs[first].get("seed") == configs[other].get("seed"):
+            raise ConfigError(f"cannot pool runs {first} and {other}: both use seed {configs[first].get('seed')}, "
+                              "so they drew the same samples; pool runs probed with different --seed")
+    return wanted
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def pooled_mastery(store, run_ids: list[str]):
+    """The mastery view's columns for the samples of several runs counted together (n and c summed)."""
+    import polars as pl
+    from stagewise.curate.statistics import mastery_row, pass_at_ks
+    from stagewise.curate.store import VERIFIED
+
+    verified = ", ".join(f"'{s}'" for s in VERIFIED)
+    rows = store.con.execute(f"""
+        SELECT problem_id, count(*) FILTER (WHERE status IN ({verified})) AS n,
+               count(*) FILTER (WHERE status = 'correct') AS c, count(*) AS n_samples,
+               count(*) FILTER (WHERE status NOT IN ({verified})) AS n_unverified
+        FROM samples WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY problem_id ORDER BY problem_id
+    """, [list(run_ids)]).fetchall()
+    ks = pass_at_ks(n=max((int(r[1]) for r in rows), default=1))
+    records = []
+    for pid, n, c, n_samples, n_unverified in rows:
+        stats = mastery_row(n=int(n), c=int(c), ks=ks)
+        if not n:
+            stats["p_hat"] = None
+        records.append({"run_id": ",".join(run_ids), "problem_id": pid, **stats, "n_samples": int(n_samples),
+                        "n_unverified": int(n_unverified)})
+    schema = {"run_id": pl.Utf8, "problem_id": pl.Utf8, "n": pl.Int64, "c": pl.Int64, "p_hat": pl.Float64,
+              "posterior_mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              **{f"pass_at_{k}": pl.Float64 for k in ks}, "n_samples": pl.Int64, "n_unverified": pl.Int64}
+    return pl.DataFrame(records, schema=schema)
+
+
+def model_columns(store, routed: list[str], routed_mastery):
+    """`p_hat:<model>` and `n:<model>` per model in the store: the routed runs for their model, the most
+    recent run for every other model."""
+    import polars as pl
+
+    runs = store.runs().sort("created_at", descending=True)
+    latest: dict[str, str] = {}
+    for rid, model in zip(runs["run_id"].to_list(), runs["model"].to_list()):
+        latest.setdefault(str(model), rid)
+    routed_model = {str(m) for r, m in zip(runs["run_id"].to_list(), runs["model"].to_list()) if r in routed}
+    out = None
+    for model, rid in sorted(latest.items()):
+        frame = routed_mastery if model in routed_model else store.mastery(rid)
+        cols = frame.select(pl.col("problem_id").alias("id"), pl.col("p_hat").cast(pl.Float64).alias(f"p_hat:{model}"),
+                            pl.col("n").cast(pl.Int64).alias(f"n:{model}"))
+        out = cols if out is None else out.join(cols, on="id", how="full", coalesce=True)
+    return out
 
 
 def write_parquet_atomic(frame, path) -> None:
@@ -448,6 +599,11 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
         out = out.with_columns(
             pl.Series("n_samples", [truncation.get(it.id, (0, 0, 0, 0))[0] for it in items], pl.Int64),
             pl.Series("n_truncated", [truncation.get(it.id, (0, 0, 0, 0))[1] for it in items], pl.Int64))
+    # Samplers weight by it: 1 - the posterior mean, so an item never probed (n = 0) sits at 0.5.
+    out = out.with_columns((1.0 - pl.col("posterior_mean")).alias("difficulty"))
+    names = [c for c in out.columns if c != "difficulty"]
+    out = out.select(names[: names.index("posterior_mean") + 1] + ["difficulty"]
+                     + names[names.index("posterior_mean") + 1:])
     if run_id is not None:
         out = out.with_columns(pl.lit(run_id).alias("run_id"))
     return out

@@ -67,6 +67,20 @@ def source_options(f):
     return f
 
 
+def _decontaminate_options(f):
+    """`--decontaminate SPEC` (repeatable) and `--ngram`, shared by profile, probe, export and run."""
+    options = [
+        click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
+                     help="A benchmark set the pool must not overlap (repeatable), e.g. gsm8k:test: items "
+                          "sharing an n-gram with it are reported (profile) or left out (probe, export, run)."),
+        click.option("--ngram", type=int, default=8, show_default=True,
+                     help="Words in a shared run that counts as overlap (open-r1 uses 8)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command("profile")
 @click.argument("data", nargs=-1, required=True)
 @source_options
@@ -74,9 +88,11 @@ def source_options(f):
 @click.option("--card", type=click.Path(dir_okay=False),
               help="Write a Markdown data card here (and a length histogram PNG beside it).")
 @click.option("--samples", default=3, show_default=True, help="Sample rows to show.")
+@_decontaminate_options
+@click.option("--progress/--no-progress", default=True, help="Show rows read so far (on stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, tokenizer, card,
-                samples, as_json):
+                samples, decontaminate, ngram, progress, as_json):
     """Profile a dataset before spending GPU hours on it.
 
     Rows, sources and tasks, duplicate prompts, missing answers and solutions, prompt and solution
@@ -95,26 +111,32 @@ def profile_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_b
         stagewise profile data/train.jsonl --answer-col target --card cards/train.md
         stagewise profile gsm8k:test --tokenizer smollm2-135m
         stagewise profile broken.jsonl --skip-bad --rejects rejects.jsonl --json
+        stagewise profile data/pool.jsonl --decontaminate gsm8k:test
     """
-    import json
 
     from rich.console import Console
 
     import stagewise as sw
 
     err = Console(stderr=True)
-    with err.status("Profiling…", spinner="dots") as status:
+    show_progress = progress and not as_json
+    with err.status("Profiling…", spinner="dots") if show_progress else _nullcontext() as status:
         result = sw.profile(*data, prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
                             id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects, tokenizer=tokenizer,
-                            samples=samples, card=card,
-                            progress=lambda n: status.update(f"Profiling… {n:,} rows"))
+                            samples=samples, card=card, decontaminate=list(decontaminate) or None, ngram=ngram,
+                            progress=(lambda n: status.update(f"Profiling… {n:,} rows")) if show_progress else None)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        p = result.to_dict()
+        warnings = [f"skipped {p['bad_rows']:,} bad rows"] if p["bad_rows"] else []
+        _echo_warnings(warnings)
+        _echo_json({**p, "warnings": warnings})
         return
     _print_profile(result.to_dict(), Console())
 
 
 def _print_profile(p: dict, console) -> None:
+    from collections import Counter
+
     from rich.table import Table
 
     summary = Table(title=f"Profile: {p['rows']:,} rows", show_header=False, title_justify="left")
@@ -129,6 +151,13 @@ def _print_profile(p: dict, console) -> None:
     summary.add_row("answer types", ", ".join(f"{k} {v:,}" for k, v in p["answer_types"].items() if v))
     summary.add_row("parse failures", ", ".join(f"{k} {v:,}" for k, v in p["parse_failures"].items()))
     summary.add_row("bad rows skipped", f"{p['bad_rows']:,}" + (f" (written to {p['rejects']})" if p["rejects"] else ""))
+    c = p.get("contamination")
+    if c:
+        by_set = Counter()
+        for e in c["sources"].values():
+            by_set.update(e["by_set"])
+        summary.add_row("contaminated", f"{c['contaminated']:,} share {c['ngram']} consecutive words with: "
+                        + ", ".join(f"{k} {v:,}" for k, v in by_set.items()))
     console.print(summary)
 
     cols = Table(title="Columns chosen", title_justify="left")
@@ -161,6 +190,105 @@ def _print_profile(p: dict, console) -> None:
         where = f"; written to {p['rejects']}" if p["rejects"] else "; pass --rejects PATH to keep them"
         noun = "row" if p["bad_rows"] == 1 else "rows"
         console.print(f"Skipped {p['bad_rows']:,} bad {noun}{where}.", soft_wrap=True)
+
+
+def _echo_json(payload: dict) -> None:
+    """The only thing a --json command prints on stdout."""
+    import json
+
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def _echo_warnings(warnings) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+def _quiet_stdout(as_json: bool):
+    """With --json, whatever a library prints (trainer logs, notes) goes to stderr: stdout is the JSON's."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
+@cli.command("decontaminate")
+@click.argument("data", nargs=-1, required=True)
+@source_options
+@click.option("--against", "against", multiple=True, required=True, metavar="SPEC",
+              help="A benchmark set to check against (repeatable): gsm8k:test, math:PATH, a file, hf:NAME...")
+@click.option("--ngram", type=int, default=8, show_default=True,
+              help="Words in a shared run that counts as overlap (open-r1 uses 8).")
+@click.option("--max-share", type=float, default=0.5, show_default=True,
+              help="An n-gram in more than this share of a set's items is its template, not its content.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write every match (pool item, set, benchmark item, shared n-gram) to this parquet file.")
+@click.option("--show", type=int, default=5, show_default=True, help="Matches to print as examples.")
+@click.option("--progress/--no-progress", default=True, help="Show rows read so far (on stderr).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stdout holds only the JSON).")
+def decontaminate_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, against, ngram,
+                      max_share, out, show, progress, as_json):
+    """Find pool items that share an n-gram with a benchmark you will evaluate on.
+
+    Prompts are compared after the normalisation the duplicate check uses (NFKC, lower case,
+    collapsed whitespace), split into words; an item shares an n-gram when ngram consecutive words
+    of it appear in a benchmark item. Counts per pool source and benchmark set; --out keeps every
+    match with the shared n-gram and the benchmark item (e.g. gsm8k/test#123). The pool is streamed.
+
+    \b
+    Example:
+        stagewise decontaminate data/pool.jsonl --against gsm8k:test
+        stagewise decontaminate data/pool.parquet --against gsm8k:test --against math:data/math500.jsonl --out m.parquet
+        stagewise decontaminate gsm8k:test --against gsm8k:test --json      # every item matches itself
+    """
+    from rich.console import Console
+
+    import stagewise as sw
+
+    err = Console(stderr=True)
+    show_progress = progress and not as_json
+    with err.status("Decontaminating…", spinner="dots") if show_progress else _nullcontext() as status:
+        res = sw.decontaminate(*data, against=list(against), ngram=ngram, max_share=max_share, out=out,
+                               prompt_col=prompt_col, answer_col=answer_col, solution_col=solution_col,
+                               id_col=id_col, task=task, skip_bad=skip_bad, rejects=rejects,
+                               progress=(lambda n: status.update(f"Decontaminating… {n:,} rows"))
+                               if show_progress else None)
+    _echo_warnings(res.warnings)
+    if as_json:
+        _echo_json(res.to_dict(max_matches=show))
+        return
+    _print_contamination(res.to_dict(max_matches=show), Console())
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _print_contamination(d: dict, console) -> None:
+    from rich.table import Table
+
+    sets = [s["set"] for s in d["sets"]]
+    table = Table(title=f"{d['contaminated']:,} of {d['rows']:,} pool items share {d['ngram']} consecutive words "
+                        "with a benchmark item", title_justify="left")
+    table.add_column("pool source")
+    table.add_column("rows", justify="right")
+    table.add_column("contaminated", justify="right")
+    for name in sets:
+        table.add_column(f"vs {name}", justify="right")
+    for source, e in d["sources"].items():
+        table.add_row(source, f"{e['rows']:,}", f"{e['contaminated']:,}", *[f"{e['by_set'].get(n, 0):,}" for n in sets])
+    console.print(table)
+    for s in d["sets"]:
+        if s["template_ngrams"]:
+            console.print(f"  {s['set']}: {s['template_ngrams']} template n-grams (in most of its items) ignored",
+                          soft_wrap=True)
+    for m in d["matches"]:
+        console.print(f"  e.g. {m['source']} row {m['row']} ({m['id']}) ~ {m['benchmark_item']}: "
+                      f"\"{m['ngram']}\"" + (f" (+{m['shared_ngrams'] - 1} more)" if m["shared_ngrams"] > 1 else ""),
+                      soft_wrap=True, markup=False)
+    if d.get("out"):
+        console.print(f"wrote {d['out']} ({d['matches_total']:,} matches)", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,6 +382,10 @@ def _print_probe_summary(s: dict) -> None:
                       f"started in {r['startup_seconds']:.0f} s")
     if s.get("ignored_duplicates"):
         table.add_row("duplicates", f"{s['ignored_duplicates']:,} samples already stored, not counted twice")
+    if s.get("contamination"):
+        c = s["contamination"]
+        table.add_row("left out", f"{c['contaminated']:,} items sharing {c['ngram']} consecutive words with "
+                                  f"{', '.join(x['set'] for x in c['sets'])}")
     console.print(table)
     if b["unmastered"]:
         console.print(f"note: 0/{s['k']} correct does not mean never solvable (at p = 0.1, "
@@ -281,11 +413,12 @@ def _print_probe_summary(s: dict) -> None:
                    "joins $RAY_ADDRESS; --ray HOST:PORT joins that cluster. Rows come back to this process.")
 @click.option("--ray-shards", type=int, default=None,
               help="--ray: shards, each one backend [default: the cluster's CPUs, or GPUs for vllm].")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_decontaminate_options
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad, rejects, store, model, backend,
               base_url, backend_arg, temperature, top_p, max_new_tokens, batch_size, seed, limit, system_prompt,
               prompt_template, as_json, num_samples, adaptive, k_max, min_samples, shard, keep_completions,
-              ray_address, ray_shards, no_progress):
+              ray_address, ray_shards, decontaminate, ngram, progress):
     """Sample a model k times per problem, verify every answer, and store per-item mastery.
 
     \b
@@ -295,8 +428,8 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
         stagewise probe data.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model M --store s.duckdb
         stagewise probe data.jsonl --backend vllm --backend-arg tensor_parallel_size=4 --model M --store s.duckdb
         stagewise probe data.jsonl --ray HEAD_IP:6379 --backend vllm --model M --store s.duckdb
+        stagewise probe data.jsonl --decontaminate gsm8k:test --store run.duckdb   # overlapping items left out
     """
-    import json
 
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -308,12 +441,16 @@ def probe_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad
                    k_max=k_max, min_samples=min_samples, temperature=temperature, top_p=top_p,
                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit, task=task,
                    system_prompt=system_prompt, prompt_template=prompt_template, shard=shard, base_url=base_url,
-                   backend_args=parse_backend_args(backend_arg), progress=not no_progress and not as_json,
+                   backend_args=parse_backend_args(backend_arg), progress=progress and not as_json,
                    source_options=sources, keep_completions=keep_completions,
                    ray=None if ray_address is None else (True if ray_address == "auto" else ray_address),
-                   ray_shards=ray_shards)
+                   ray_shards=ray_shards, decontaminate=list(decontaminate) or None, ngram=ngram)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        vf = res.summary.get("verifier_failures") or {}
+        warnings = [f"{vf[k]:,} samples ended in verifier {k} (stored, not counted in n)"
+                    for k in ("timeout", "error") if vf.get(k)]
+        _echo_warnings(warnings)
+        _echo_json({**res.to_dict(), "warnings": warnings})
     else:
         _print_probe_summary(res.summary)
 
@@ -339,7 +476,6 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
         stagewise eval gsm8k:test --limit 64 -k 8 --model out/rl/final
         stagewise eval gsm8k:test --model smollm2-135m --buckets export/assignments.parquet -k 4 --ks 1,4
     """
-    import json
 
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -359,7 +495,8 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
                       backend_args=parse_backend_args(backend_arg), progress=progress and not as_json,
                       source_options=sources)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        _echo_warnings(res.notes)
+        _echo_json({**res.to_dict(), "warnings": list(res.notes)})
         return
     from rich.console import Console
     from rich.table import Table
@@ -388,7 +525,9 @@ def eval_cmd(data, prompt_col, answer_col, solution_col, id_col, task, skip_bad,
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The merged store to write (a new file; written atomically).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def merge_cmd(stores, out, overwrite):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, inputs, runs, problems, samples, duplicate_samples, duplicate_problems, warnings}.")
+def merge_cmd(stores, out, overwrite, as_json):
     """Merge probe stores (e.g. the shards of one run) into one store.
 
     Each sharded probe (`--shard i/N`) writes its own store, since a store has one writer. Merging
@@ -405,6 +544,9 @@ def merge_cmd(stores, out, overwrite):
 
     result = sw.merge(list(stores), out, overwrite=overwrite)
     r = result.report
+    if as_json:
+        _echo_json({"out": result.out, **r, "warnings": []})
+        return
     for item in r["inputs"]:
         click.echo(f"  {item['path']}: {item['runs']} run(s), {item['problems']} problems, "
                    f"{item['samples']} samples")
@@ -474,11 +616,31 @@ def _print_route_summary(summary, assignments) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def _pooling_options(f):
+    """Several runs per item and the order of the rows, shared by `route` and `export`."""
+    options = [
+        click.option("--runs", default=None, metavar="ID,ID,...",
+                     help="Pool the samples of these runs (same model and sampling, different seeds) "
+                          "instead of one --run-id."),
+        click.option("--by-model", is_flag=True,
+                     help="Add p_hat:<model> and n:<model> columns for every model in the store."),
+        click.option("--order", type=click.Choice(["p_hat-asc", "p_hat-desc", "source"]), default=None,
+                     help="Row order (a curriculum for readers that go in order); default: by id."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command("route")
 @_route_options
+@_pooling_options
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Also write the assignments to this parquet file.")
-def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, out):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {run_id, policy, summary, assignments, out, warnings} as JSON.")
+def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, runs, by_model,
+              order, out, as_json):
     """Assign every probed item a bucket, a stage (SFT / RL / replay / drop) and a reason.
 
     \b
@@ -487,15 +649,23 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
         stagewise route --store run.duckdb --policy band --low 0.1 --high 0.9
         stagewise route --store run.duckdb --keep-mastered 16 --require-samples 8 --out assignments.parquet
         stagewise route --store run.duckdb --truncated exclude
+        stagewise route --store run.duckdb --runs 25f875b7f3d1b4df,9c0e1a2b3d4f5a6b --by-model --order p_hat-asc
     """
     import stagewise as sw
     from stagewise.stages.routing import probe_max_new_tokens, route_summary
 
-    assignments = sw.route(store, run_id=run_id, policy=policy, low=low, high=high,
+    assignments = sw.route(store, run_id=run_id, runs=runs, policy=policy, low=low, high=high,
                            keep_mastered=keep_mastered, require_samples=require_samples, seed=seed,
-                           truncated=truncated, out=out)
-    _print_route_summary(route_summary(assignments, policy, keep_mastered=keep_mastered,
-                                       max_new_tokens=probe_max_new_tokens(store, run_id)), assignments)
+                           truncated=truncated, by_model=by_model, order=order, out=out)
+    max_new_tokens = probe_max_new_tokens(store, run_id) if not runs else None
+    summary = route_summary(assignments, policy, keep_mastered=keep_mastered, max_new_tokens=max_new_tokens)
+    if as_json:
+        _echo_warnings(summary.warnings)
+        rid = assignments["run_id"][0] if len(assignments) and "run_id" in assignments.columns else run_id
+        _echo_json({"run_id": rid, "policy": policy, "summary": summary.to_dict(),
+                    "assignments": assignments.to_dicts(), "out": out, "warnings": summary.warnings})
+        return
+    _print_route_summary(summary, assignments)
     if out:
         click.echo(f"wrote {out} ({len(assignments)} rows)")
 
@@ -530,9 +700,18 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
 @click.option("--rationalize-model", default=None,
               help="The model --demos rationalize samples (default: the probed model's name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@_pooling_options
+@click.option("--with-samples", is_flag=True,
+              help="Also write samples.parquet: every sample of the run (id, sample_idx, completion, extracted, "
+                   "score, status), whatever the item's stage.")
+@_decontaminate_options
+@click.option("--progress/--no-progress", default=True, help="Show the teacher's progress.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, format, counts, files, summary, demos, warnings} as JSON.")
 def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, seed, truncated, out, fmt,
                demos, teacher, teacher_backend, teacher_budget, base_url, teacher_backend_arg, sft_replay,
-               sft_replay_from, rationalize_model, sft_style, overwrite):
+               sft_replay_from, rationalize_model, sft_style, overwrite, runs, by_model, order, with_samples,
+               decontaminate, ngram, progress, as_json):
     """Write SFT / RL / replay splits for TRL, verl or OpenRLHF, with manifest.json and a dataset card.
 
     \b
@@ -541,6 +720,8 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         stagewise export --store run.duckdb --out verl/ --format verl --policy band --low 0.1 --high 0.9
         stagewise export --store run.duckdb --out export/ --demos solution,samples --teacher MODEL_DIR
         stagewise export --store run.duckdb --out export/ --sft-replay 0.3 --demos rationalize,solution
+        stagewise export --store run.duckdb --out export/ --decontaminate gsm8k:test --with-samples
+        stagewise export --store run.duckdb --out export/ --runs ID1,ID2 --order p_hat-asc --by-model
     """
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
@@ -557,10 +738,21 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
                        keep_mastered=keep_mastered, require_samples=require_samples, seed=seed, demos=names,
                        teacher=teacher, teacher_backend=teacher_backend, teacher_budget=teacher_budget,
                        teacher_options={"backend_options": teacher_args} if teacher_args else None,
-                       sft_style=sft_style, overwrite=overwrite, progress=True, truncated=truncated,
-                       sft_replay=sft_replay, sft_replay_from=sft_replay_from,
-                       rationalize_model=rationalize_model)
+                       sft_style=sft_style, overwrite=overwrite, progress=progress and not as_json,
+                       truncated=truncated, sft_replay=sft_replay, sft_replay_from=sft_replay_from,
+                       rationalize_model=rationalize_model, runs=runs, by_model=by_model, order=order,
+                       with_samples=with_samples, decontaminate=list(decontaminate) or None, ngram=ngram)
+    if as_json:
+        m = result.manifest
+        _echo_warnings(result.summary.warnings)
+        _echo_json({"out": str(result.out), "format": m.get("format"), "counts": m.get("counts"),
+                    "files": m.get("files"), "summary": result.summary.to_dict(), "demos": result.demos,
+                    "warnings": list(result.summary.warnings)})
+        return
     _print_route_summary(result.summary, result.assignments)
+    if result.manifest["counts"].get("contaminated"):
+        click.echo(f"left out {result.manifest['counts']['contaminated']} items overlapping "
+                   f"{', '.join(decontaminate)} (in unrouted.parquet with the reason)")
     for name, rep in result.demos.items():
         click.echo(f"demonstrations from {name}: {rep.get('verified', 0)} verified of "
                    f"{rep.get('tried', 0)} tried")
@@ -572,6 +764,101 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
     click.echo(f"wrote {result.out}/ ({result.manifest['format']}): " + ", ".join(
         f"{name} {info['rows']}" for name, info in files.items() if info.get("rows") is not None))
     click.echo(f"  card: {result.out}/README.md   manifest: {result.out}/manifest.json")
+
+
+@cli.command("show")
+@click.argument("item_id")
+@click.option("--store", "store", required=True, type=click.Path(dir_okay=False),
+              help="The probe store (DuckDB file) written by `stagewise probe`.")
+@click.option("--run-id", default=None, help="Which probe run, when the store holds several.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"item": {...}, "samples": [...]} as JSON.')
+def show_cmd(item_id, store, run_id, as_json):
+    """Show one item and what the model wrote: prompt, gold answer, bucket, p̂ with CI, every sample.
+
+    ITEM_ID may be the first characters of the id (as printed by `route` or `samples`).
+
+    \b
+    Example:
+        stagewise show 0738c911 --store run.duckdb
+        stagewise show 0738c911c1619837 --store run.duckdb --json
+    """
+    import stagewise as sw
+
+    res = sw.show(store, item_id, run_id=run_id)
+    if as_json:
+        _echo_json({**res, "warnings": []})
+        return
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    it = res["item"]
+    ci = "-" if it["p_hat"] is None else f"{it['p_hat']:.3f} [{it['ci_low']:.3f}, {it['ci_high']:.3f}]"
+    console.print(f"item {it['id']}  ({it['source']}, task {it['task']}, run {it['run_id']}, model {it['model']})",
+                  markup=False)
+    console.print(f"bucket {it['bucket'] or '-'}: {it['reason']}   p̂ {ci} (95% Wilson)", markup=False)
+    console.print("prompt:", style="bold")
+    console.print(it["prompt"], markup=False)
+    console.print(f"gold answer: {it['answer']}", markup=False)
+    for smp in res["samples"]:
+        console.rule(f"sample {smp['sample_idx']}: {smp['status']}, extracted {smp['extracted']!r}, "
+                     f"finish {smp['finish_reason']}, {smp['n_tokens']} tokens", align="left", characters="─")
+        if smp.get("reason"):
+            console.print(f"verifier: {smp['reason']}", markup=False)
+        console.print(smp["completion"] or "", markup=False)
+
+
+@cli.command("samples")
+@click.option("--store", "store", required=True, type=click.Path(dir_okay=False),
+              help="The probe store (DuckDB file) written by `stagewise probe`.")
+@click.option("--run-id", default=None, help="Which probe run, when the store holds several.")
+@click.option("--bucket", type=click.Choice(["unmastered", "partial", "mastered"]), default=None,
+              help="Only samples of items in this bucket.")
+@click.option("--status", type=click.Choice(["correct", "wrong", "no_answer", "timeout", "error"]), default=None,
+              help="Only samples the verifier marked so.")
+@click.option("--item", "item_id", default=None, help="Only samples of this item (id or prefix).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N samples.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id", "count", "samples": [...]} as JSON.')
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per sample and line.")
+def samples_cmd(store, run_id, bucket, status, item_id, limit, as_json, as_jsonl):
+    """List stored samples by filter: what the model wrote, the extracted answer and the verdict.
+
+    \b
+    Example:
+        stagewise samples --store run.duckdb --bucket unmastered --status no_answer --limit 10
+        stagewise samples --store run.duckdb --status wrong --jsonl > wrong.jsonl
+    """
+    import json
+
+    import stagewise as sw
+
+    if as_json and as_jsonl:
+        raise click.UsageError("pass --json or --jsonl, not both")
+    frame = sw.samples(store, run_id=run_id, bucket=bucket, status=status, item_id=item_id, limit=limit)
+    rows = frame.to_dicts()
+    if as_jsonl:
+        for r in rows:
+            click.echo(json.dumps(r, ensure_ascii=False, default=str))
+        return
+    if as_json:
+        rid = rows[0]["run_id"] if rows else run_id
+        _echo_json({"run_id": rid, "count": len(rows), "samples": rows, "warnings": []})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} samples", title_justify="left")
+    for name in ("item", "#", "bucket", "status", "extracted", "gold", "finish", "completion"):
+        table.add_column(name, no_wrap=name != "completion", overflow="ellipsis",
+                         max_width=60 if name == "completion" else 20)
+    for r in rows:
+        text = (r["completion"] or "").replace("\n", " ")
+        table.add_row(r["problem_id"], str(r["sample_idx"]), r["bucket"] or "-", r["status"],
+                      str(r["extracted"]), str(r["answer"]), str(r["finish_reason"]),
+                      text[:200] + ("…" if len(text) > 200 else ""))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -612,6 +899,9 @@ def _train_common(f):
                      help="Build the trainers and print the resolved config; no training."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the result as JSON on stdout; trainer logs go to stderr."),
+        click.option("--progress/--no-progress", default=True, help="Show the trainers' progress bars."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -624,12 +914,15 @@ def _need(**values):
         raise click.UsageError(f"missing {', '.join(missing)}; see `stagewise train --help`")
 
 
-def _print_stage(res) -> None:
+def _print_stage(res, as_json: bool = False) -> None:
     import yaml
 
     from stagewise.train.common import is_main_process
 
     if not is_main_process():  # under accelerate launch every rank returns; one of them reports
+        return
+    if as_json:
+        _echo_json({**res.to_dict(), "warnings": []})
         return
     if res.dry_run:
         click.echo(yaml.safe_dump(res.config, sort_keys=False).rstrip())
@@ -665,7 +958,7 @@ def _print_stage(res) -> None:
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                reprobe, reprobe_sample, rounds, eval_data, no_eval, joint):
+                as_json, progress, reprobe, reprobe_sample, rounds, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -688,12 +981,18 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
     per_stage = _route_sets(_parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
-    res = sw.train_pipeline(data, model, out, reprobe=reprobe, reprobe_sample=reprobe_sample, rounds=rounds,
-                            eval_data=list(eval_data) or None,
-                            config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
-                            joint=joint, joint_options=per_stage["joint"] if joint else None,
-                            max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                            resume=resume, dry_run=dry_run)
+    with _quiet_stdout(as_json):
+        res = sw.train_pipeline(data, model, out, reprobe=reprobe, reprobe_sample=reprobe_sample, rounds=rounds,
+                                eval_data=list(eval_data) or None,
+                                config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
+                                joint=joint, joint_options=per_stage["joint"] if joint else None,
+                                max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                resume=resume, dry_run=dry_run, progress=progress and not as_json)
+    if as_json:
+        warnings = [f"{stage}: skipped ({why})" for stage, why in res.skipped.items()]
+        _echo_warnings(warnings)
+        _echo_json({**res.to_dict(), "dry_run": dry_run, "warnings": warnings})
+        return
     for stage_res in (res.sft, res.rl, res.joint):
         if stage_res is not None:
             _print_stage(stage_res)
@@ -752,7 +1051,8 @@ def _print_eval_table(evals) -> None:
 @_train_common
 @click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
               help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
-def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets, loss):
+def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                  as_json, progress, loss):
     """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
 
     \b
@@ -764,10 +1064,11 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
-                       batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                       **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
+                           batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                           progress=progress and not as_json, **_parse_sets(sets))
+    _print_stage(res, as_json)
 
 
 @train_group.command("rl")
@@ -778,7 +1079,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 @click.option("--beta", type=float, default=None,
               help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
 def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                 loss_type, num_generations, beta):
+                 as_json, progress, loss_type, num_generations, beta):
     """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
 
     \b
@@ -790,10 +1091,12 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
-                      max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                      resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
+                          max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                          resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json,
+                          **_parse_sets(sets))
+    _print_stage(res, as_json)
 
 
 @train_group.command("joint")
@@ -807,7 +1110,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 @click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
 @click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
 def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                    mode, loss_type, num_generations, sft_weight, buffer_size):
+                    as_json, progress, mode, loss_type, num_generations, sft_weight, buffer_size):
     """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
 
     \b
@@ -819,11 +1122,14 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
     _need(data=data, out=out)
     import stagewise as sw
 
-    res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
-                         batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                         loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                         buffer_size=buffer_size, **_parse_sets(sets))
-    _print_stage(res)
+    with _quiet_stdout(as_json):
+        res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
+                             batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
+                             loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
+                             buffer_size=buffer_size, progress=progress and not as_json, **_parse_sets(sets))
+    _print_stage(res, as_json)
+    if as_json:
+        return
     from stagewise.train.common import is_main_process
 
     relift = res.extra.get("relift") if is_main_process() else None
@@ -855,9 +1161,16 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
 @click.option("--seed", type=int, default=None, help="Seed for sampling, routing and training.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config key, e.g. --set probe.num_samples=8 (repeatable).")
+@click.option("--decontaminate", "decontaminate", multiple=True, metavar="SPEC",
+              help="A benchmark set the pool must not overlap (repeatable; data.decontaminate); the run's "
+                   "eval_sources are always checked.")
 @click.option("--fresh", is_flag=True, help="Delete the run directory's earlier results and start over.")
 @click.option("--print-config", is_flag=True, help="Print the default config (with comments) and exit.")
-def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, fresh, print_config):
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (probe, evaluation).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {out, report, summary, seconds, notes, warnings} as JSON; stage lines go to stderr.")
+def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed, sets, decontaminate, fresh,
+            print_config, progress, as_json):
     """Run the whole pipeline: profile, probe, route, export, train, evaluate, report.
 
     \b
@@ -878,8 +1191,15 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
     pairs += [(k, v) for k, v in (("model", model), ("backend", backend), ("base_url", base_url),
                                   ("seed", seed)) if v is not None]
     pairs += [(f"probe.backend_args.{k}", v) for k, v in parse_backend_args(backend_arg).items()]
-    result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
-                    echo=click.echo)
+    if decontaminate:
+        pairs.append(("data.decontaminate", list(decontaminate)))
+    with _quiet_stdout(as_json):
+        result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
+                        echo=lambda line: click.echo(line, err=as_json), progress=progress and not as_json)
+    if as_json:
+        _echo_warnings(result.notes)
+        _echo_json({**result.to_dict(), "warnings": list(result.notes)})
+        return
     click.echo("")
     click.echo(f"Report: {result.report}  (and report.html beside it)")
     for key, value in result.summary.items():

@@ -40,6 +40,11 @@ class RunResult:
     report: str
     summary: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # what the run says about itself (an empty bucket, items left out)
+
+    def to_dict(self) -> dict:
+        return {"out": self.out, "report": self.report, "summary": self.summary, "seconds": self.seconds,
+                "notes": self.notes}
 
 
 def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLike | None = None,
@@ -82,9 +87,17 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     store = run_dir / "probe.duckdb"
 
     def do_probe():
+        probe_cfg = dict(cfg["probe"])
+        # The held-out sets are always decontaminated against: a pool item overlapping one is left out.
+        against = list(dict.fromkeys([*(data.get("eval_sources") or []), *(data.get("decontaminate") or []),
+                                      *(probe_cfg.pop("decontaminate", None) or [])]))
         res = sw.probe(pool, model=cfg["model"], store=str(store), backend=cfg["backend"], seed=cfg["seed"],
-                       base_url=cfg.get("base_url"), progress=progress, **cfg["probe"])
+                       base_url=cfg.get("base_url"), progress=progress, decontaminate=against or None,
+                       **probe_cfg)
         res.close()  # the report reads the samples from the store afterwards
+        left = (res.summary.get("contamination") or {}).get("contaminated")
+        if left:
+            echo(f"  left out {left} pool items overlapping {', '.join(against)} (probe summary lists them)")
         return {"run_id": res.run_id, "summary": res.summary}
 
     probed = stage("probe", do_probe)
@@ -116,7 +129,9 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
                                  trained=trained, notes=notes, seconds=seconds, summary=summary)
     state["stages"]["report"] = {"done": True, "seconds": 0.0}
     _save_state(run_dir, state)
-    return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds)
+    left = (probed.get("summary", {}).get("contamination") or {}).get("contaminated")
+    notes = notes + ([f"left out {left} pool items overlapping a benchmark set"] if left else [])
+    return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds, notes)
 
 
 def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:

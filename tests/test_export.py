@@ -340,3 +340,74 @@ def test_truncated_exclude_is_recorded_and_the_card_shows_the_cut_off_share(tmp_
                for w in result.manifest["warnings"])
     card = (tmp_path / "export" / "README.md").read_text()
     assert "excluded from n (`--truncated exclude`)" in card
+# ------------------------------------------------- decontamination, samples.parquet, pooled runs, order
+
+
+def test_contaminated_items_go_to_unrouted_with_their_reason_and_are_counted(store, tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    # q09 ("What is 1 + 10?") is partial: it would go to RL; q20 is mastered
+    bench.write_text("".join(json.dumps({"question": q, "answer": "0"}) + "\n"
+                             for q in ("What is 1 + 10?", "What is 1 + 21?")))
+    out = tmp_path / "export"
+    res = sw.export(store, out, keep_mastered=8, decontaminate=[str(bench)])
+    unrouted = {r["id"]: r for r in pq.read_table(out / "unrouted.parquet").to_pylist()}
+    label = f"{tmp_path.name}/bench"
+    assigned = {r["id"]: r for r in pq.read_table(out / "assignments.parquet").to_pylist()}
+    assert assigned["q09"]["stage"] == "unrouted" and assigned["q09"]["bucket"] == "partial"
+    assert assigned["q09"]["reason"] == f"contaminated: 8-gram overlap with {label}#0"
+    assert assigned["q20"]["reason"] == f"contaminated: 8-gram overlap with {label}#1"
+    assert {"q09", "q20"} <= set(unrouted)
+    assert "q09" not in {r["id"] for r in pq.read_table(out / "rl.parquet").to_pylist()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["contaminated"] == 2 and res.manifest["counts"]["contaminated"] == 2
+    assert manifest["route"]["decontaminate"]["against"] == ["bench.jsonl"]
+    assert manifest["route"]["decontaminate"]["ngram"] == 8
+    assert "2 items left out" in (out / "README.md").read_text()
+    assert str(tmp_path) not in (out / "manifest.json").read_text()
+
+
+def test_a_bad_benchmark_spec_writes_nothing(store, tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        sw.export(store, tmp_path / "export", decontaminate=[str(tmp_path / "missing.jsonl")])
+    assert not (tmp_path / "export").exists()
+
+
+def test_with_samples_writes_every_sample_of_the_run(store, tmp_path):
+    out = tmp_path / "export"
+    res = sw.export(store, out, with_samples=True)
+    samples = pq.read_table(out / "samples.parquet")
+    assert samples.column_names == ["id", "run_id", "sample_idx", "completion", "extracted", "score", "status",
+                                    "finish_reason"]
+    assert samples.num_rows == 24 * 4 and len(set(samples.column("id").to_pylist())) == 24
+    assert res.manifest["files"]["samples.parquet"]["rows"] == 96 and res.manifest["counts"]["samples"] == 96
+    assert not (tmp_path / "plain").exists() and "samples.parquet" not in \
+        sw.export(store, tmp_path / "plain").manifest["files"]
+
+
+def test_pooled_runs_and_curriculum_order_reach_the_splits(tmp_path):
+    from stages_helpers import CONFIG
+
+    path = tmp_path / "two.duckdb"
+    a = build_store(path, [item(i, "wc") for i in range(4)])
+    b = build_store(path, [item(i, ["cc", "wc", "ww", "wc"][i]) for i in range(4)], config=dict(CONFIG, seed=5))
+    out = tmp_path / "export"
+    res = sw.export(str(path), out, runs=f"{a},{b}", order="p_hat-desc", by_model=True)
+    rl = [r["id"] for r in pq.read_table(out / "rl.parquet").to_pylist()]
+    assert rl == ["q00", "q01", "q03", "q02"]  # p̂ 3/4, then 2/4 (ties by id), then 1/4
+    assigned = pq.read_table(out / "assignments.parquet").to_pylist()
+    assert [r["n"] for r in assigned] == [4, 4, 4, 4] and "p_hat:tiny-probe" in assigned[0]
+    assert res.manifest["run_id"] == f"{a},{b}" and res.manifest["route"]["runs"] == [a, b]
+    same_seed = build_store(path, [item(0, "c")], config=dict(CONFIG, num_samples=1))
+    with pytest.raises(ConfigError, match="same samples"):
+        sw.export(str(path), tmp_path / "bad", runs=[a, same_seed])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_export_decontaminates_and_writes_samples(store, tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "What is 1 + 10?", "answer": "0"}) + "\n")
+    out = tmp_path / "export"
+    res = CliRunner().invoke(cli, ["export", "--store", store, "--out", str(out), "--decontaminate", str(bench),
+                                   "--with-samples", "--order", "p_hat-asc"])
+    assert res.exit_code == 0, res.output
+    assert "left out 1 items overlapping" in res.output and (out / "samples.parquet").exists()

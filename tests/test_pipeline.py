@@ -60,6 +60,16 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     assert again.exit_code == 0, again.output
     assert again.output.count("done earlier") == 4
 
+    # --json: stdout is the result alone; the stage lines went to stderr
+    as_json = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    from readme_json import assert_documented
+
+    assert_documented("run", data)
+    assert data["report"] == str(out / "report.md") and set(data["seconds"]) >= {"probe", "export", "train"}
+    assert data["warnings"] == data["notes"] and "done earlier" in as_json.stderr
+
 
 def test_a_run_dir_refuses_a_different_config(tiny_model_dir, tmp_path):
     import stagewise as sw
@@ -85,6 +95,33 @@ def test_empty_rl_split_skips_rl_with_a_note(tiny_model_dir, tmp_path):
     report = Path(result.report).read_text()
     assert "RL skipped" in report
     assert "no partial items" in report
+
+
+def test_a_run_leaves_out_pool_items_overlapping_its_heldout_set_and_named_benchmarks(tiny_model_dir, tmp_path):
+    from stagewise.curate.sources import load_problems
+    from stagewise.curate.store import ProbeStore
+
+    import stagewise as sw
+
+    pool = list(load_problems("gsm8k:test", limit=4))
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": pool[1].prompt, "answer": "1"}) + "\n")
+    cfg = tiny_config(tiny_model_dir, policy="stage")
+    cfg["data"]["eval_sources"] = ["gsm8k:train", "gsm8k:test"]  # a held-out set holding pool item 0..3
+    cfg["data"]["eval_limit_per_source"] = 1
+    cfg["data"]["decontaminate"] = [str(bench)]
+    lines = []
+    with pytest.raises(ConfigError, match="nothing left to probe"):  # every pool item is in gsm8k:test
+        sw.run(cfg, out=tmp_path / "all", echo=lines.append)
+    assert not (tmp_path / "all" / "probe.duckdb").exists()
+    cfg["data"]["eval_sources"] = ["gsm8k:train"]
+    result = sw.run(cfg, out=tmp_path / "run", echo=lines.append)
+    state = json.loads((Path(result.out) / "state.json").read_text())
+    left = state["stages"]["probe"]["result"]["summary"]["contamination"]
+    assert [i["id"] for i in left["items"]] == [pool[1].id]
+    assert any("left out 1 pool items" in line for line in lines)
+    with ProbeStore(Path(result.out) / "probe.duckdb", read_only=True) as st:
+        assert pool[1].id not in {p.id for p in st.problems()}
 
 
 def test_bad_config_keys_are_reported_at_once(tmp_path):

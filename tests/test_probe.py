@@ -303,3 +303,20 @@ def test_probe_summary_reports_the_share_of_cut_off_samples_per_bucket(tmp_path)
     assert s["truncation_by_bucket"] == {"unmastered": {"samples": 4, "truncated": 3, "rate": 0.75},
                                          "partial": {"samples": 4, "truncated": 1, "rate": 0.25},
                                          "mastered": {"samples": 4, "truncated": 0, "rate": 0.0}}
+def test_items_overlapping_a_benchmark_are_left_out_before_sampling_with_their_reason(tiny_model_dir, tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    problems = [Problem(prompt=f"Question {i}: what comes right after the number {i} when counting upwards?",
+                        answer=str(i + 1), task=TASK, source="toy") for i in range(4)]
+    bench.write_text(json.dumps({"question": problems[2].prompt, "answer": "3"}) + "\n")
+    res = sw.probe(problems, **_kw(tiny_model_dir, tmp_path / "d.duckdb", num_samples=2),
+                   decontaminate=[str(bench)])
+    c = res.summary["contamination"]
+    assert res.summary["items"] == 3 and c["contaminated"] == 1
+    (item,) = c["items"]
+    label = f"{tmp_path.name}/bench"
+    assert item["id"] == problems[2].id and item["reason"] == f"contaminated: 8-gram overlap with {label}#0"
+    with res:
+        assert problems[2].id not in set(res.store.samples(res.run_id)["problem_id"].to_list())
+    with pytest.raises(ConfigError, match="nothing left to probe"):
+        sw.probe(problems[2:3], **_kw(tiny_model_dir, tmp_path / "e.duckdb"), decontaminate=[str(bench)])
+    assert not (tmp_path / "e.duckdb").exists()

@@ -239,3 +239,15 @@ def test_progress_reports_rows_across_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(profile_mod, "BLOCK_BYTES", 64 << 10)
     sw.profile("gsm8k:test", "gsm8k:train", progress=seen.append)
     assert seen == sorted(seen) and len(seen) > 2 and seen[-1] == 1319 + 500
+
+
+def test_profile_counts_rows_overlapping_a_benchmark_in_json_and_card(tmp_path):
+    card = tmp_path / "card.md"
+    res = sw.profile("gsm8k:train", decontaminate=["gsm8k:test"], card=str(card))
+    c = res.stats["contamination"]
+    assert c["rows"] == 500 and c["contaminated"] == 5 and c["ngram"] == 8
+    assert c["sources"]["gsm8k/train_head500"]["by_set"] == {"gsm8k/test": 5}
+    assert "## Contamination" in card.read_text() and "5 of 500 rows" in card.read_text()
+    assert sw.profile("gsm8k:train").stats["contamination"] is None
+    with pytest.raises(InputError):
+        sw.profile("gsm8k:train", decontaminate=["gsm8k:nope"])

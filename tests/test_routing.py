@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -195,3 +197,77 @@ def test_route_cli_takes_truncated_and_prints_the_warning(tmp_path):
     assert "cut off at max_new_tokens (the probe ran with --max-new-tokens 32)" in " ".join(res.output.split())
     bad = CliRunner().invoke(cli, ["route", "--store", _truncated_store(tmp_path), "--truncated", "drop"])
     assert bad.exit_code != 0 and "wrong" in bad.output
+# ------------------------------------------------------------------ several runs, per-model columns, order
+
+
+def _two_seed_store(tmp_path):
+    path = tmp_path / "pool.duckdb"
+    a = build_store(path, [item(0, "ww"), item(1, "cc"), item(2, "wc")])
+    b = build_store(path, [item(0, "wc"), item(1, "cc"), item(2, "ww")], config=dict(CONFIG, seed=7))
+    return path, a, b
+
+
+def test_runs_of_the_same_model_and_sampling_pool_their_samples(tmp_path):
+    path, a, b = _two_seed_store(tmp_path)
+    pooled = sw.route(path, runs=f"{a},{b}").sort("id")
+    assert pooled["n"].to_list() == [4, 4, 4] and pooled["c"].to_list() == [1, 4, 1]
+    assert pooled["bucket"].to_list() == ["partial", "mastered", "partial"]
+    assert pooled["run_id"][0] == f"{a},{b}"
+    assert pooled["difficulty"].to_list() == pytest.approx([1 - 2 / 6, 1 - 5 / 6, 1 - 2 / 6])
+    alone = sw.route(path, run_id=a).sort("id")
+    assert alone["bucket"].to_list() == ["unmastered", "mastered", "partial"]
+
+
+def test_runs_that_differ_are_refused_naming_the_keys(tmp_path):
+    path, a, _ = _two_seed_store(tmp_path)
+    other = build_store(path, [item(0, "cc")], config=dict(CONFIG, seed=3, sampling=dict(
+        CONFIG["sampling"], temperature=0.6), model=dict(CONFIG["model"], name="other-model")))
+    with pytest.raises(ConfigError, match="differ in model.name, sampling.temperature"):
+        sw.route(path, runs=[a, other])
+    same_seed = build_store(path, [item(0, "cc")], config=dict(CONFIG, num_samples=8))
+    with pytest.raises(ConfigError, match="same samples"):
+        sw.route(path, runs=[a, same_seed])
+    with pytest.raises(ConfigError, match="nope not in"):
+        sw.route(path, runs=f"{a},nope")
+    with pytest.raises(ConfigError, match="not both"):
+        sw.route(path, runs=[a], run_id=a)
+    out = tmp_path / "a.parquet"
+    with pytest.raises(ConfigError):
+        sw.route(path, runs=[a, other], out=out)
+    assert not out.exists()
+
+
+def test_by_model_adds_a_p_hat_column_per_model(tmp_path):
+    path, a, _ = _two_seed_store(tmp_path)
+    build_store(path, [item(0, "cccc"), item(1, "wwww")], config=dict(CONFIG, model=dict(CONFIG["model"],
+                                                                                           name="teacher-1.7b")))
+    table = sw.route(path, run_id=a, by_model=True).sort("id")
+    assert table["p_hat:teacher-1.7b"].to_list() == [1.0, 0.0, None]
+    assert table["p_hat:tiny-probe"].to_list() == [0.0, 1.0, 0.5]
+    assert table["n:teacher-1.7b"].to_list() == [4, 4, None]
+    # the unmastered-by-the-student, mastered-by-the-teacher item: an SFT candidate with a teacher demo
+    row = table.filter(pl.col("id") == "q00").row(0, named=True)
+    assert row["bucket"] == "unmastered" and row["p_hat:teacher-1.7b"] == 1.0
+
+
+def test_order_gives_a_curriculum_and_a_bad_order_is_refused(tmp_path):
+    path, a, _ = _two_seed_store(tmp_path)
+    assert sw.route(path, run_id=a, order="p_hat-asc")["id"].to_list() == ["q00", "q02", "q01"]
+    assert sw.route(path, run_id=a, order="p_hat-desc")["id"].to_list() == ["q01", "q02", "q00"]
+    assert sw.route(path, run_id=a, order="source")["id"].to_list() == ["q00", "q01", "q02"]
+    with pytest.raises(ConfigError, match="--order 'hardest'"):
+        sw.route(path, run_id=a, order="hardest")
+
+
+def test_cli_route_json_holds_only_json_with_the_assignments_and_warnings(tmp_path):
+    path, a, b = _two_seed_store(tmp_path)
+    res = CliRunner().invoke(cli, ["route", "--store", str(path), "--runs", f"{a},{b}", "--order", "p_hat-asc",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["run_id"] == f"{a},{b}" and data["policy"] == "stage"
+    assert [r["id"] for r in data["assignments"]][-1] == "q01" and "difficulty" in data["assignments"][0]
+    assert data["summary"]["buckets"]["partial"] == 2 and data["warnings"] == data["summary"]["warnings"]
+    assert data["warnings"] and all(f"warning: {w}" in res.stderr for w in data["warnings"])
+    bad = CliRunner().invoke(cli, ["route", "--store", str(path), "--runs", "nope", "--json"])
+    assert bad.exit_code == 1 and bad.stdout == "" and "nope not in" in bad.stderr

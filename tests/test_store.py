@@ -222,6 +222,23 @@ def test_merge_combines_shards_and_reports_counts(tmp_path):
         merge([a, b], tmp_path / "m.duckdb")
 
 
+def test_cli_merge_json_reports_the_counts(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    _shard(a, ["p1", "p2"], ["correct", "wrong"])
+    _shard(b, ["p2", "p3"], ["correct", "wrong"])
+    res = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(tmp_path / "m.duckdb"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["samples"] == 6 and data["duplicate_samples"] == 2 and data["problems"] == 3
+    assert [i["samples"] for i in data["inputs"]] == [4, 4] and data["warnings"] == []
+
+
 def test_merge_refuses_conflicting_samples_and_writes_nothing(tmp_path):
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     _shard(a, ["p1"], ["correct", "wrong"])
@@ -265,3 +282,22 @@ def test_merge_command(tmp_path):
     assert "2 problems, 4 samples" in result.output
     again = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_the_duckdb_cli_opens_a_store_and_queries_its_mastery_view(tmp_path):
+    """The README tells users to browse a store with DuckDB's own CLI: the released CLI must read it."""
+    import shutil
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "duckdb")
+    cli = cli if os.path.exists(cli) else shutil.which("duckdb")
+    if cli is None:
+        pytest.skip("the DuckDB CLI is not installed (pip install duckdb-cli, part of stagewise[dev])")
+    path = tmp_path / "run.duckdb"
+    _shard(path, ["p1", "p2"], ["correct", "wrong", "wrong", "wrong"])
+    out = subprocess.run([cli, "-readonly", "-csv", str(path),
+                          "SELECT problem_id, n, c, pass_at_2 FROM mastery ORDER BY problem_id"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["problem_id,n,c,pass_at_2", "p1,4,1,0.5", "p2,4,1,0.5"]

@@ -98,6 +98,25 @@ def test_cli_train_dry_run_builds_both_trainers(tmp_path, tiny_model_dir, export
     assert not (tmp_path / "run" / "sft" / "model").exists()
 
 
+def test_cli_train_json_prints_only_the_result_as_json(tmp_path, tiny_model_dir, export):
+    import json
+
+    result = CliRunner().invoke(cli, ["train", "--data", export, "--model", tiny_model_dir, "--out",
+                                      str(tmp_path / "run"), "--dry-run", "--set", "rl.num_generations=2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    from readme_json import assert_documented
+
+    assert_documented("train", data)
+    assert data["dry_run"] is True and data["sft"]["dry_run"] and data["rl"]["stage"] == "rl"
+    assert data["warnings"] == [] and "out" in data and "evaluation" in data
+    one = CliRunner().invoke(cli, ["train", "sft", "--data", export, "--model", tiny_model_dir, "--out",
+                                   str(tmp_path / "sft"), "--dry-run", "--json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)["stage"] == "sft"
+    assert_documented("train sft/rl/joint", json.loads(one.stdout))
+
+
 def test_cli_reports_a_missing_model_without_traceback(tmp_path, export):
     result = CliRunner().invoke(cli, ["train", "sft", "--data", export, "--model", str(tmp_path / "nope"),
                                       "--out", str(tmp_path / "o")])
