@@ -24,6 +24,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except StagewiseError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # A full disk or an unwritable folder the library did not wrap with the path it was writing.
+            from stagewise.curate.errors import storage_error
+
+            err = storage_error(exc, exc.filename or "a file")
+            if err is None:
+                raise
+            raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted. Re-run the same command to resume where it stopped.", err=True)
             sys.exit(130)
