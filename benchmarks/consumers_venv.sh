@@ -42,8 +42,10 @@ build_verl() {
     "$venv/bin/python" -m pip install -q -c "$constraints" "verl==$VERL_VERSION"
     # stagewise itself, without letting its dependencies move verl's torch or transformers.
     "$venv/bin/python" -m pip install -q -c "$constraints" --no-deps -e "$ROOT"
-    "$venv/bin/python" -m pip install -q -c "$constraints" click polars duckdb pyarrow rich pyyaml \
-        math-verify reasoning-gym pytest
+    # cachetools, fastapi, uvicorn: from verl's own `verl-core` extra, imported by its PPO trainer module
+    # (the rest of that extra is GPU rollout machinery).
+    "$venv/bin/python" -m pip install -q -c "$constraints" click polars duckdb pyarrow rich pyyaml matplotlib \
+        math-verify reasoning-gym pytest cachetools fastapi uvicorn
     rm -f "$constraints"
     "$venv/bin/python" -c "import verl, transformers, torch, ray; print('verl', verl.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__, 'ray', ray.__version__)"
     touch "$stamp"
@@ -57,7 +59,7 @@ build_openrlhf() {
     "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION"
     "$venv/bin/python" -m pip install -q --no-deps "openrlhf==$OPENRLHF_VERSION"
     # What openrlhf.datasets and openrlhf.utils import on the data path (no deepspeed, no flash-attn).
-    "$venv/bin/python" -m pip install -q transformers datasets jsonlines tqdm einops pytest \
+    "$venv/bin/python" -m pip install -q transformers datasets jsonlines tqdm einops pylatexenc pytest \
         math-verify reasoning-gym pyarrow
     "$venv/bin/python" -m pip install -q --no-deps -e "$ROOT"
     "$venv/bin/python" -c "import openrlhf, transformers; print('openrlhf', getattr(openrlhf, '__version__', '$OPENRLHF_VERSION'), 'transformers', transformers.__version__)"
