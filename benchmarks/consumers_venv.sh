@@ -58,9 +58,10 @@ build_openrlhf() {
     new_venv "$venv"
     "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION"
     "$venv/bin/python" -m pip install -q --no-deps "openrlhf==$OPENRLHF_VERSION"
-    # What openrlhf.datasets and openrlhf.utils import on the data path (no deepspeed, no flash-attn).
-    "$venv/bin/python" -m pip install -q transformers datasets jsonlines tqdm einops pylatexenc pytest \
-        math-verify reasoning-gym pyarrow
+    # What openrlhf.datasets and its reward executor import (no deepspeed, no flash-attn), then what
+    # stagewise needs to build the test export.
+    "$venv/bin/python" -m pip install -q transformers datasets jsonlines tqdm einops pylatexenc aiohttp pytest \
+        math-verify reasoning-gym pyarrow polars duckdb matplotlib pyyaml rich click
     "$venv/bin/python" -m pip install -q --no-deps -e "$ROOT"
     "$venv/bin/python" -c "import openrlhf, transformers; print('openrlhf', getattr(openrlhf, '__version__', '$OPENRLHF_VERSION'), 'transformers', transformers.__version__)"
     touch "$stamp"
@@ -68,17 +69,19 @@ build_openrlhf() {
 
 build_reward_only() {
     local venv="$BASE/reward-only" stamp="$BASE/reward-only/.stagewise-reward-only"
-    [ -f "$stamp" ] && return
-    echo "== building $venv (stagewise --no-deps + math-verify + reasoning-gym)"
-    new_venv "$venv"
-    # A regular (non-editable) install from a built wheel, as a user of a trainer's image would do.
+    if [ ! -f "$stamp" ]; then
+        echo "== building $venv (stagewise --no-deps + math-verify + reasoning-gym)"
+        new_venv "$venv"
+        "$venv/bin/python" -m pip install -q math-verify reasoning-gym
+        touch "$stamp"
+    fi
+    # stagewise itself as a regular (non-editable) install from a freshly built wheel, as a trainer's image
+    # would have it; rebuilt on every run so the test sees the current code.
     local wheels
     wheels="$(mktemp -d)"
     "$venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT"
-    "$venv/bin/python" -m pip install -q --no-deps "$wheels"/stagewise-*.whl
-    "$venv/bin/python" -m pip install -q math-verify reasoning-gym
-    rm -rf "$wheels"
-    touch "$stamp"
+    "$venv/bin/python" -m pip install -q --no-deps --force-reinstall "$wheels"/stagewise-*.whl
+    rm -rf "$wheels" "$ROOT/build"
 }
 
 build() {

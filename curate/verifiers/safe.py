@@ -20,6 +20,7 @@ trainer's environment needs only `pip install --no-deps stagewise` plus math-ver
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import threading
 
@@ -84,5 +85,33 @@ def score_safely(completion: str, problem, *, timeout_s: float = DEFAULT_TIMEOUT
     return score_many_safely([(completion, problem)], timeout_s=timeout_s)[0]
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "close_shared_pools", "default_workers", "score_many_safely", "score_safely",
+def label_json(answer, task: str, meta) -> str:
+    """The label of an OpenRLHF row: one JSON string with the gold answer, the verifier's task and meta
+    (OpenRLHF hands reward functions the label alone, so everything the verifier needs travels in it)."""
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta) if meta.strip() else {}
+        except json.JSONDecodeError:
+            meta = {}
+    return json.dumps({"answer": "" if answer is None else str(answer), "task": task, "meta": meta or {}},
+                      ensure_ascii=False, sort_keys=True)
+
+
+def problem_from_label(label) -> dict:
+    """The problem a label_json string describes; InputError for anything else (a bare answer says nothing
+    about which verifier scores it, and guessing would reward the wrong thing)."""
+    try:
+        data = json.loads(label) if isinstance(label, str) else label
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or "answer" not in data or not data.get("task"):
+        from stagewise.curate.errors import InputError
+
+        raise InputError(f"label {str(label)[:80]!r} is not a stagewise label (a JSON object with answer, task "
+                         "and meta)", column="label",
+                         fix="train on the rl.parquet of a current `stagewise export --format openrlhf`")
+    return {"answer": data["answer"], "task": data["task"], "meta": data.get("meta") or {}}
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "label_json", "problem_from_label", "close_shared_pools", "default_workers", "score_many_safely", "score_safely",
            "shared_pool"]
