@@ -58,9 +58,9 @@ build_openrlhf() {
     new_venv "$venv"
     "$venv/bin/python" -m pip install -q "torch==$TORCH_VERSION"
     "$venv/bin/python" -m pip install -q --no-deps "openrlhf==$OPENRLHF_VERSION"
-    # What openrlhf.datasets and its reward executor import (no deepspeed, no flash-attn), then what
-    # stagewise needs to build the test export.
-    "$venv/bin/python" -m pip install -q transformers datasets jsonlines tqdm einops pylatexenc aiohttp pytest \
+    # What openrlhf.datasets and its reward executor import (no deepspeed, no flash-attn; transformers at
+    # the version OpenRLHF pins), then what stagewise needs to build the test export.
+    "$venv/bin/python" -m pip install -q "transformers==5.15.0" datasets jsonlines tqdm einops pylatexenc aiohttp pytest \
         math-verify reasoning-gym pyarrow polars duckdb matplotlib pyyaml rich click
     "$venv/bin/python" -m pip install -q --no-deps -e "$ROOT"
     "$venv/bin/python" -c "import openrlhf, transformers; print('openrlhf', getattr(openrlhf, '__version__', '$OPENRLHF_VERSION'), 'transformers', transformers.__version__)"
