@@ -154,3 +154,74 @@ def trl_grpo_settings(manifest: dict) -> dict:
     g = max(2, num_samples(manifest))
     return {"num_generations": g, "per_device_train_batch_size": g,
             "steps_per_generation": max(1, min(4, split_rows(manifest, "rl")))}
+
+
+def _shell(head: str, args: list[str]) -> list[str]:
+    """One command, one argument per continued line."""
+    return [head + " \\"] + [f"  {a} \\" for a in args[:-1]] + [f"  {args[-1]}"]
+
+
+def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "", py_model: str = "MODEL") -> str:
+    """The card's "How to train" section for this export's format. `model` is the model as a shell word,
+    `py_setup`/`py_model` as Python (a stagewise alias resolves to its converted local copy)."""
+    fmt = manifest["format"]
+    s = sampling(manifest)
+    if fmt == "verl":
+        val = rl_validation_file(manifest)
+        sft_val = sft_validation_file(manifest)
+        return "\n".join([
+            "RL (GRPO) with verl, scored by the shipped `reward.py` (the stagewise verifier, run in killable "
+            "worker processes, so no answer can stall a step):", "", "```bash",
+            *_shell("python3 -m verl.trainer.main_ppo", verl_ppo_overrides(manifest, dirname, model)), "```", "",
+            (f"Validation runs on `{val}`." if val else
+             "The export has no second RL-layout file to validate on, so validation is switched off."),
+            f"Batch sizes are derived from this export's {split_rows(manifest, 'rl')} RL rows (verl drops a "
+            "partial last batch). The command is for one GPU: for N, set `trainer.n_gpus_per_node=N` and keep "
+            "`data.train_batch_size` × `rollout.n` a multiple of N.", "",
+            "SFT with verl's multi-turn SFT trainer:", "", "```bash",
+            *_shell("torchrun --nproc_per_node=1 -m verl.trainer.sft_trainer",
+                    verl_sft_overrides(manifest, dirname, model)), "```", "",
+            (f"Validation runs on `{sft_val}`." if sft_val else
+             "The export has no held-out SFT file, so `data.val_files=null` (never the training file)."),
+            "", _reward_env_note()])
+    if fmt == "openrlhf":
+        return "\n".join([
+            "SFT, then RL with rewards from the shipped `reward_func.py` (OpenRLHF 0.10+ flag names):", "",
+            "```bash",
+            *_shell("deepspeed --module openrlhf.cli.train_sft", openrlhf_sft_args(manifest, dirname, model)), "",
+            *_shell("python3 -m openrlhf.cli.train_ppo_ray", openrlhf_ppo_args(manifest, dirname, model)),
+            "```", "",
+            "Each RL row's `label` is a JSON string with the gold `answer`, the verifier's `task` and its "
+            "`meta`; `reward_func(queries, prompts, labels)` scores `queries[i][len(prompts[i]):]` with the "
+            "verifier the probe used and returns OpenRLHF's `rewards` / `scores` / `extra_logs`.", "",
+            _reward_env_note()])
+    g = trl_grpo_settings(manifest)
+    style = manifest.get("sft_style", "prompt-completion")
+    cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
+    return "\n".join([
+        (f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
+         "`task` and `meta`, which GRPOTrainer passes to reward functions."), "", "```python",
+        "from datasets import load_dataset", "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
+        "from stagewise.curate.verifiers.safe import score_many_safely",
+        *([py_setup] if py_setup else []), "",
+        f'sft = load_dataset("{dirname}", "sft", split="train")',
+        f'rl = load_dataset("{dirname}", "rl", split="train")', "",
+        "def reward(completions, solution, task, meta, **kw):",
+        "    verdicts = score_many_safely([(c[0][\"content\"], {\"answer\": a, \"task\": t, \"meta\": m})",
+        "                                  for c, a, t, m in zip(completions, solution, task, meta)])",
+        "    return [v.score for v in verdicts]", "",
+        f'SFTTrainer(model={py_model}, train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
+        f'GRPOTrainer(model={py_model}, reward_funcs=reward, train_dataset=rl,',
+        (f'            args=GRPOConfig(output_dir="rl", num_generations={g["num_generations"]}, '
+         f'per_device_train_batch_size={g["per_device_train_batch_size"]},'),
+        (f'                            steps_per_generation={g["steps_per_generation"]}, '
+         f'temperature={s.get("temperature", 1.0)},'),
+        f'                            max_completion_length={int(s.get("max_new_tokens", 512))})).train()',
+        "```", "",
+        (f"`num_generations` is the probe's k (at least 2, as GRPO needs); each device step holds one prompt's "
+         "whole group, so the generation batch divides evenly for any k and any number of GPUs.")])
+
+
+def _reward_env_note() -> str:
+    return ("The trainer's environment needs only `pip install --no-deps stagewise math-verify` "
+            "(plus `reasoning-gym` for `rg:` tasks) to run the reward file.")
