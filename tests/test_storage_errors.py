@@ -98,3 +98,26 @@ def test_probe_into_a_store_it_may_not_write_names_the_store(tiny_model_dir, tmp
     with pytest.raises(StorageError, match=f"cannot write {store}: permission denied.*--store"):
         sw.probe(problems, model=tiny_model_dir, store=str(store), num_samples=2, max_new_tokens=6, batch_size=2,
                  progress=False, backend_options={"threads": 1})
+
+
+def test_sft_on_a_full_disk_names_out_and_leaves_no_half_written_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from stagewise.train.sft import train_sft
+    from train_helpers import MEMO, make_export
+
+    data = make_export(tmp_path / "export", sft=MEMO)
+    out = tmp_path / "out"
+
+    def save_then_fill_the_disk(trainer, tok, out_dir):
+        # a half-written checkpoint and final model, then the disk fills up
+        (out_dir / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+        (out_dir / ".model.tmp1").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import stagewise.train.sft as sft_mod
+
+    monkeypatch.setattr(sft_mod, "save_final", save_then_fill_the_disk)
+    with pytest.raises(StorageError, match=f"cannot write {out}: no space left on the device.*--out"):
+        train_sft(data, tiny_model_dir, out, max_steps=2, batch_size=4, progress=False, save_steps=1000)
+    assert not (out / "checkpoints" / "checkpoint-3").exists()
+    assert not list(out.glob(".model.tmp*"))
+    assert not (out / "done.json").exists()

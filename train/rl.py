@@ -23,6 +23,7 @@ from stagewise.train.common import (
     finished_run,
     load_model_and_tokenizer,
     mark_finished,
+    out_storage_guard,
     quiet_trainer,
     save_final,
 )
@@ -146,8 +147,9 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
             return TrainResult("rl", str(out), None, config=resolved, dry_run=True)
         if resume_from:
             metrics_cb.write({"stage": "rl", "event": "resume", "checkpoint": resume_from})
-        output = trainer.train(resume_from_checkpoint=resume_from)
-        model_dir = save_final(trainer, tok, out)
+        with out_storage_guard(out):
+            output = trainer.train(resume_from_checkpoint=resume_from)
+            model_dir = save_final(trainer, tok, out)
     finally:
         reward.close()
     metrics = {**metrics_cb.last_logs, **output.metrics}

@@ -17,6 +17,7 @@ from stagewise.train.common import (
     finished_run,
     load_model_and_tokenizer,
     mark_finished,
+    out_storage_guard,
     quiet_trainer,
     save_final,
 )
@@ -146,8 +147,9 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
         return TrainResult("sft", str(out), None, config=resolved, dry_run=True)
     if resume_from:
         metrics_cb.write({"stage": "sft", "event": "resume", "checkpoint": resume_from})
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    model_dir = save_final(trainer, tok, out)
+    with out_storage_guard(out):
+        output = trainer.train(resume_from_checkpoint=resume_from)
+        model_dir = save_final(trainer, tok, out)
     metrics = {**metrics_cb.last_logs, **output.metrics}
     if eval_rows:
         metrics.update(trainer.evaluate())
