@@ -591,6 +591,8 @@ def _train_common(f):
                      help="Build the trainers and print the resolved config; no training."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
+        click.option("--no-verify", is_flag=True,
+                     help="Train on splits that differ from the export's manifest (sha256, rows); recorded."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -638,7 +640,7 @@ def _print_stage(res) -> None:
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                reprobe, eval_data, no_eval, joint):
+                no_verify, reprobe, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -664,7 +666,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
                             config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
                             joint=joint, joint_options=per_stage["joint"] if joint else None,
                             max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                            resume=resume, dry_run=dry_run)
+                            resume=resume, dry_run=dry_run, verify=not no_verify)
     for stage_res in (res.sft, res.rl, res.joint):
         if stage_res is not None:
             _print_stage(stage_res)
@@ -719,7 +721,8 @@ def _print_eval_table(evals) -> None:
 @_train_common
 @click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
               help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
-def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets, loss):
+def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
+                  no_verify, loss):
     """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
 
     \b
@@ -733,7 +736,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 
     res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
                        batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                       **_parse_sets(sets))
+                       verify=not no_verify, **_parse_sets(sets))
     _print_stage(res)
 
 
@@ -745,7 +748,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 @click.option("--beta", type=float, default=None,
               help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
 def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                 loss_type, num_generations, beta):
+                 no_verify, loss_type, num_generations, beta):
     """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
 
     \b
@@ -759,7 +762,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 
     res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
                       max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                      resume=resume, config=config, dry_run=dry_run, **_parse_sets(sets))
+                      resume=resume, config=config, dry_run=dry_run, verify=not no_verify, **_parse_sets(sets))
     _print_stage(res)
 
 
@@ -774,7 +777,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 @click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
 @click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
 def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                    mode, loss_type, num_generations, sft_weight, buffer_size):
+                    no_verify, mode, loss_type, num_generations, sft_weight, buffer_size):
     """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
 
     \b
@@ -789,7 +792,7 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
     res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                          batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
                          loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                         buffer_size=buffer_size, **_parse_sets(sets))
+                         buffer_size=buffer_size, verify=not no_verify, **_parse_sets(sets))
     _print_stage(res)
     from stagewise.train.common import is_main_process
 

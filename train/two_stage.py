@@ -56,7 +56,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
           rl: dict | None = None, eval: dict | None = None, stages=("sft", "rl"), joint: str | None = None,
           joint_options: dict | None = None, max_steps: int | None = None,
           learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
-          resume: bool = False, dry_run: bool = False, progress: bool = True) -> PipelineResult:
+          resume: bool = False, dry_run: bool = False, progress: bool = True, verify: bool = True) -> PipelineResult:
     """SFT on the SFT split, then RL on the RL split, with stage-aware evaluation before and after each.
 
     `config`: a YAML path (or dict) with `sft:`, `rl:` and `eval:` sections (a `stagewise run` config
@@ -64,13 +64,14 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `eval_data`: held-out problems (load_problems specs or Problems) evaluated at every checkpoint.
     `reprobe`: re-probe the SFT model on the SFT and RL items; SFT items that became partial join RL.
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
-    evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
+    evaluated the same way; `joint_options` (or a `joint:` config section) holds its options.
+    `verify`: check each split read against the export's manifest (sha256, rows); False for --no-verify."""
     from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
     out = Path(out)
-    export = open_export(data)
+    export = open_export(data, verify=verify)
     common = {k: v for k, v in dict(max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                                     seed=seed).items() if v is not None}
     sections = _sections(config)
@@ -117,7 +118,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         result.skipped.pop("sft", None)
         result.joint = train_joint(data, current, out / f"joint-{joint}", mode=joint, config=sections.get("joint"),
                                    sft_rows=sft_rows or [], rl_rows=rl_rows, sft_eval_rows=heldout_sft or None,
-                                   resume=resume, dry_run=dry_run, progress=progress,
+                                   resume=resume, dry_run=dry_run, progress=progress, verify=verify,
                                    **{**common, **(joint_options or {})})
         if not dry_run:
             current = result.joint.model_dir
@@ -128,7 +129,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if sft_rows:
         result.sft = train_sft(data, current, out / "sft", config=sections.get("sft"), rows=sft_rows,
                                eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run, progress=progress,
-                               **sft_over)
+                               verify=verify, **sft_over)
         if not dry_run:
             current = result.sft.model_dir
             if do_eval:
@@ -144,7 +145,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if rl_rows:
         result.rl = train_rl(data, current, out / "rl", config=sections.get("rl"), rows=rl_rows,
                              sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
-                             progress=progress, **rl_over)
+                             progress=progress, verify=verify, **rl_over)
         if not dry_run:
             current = result.rl.model_dir
             if do_eval:
