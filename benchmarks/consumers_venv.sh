@@ -98,8 +98,11 @@ case "$MODE" in
     tests)
         cd "$ROOT"
         # The reward-only venv has no pytest on purpose; its check is a test run from the main venv.
+        # The export is built with the project's own venv (MAIN_PYTHON), then scored in the reward-only one.
         STAGEWISE_REWARD_ONLY_PYTHON="$BASE/reward-only/bin/python" HF_HUB_OFFLINE=1 \
-            "$ROOT/.venv/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_reward_only_env.py -rs
+            PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+            "${MAIN_PYTHON:-$ROOT/.venv/bin/python}" -m pytest -p no:cacheprovider -q \
+            tests/consumers/test_reward_only_env.py -rs
         HF_HUB_OFFLINE=1 "$BASE/verl/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_verl.py -rs
         HF_HUB_OFFLINE=1 "$BASE/openrlhf/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_openrlhf.py -rs
         ;;
