@@ -152,6 +152,9 @@ def test_verls_ppo_config_with_the_card_overrides_validates_and_builds_its_datal
 
 
 def test_the_card_prints_the_overrides_verl_was_tested_with(export_dir):
+    from stagewise.stages.datacard import _model_refs
+
+    m = manifest(export_dir)
     card = (export_dir / "README.md").read_text()
-    for override in commands.verl_ppo_overrides(manifest(export_dir), export_dir.name):
+    for override in commands.verl_ppo_overrides(m, export_dir.name, model=_model_refs(m)[0]):
         assert override in card
