@@ -97,14 +97,18 @@ case "$MODE" in
         ;;
     tests)
         cd "$ROOT"
-        # The reward-only venv has no pytest on purpose; its check is a test run from the main venv.
+        status=0
         # The export is built with the project's own venv (MAIN_PYTHON), then scored in the reward-only one.
         STAGEWISE_REWARD_ONLY_PYTHON="$BASE/reward-only/bin/python" HF_HUB_OFFLINE=1 \
             PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
             "${MAIN_PYTHON:-$ROOT/.venv/bin/python}" -m pytest -p no:cacheprovider -q \
-            tests/consumers/test_reward_only_env.py -rs
-        HF_HUB_OFFLINE=1 "$BASE/verl/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_verl.py -rs
-        HF_HUB_OFFLINE=1 "$BASE/openrlhf/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_openrlhf.py -rs
+            tests/consumers/test_reward_only_env.py -rs || status=1
+        # Each consumer runs even when another failed; the exit code says whether all passed.
+        HF_HUB_OFFLINE=1 "$BASE/verl/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_verl.py -rs \
+            || status=1
+        HF_HUB_OFFLINE=1 "$BASE/openrlhf/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_openrlhf.py \
+            -rs || status=1
+        exit "$status"
         ;;
     *)
         echo "usage: $0 [tests|build]" >&2
