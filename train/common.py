@@ -240,23 +240,11 @@ class out_storage_guard:
 
         if exc is None or isinstance(exc, StagewiseError) or not isinstance(exc, Exception):
             return False
-        err = storage_error(exc, self.out, option="--out")
-        if err is None and "write failed" in str(exc) and _disk_nearly_full(self.out):
-            # torch.save reports a full disk as "PytorchStreamWriter ... file write failed", without errno.
-            err = storage_error(OSError(28, "No space left on device"), self.out, option="--out")
+        err = storage_error(exc, self.out, option="--out")  # torch.save's has no errno: the disk is asked
         if err is None:
             return False
         remove_partial_writes(self.out)
         raise err from exc
-
-
-def _disk_nearly_full(path: Path, margin: int = 16 << 20) -> bool:
-    import shutil
-
-    try:
-        return shutil.disk_usage(path).free < margin
-    except OSError:
-        return False
 
 
 def remove_partial_writes(out: Path) -> None:
