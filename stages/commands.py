@@ -65,7 +65,9 @@ def verl_ppo_overrides(manifest: dict, dirname: str = "DIR", model: str = "MODEL
     out = [
         "algorithm.adv_estimator=grpo",
         f"data.train_files={dirname}/rl.parquet",
-        *([f"data.val_files={dirname}/{val}"] if val else []),
+        # verl builds a validation loader whatever happens; without a second file it gets the training
+        # file, and validation is switched off below so it never runs on it.
+        f"data.val_files={dirname}/{val or 'rl.parquet'}",
         f"data.train_batch_size={batch}",
         "data.prompt_key=prompt",
         f"data.max_response_length={int(s.get('max_new_tokens', 512))}",
@@ -174,7 +176,9 @@ def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "
             "worker processes, so no answer can stall a step):", "", "```bash",
             *_shell("python3 -m verl.trainer.main_ppo", verl_ppo_overrides(manifest, dirname, model)), "```", "",
             (f"Validation runs on `{val}`." if val else
-             "The export has no second RL-layout file to validate on, so validation is switched off."),
+             "The export has no second RL-layout file to validate on: verl's loader is given `rl.parquet` "
+             "and validation is switched off (`trainer.test_freq=-1`), so it never validates on its "
+             "training data."),
             f"Batch sizes are derived from this export's {split_rows(manifest, 'rl')} RL rows (verl drops a "
             "partial last batch). The command is for one GPU: for N, set `trainer.n_gpus_per_node=N` and keep "
             "`data.train_batch_size` × `rollout.n` a multiple of N.", "",

@@ -135,8 +135,18 @@ _DATALOADER = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.parametrize("replay", [True, False], ids=["with-replay", "no-replay"])
 def test_verls_ppo_config_with_the_card_overrides_validates_and_builds_its_dataloader(export_dir, tiny_model_dir,
-                                                                                      tmp_path):
+                                                                                      tmp_path, replay):
+    if not replay:  # an export without a replay split: its file is left out, validation is switched off
+        from stages_helpers import build_store, mixed_items
+
+        import stagewise as sw
+
+        build_store(tmp_path / "s.duckdb", mixed_items())
+        export_dir = tmp_path / "no-replay"
+        sw.export(str(tmp_path / "s.duckdb"), str(export_dir), format="verl", policy="stage", keep_mastered=0)
+        assert not (export_dir / "replay.parquet").exists()
     m = manifest(export_dir)
     overrides = commands.verl_ppo_overrides(m, str(export_dir), model=tiny_model_dir)
     overrides.append(f"+data.cache_dir={tmp_path}")  # verl caches downloaded files there
