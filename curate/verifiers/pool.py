@@ -62,6 +62,8 @@ class _Worker:
         os.set_blocking(self.fd, False)
         self.buffer = b""
         self.ready = False
+        self.loaded = set(preload)  # tasks it imports before saying ready
+        self.awaiting = 1  # "ready" lines still to come: one for start-up, one per later warm request
         self.broken = False  # a write failed: it died, and its end of file is on the way
         self.started = time.monotonic()
         self.inflight: collections.deque[int] = collections.deque()  # request ids, oldest first
@@ -254,8 +256,14 @@ class VerifierPool:
     def _submit(self, call: _Call, payloads: list[dict]) -> None:
         with self._state:
             self.stats["in_workers"] += len(payloads)
+            tasks = sorted({p["problem"]["task"] for p in payloads})
             if self.preload is None:
-                self.preload = tuple(sorted({p["problem"]["task"] for p in payloads}))[:8]
+                self.preload = tuple(tasks)[:8]
+            elif len(self.preload) < 8 and any(t not in self.preload for t in tasks):
+                # A task the running workers have not loaded: they load it before taking more requests,
+                # so its first answer's time limit is not spent importing (reasoning-gym takes seconds).
+                new = [t for t in tasks if t not in self.preload][:8 - len(self.preload)]
+                self.preload = self.preload + tuple(new)
             for p in payloads:
                 rid = self._next_id
                 self._next_id += 1
@@ -297,6 +305,24 @@ class VerifierPool:
         if self._start_failures < _MAX_START_FAILURES:
             self._workers.append(_Worker(self.preload or ("math",), self.memory_limit_mb))
 
+    def _warm_workers(self) -> None:
+        """Ask each worker to load the tasks added to `preload` since it started (see `_submit`)."""
+        wanted = set(self.preload or ())
+        for w in self._workers:
+            missing = sorted(wanted - w.loaded)
+            if not missing or w.broken:
+                continue
+            try:
+                w.proc.stdin.write((json.dumps({"warm": missing}) + "\n").encode("utf-8"))
+                w.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                w.broken = True
+                continue
+            w.loaded.update(missing)
+            w.awaiting += 1
+            w.ready = False
+            w.started = time.monotonic()  # the start-up limit covers the loading
+
     def _run(self, call: _Call) -> None:
         """The event loop, run by the caller holding the lock until its own answers are in."""
         self._ensure_workers()
@@ -318,6 +344,7 @@ class VerifierPool:
                     if id(w) not in registered:
                         sel.register(w.fd, selectors.EVENT_READ, w)
                         registered.add(id(w))
+                self._warm_workers()
                 self._dispatch(queued, now)
                 deadline = min([w.head_since + self.timeout_s for w in self._workers if w.inflight]
                                + [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready],
@@ -393,8 +420,10 @@ class VerifierPool:
             return
         msg = json.loads(line)
         if isinstance(msg, dict) and msg.get("ready"):
-            w.ready = True
-            self._start_failures = 0
+            w.awaiting -= 1
+            if w.awaiting <= 0:
+                w.ready = True
+                self._start_failures = 0
             return
         rid, score, extracted, status, reason = msg
         if rid in w.inflight:
