@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, SamplingParams, sample_seed
-from stagewise.curate.errors import ConfigError, storage_error, writing
+from stagewise.curate.errors import ConfigError, StagewiseError, storage_error, writing
 from stagewise.curate.schema import Problem
 
 
@@ -315,7 +315,7 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         summary.update(store_size(st))
     except Exception as exc:
         # A full disk or an unwritable store: one message naming it. What was committed stays (resumable).
-        err = storage_error(exc, st.path, option="--store")
+        err = None if isinstance(exc, StagewiseError) else storage_error(exc, st.path, option="--store")
         if err is None:
             raise
         raise err from exc

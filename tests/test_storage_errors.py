@@ -97,7 +97,7 @@ def test_probe_into_a_store_it_may_not_write_names_the_store(tiny_model_dir, tmp
     problems = [Problem(prompt=f"Question {i}?", answer=str(i), task=TASK, source="toy") for i in range(2)]
     with pytest.raises(StorageError, match=f"cannot write {store}: permission denied.*--store"):
         sw.probe(problems, model=tiny_model_dir, store=str(store), num_samples=2, max_new_tokens=6, batch_size=2,
-                 progress=False, backend_options={"threads": 1})
+                 progress=False, backend_args={"threads": 1})
 
 
 def test_sft_on_a_full_disk_names_out_and_leaves_no_half_written_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
