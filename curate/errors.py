@@ -49,3 +49,88 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(module, extra) from exc
+
+
+class StorageError(StagewiseError):
+    """A write failed for lack of space or permission: names the path, the cause, and the fix."""
+
+
+# errno -> (what happened, what to do). EPERM/EACCES alike: the file or folder is not writable by us.
+_STORAGE_ERRNOS = {
+    "ENOSPC": ("no space left on the device", "free space there, or write to another disk"),
+    "EDQUOT": ("disk quota exceeded", "free space there, or write to another disk"),
+    "EFBIG": ("file too large for the file system", "write to another disk"),
+    "EACCES": ("permission denied", "make it writable, or choose another location"),
+    "EPERM": ("operation not permitted", "make it writable, or choose another location"),
+    "EROFS": ("read-only file system", "choose a writable location"),
+}
+NEARLY_FULL_BYTES = 16 << 20
+
+
+def _errno_name(exc: BaseException) -> str | None:
+    """The storage errno of `exc` or of an exception it was raised from (a library may wrap it)."""
+    import errno as errno_mod
+
+    seen = exc
+    while seen is not None:
+        name = errno_mod.errorcode.get(getattr(seen, "errno", None) or -1)
+        if name in _STORAGE_ERRNOS:
+            return name
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _ask_the_filesystem(path) -> str | None:
+    """For a library error that carries no errno (DuckDB, torch.save): ask the disk where `path` lives
+    whether it is full or read-only, rather than read the library's message."""
+    import os
+    import shutil
+
+    folder = os.path.abspath(os.fspath(path))
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        if shutil.disk_usage(folder).free < NEARLY_FULL_BYTES:
+            return "ENOSPC"
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "EROFS"
+    except OSError:
+        return None
+    return None
+
+
+def storage_error(exc: BaseException, path, *, option: str | None = None) -> StorageError | None:
+    """The StorageError for a failed write to `path`, or None when `exc` is not a space/permission failure.
+
+    `option` names the flag that chose the location (e.g. "--out"), for the fix."""
+    name = _errno_name(exc)
+    if name is None and getattr(exc, "errno", None) is None:
+        name = _ask_the_filesystem(path)
+    if name is None:
+        return None
+    what, fix = _STORAGE_ERRNOS[name]
+    if option:
+        fix = fix.replace("another disk", f"another disk with {option}").replace(
+            "another location", f"another location with {option}")
+    where = next((getattr(e, "filename", None) for e in (exc, exc.__cause__, exc.__context__)
+                  if getattr(e, "filename", None)), None) or path
+    return StorageError(f"cannot write {where}: {what}; {fix}")
+
+
+class writing:
+    """`with writing(path, option="--out"):` turns a space/permission failure into one StorageError
+    naming `path` (other errors pass through). The caller removes whatever it had half written."""
+
+    def __init__(self, path, *, option: str | None = None):
+        self.path, self.option = path, option
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, StagewiseError) or not isinstance(exc, Exception):
+            return False
+        err = storage_error(exc, self.path, option=self.option)
+        if err is None:
+            return False
+        raise err from exc

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, SamplingParams, sample_seed
-from stagewise.curate.errors import ConfigError
+from stagewise.curate.errors import ConfigError, StagewiseError, storage_error, writing
 from stagewise.curate.schema import Problem
 
 
@@ -272,7 +272,8 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         sampler = _LocalSampler(engine, by_id, batch_size=batch_size, keep_completions=keep_completions,
                                 verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s)
     try:
-        st, owned_store = _open_store(store)
+        with writing(getattr(store, "path", store), option="--store"):
+            st, owned_store = _open_store(store)
     except BaseException:
         if owned_backend:
             engine.close()
@@ -324,6 +325,12 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
         if use_ray:
             summary["ray"] = engine.report()
         summary.update(store_size(st))
+    except Exception as exc:
+        # A full disk or an unwritable store: one message naming it. What was committed stays (resumable).
+        err = None if isinstance(exc, StagewiseError) else storage_error(exc, st.path, option="--store")
+        if err is None:
+            raise
+        raise err from exc
     finally:
         if owned_backend:
             engine.close()

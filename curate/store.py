@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stagewise.curate.errors import ConfigError, InputError, StagewiseError
+from stagewise.curate.errors import ConfigError, InputError, StagewiseError, storage_error
 from stagewise.curate.schema import Problem
 from stagewise.curate.statistics import Z_95
 
@@ -209,6 +209,9 @@ class ProbeStore:
                 "(e.g. an earlier ProbeResult's `.store`); close it (result.close()) before opening it "
                 f"{'read-only' if read_only else 'for writing'}") from None
         except duckdb.IOException as exc:
+            err = storage_error(exc, self.path, option="--store")
+            if err is not None:
+                raise err from None
             # DuckDB gives one IOException for a lock conflict, a missing directory and a bad file; ask
             # the file's lock rather than parse the message.
             if _locked_by_another_process(self.path, write=not read_only):
@@ -254,7 +257,10 @@ class ProbeStore:
             self.con.execute(_view_sql(self._view_max_k()))
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            try:
+                self.con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a failed COMMIT (e.g. a full disk) already ended it
+                pass
             raise
 
     def _check_schema(self) -> None:
@@ -413,7 +419,10 @@ class ProbeStore:
                 before_commit()
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            try:
+                self.con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a failed COMMIT (e.g. a full disk) already ended it
+                pass
             raise
         finally:
             self.con.unregister("_batch")

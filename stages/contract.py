@@ -43,6 +43,9 @@ class ExportManifest:
     warnings: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    # Splits with no rows are not written (`datasets` and verl cannot read a 0-row parquet file):
+    # file name -> why it is absent.
+    omitted: dict = field(default_factory=dict)
     created_at: str = ""
     stagewise_export: int = EXPORT_VERSION
 
@@ -66,7 +69,7 @@ class ExportManifest:
                              path=path, fix="re-export with this version of stagewise (`stagewise export`)")
         names = {f.name for f in fields(cls)}
         missing = sorted(n for n in names if n not in data and n not in ("warnings", "versions", "files",
-                                                                        "created_at"))
+                                                                        "omitted", "created_at"))
         if missing:
             raise InputError(f"manifest is missing {', '.join(missing)}", path=path,
                              fix="re-export with `stagewise export`")
@@ -137,3 +140,38 @@ def item_problem(row: dict, *, format: str = "trl", split: str = "rl", sft_style
     return Problem(prompt=item["question"] or "", answer=str(item["answer"]), id=str(item["id"]),
                    task=item["task"], meta=item["meta"] if item["meta"] is not None else "{}",
                    messages=[dict(m) for m in item["messages"]])
+
+
+def sha256_file(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(root: str | Path, name: str, manifest: ExportManifest) -> None:
+    """Check one exported file against manifest.json (its sha256 and row count). A file modified after
+    export (cut, edited, replaced) is an InputError naming what differs; `--no-verify` skips this."""
+    info = (manifest.files or {}).get(name)
+    if not info:
+        return  # a file the manifest does not list (e.g. added by hand) has nothing to be checked against
+    path = Path(root) / name
+    differ = []
+    if info.get("sha256") and sha256_file(path) != info["sha256"]:
+        differ.append("sha256")
+    if info.get("rows") is not None:
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 - a cut file is not readable parquet: its row count differs too
+            rows = None
+        if rows != info["rows"]:
+            differ.append("rows")
+    if differ:
+        raise InputError(f"{path} was modified after export ({' and '.join(differ)} "
+                         f"{'differ' if len(differ) > 1 else 'differs'} from manifest.json)",
+                         fix="re-export, or pass --no-verify")

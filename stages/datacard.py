@@ -29,8 +29,8 @@ def front_matter(manifest: dict) -> dict:
     from stagewise.curate.cards import size_category
 
     size = size_category(manifest["counts"]["items"])
-    # `datasets` cannot load a 0-row parquet split ("corresponds to no data"), so an empty split keeps
-    # its file (with the schema, for trainers reading parquet) but is left out of `configs`.
+    # `datasets` cannot read a 0-row parquet file, so an empty split has no file (the manifest says why
+    # under `omitted`) and no `configs` entry.
     splits = manifest["counts"]["splits"]
     configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}.parquet"}]}
                for name in ("assignments", *SPLITS) if name == "assignments" or splits.get(name)]
@@ -120,64 +120,15 @@ def limitations(assignments) -> str:
 
 
 def _commands(manifest: dict, dirname: str = "DIR") -> str:
-    fmt, s = manifest["format"], _sampling(manifest)
+    """Trainer commands generated from this export's sizes and settings (stages/commands.py)."""
+    from stagewise.stages.commands import card_markdown
+
     model, py_setup, py_model = _model_refs(manifest)
-    num = manifest["probe"].get("num_samples") or manifest["probe"].get("k_max") or 8
-    splits = manifest["counts"]["splits"]
-    if fmt == "verl":
-        val = "replay" if splits.get("replay") else "rl"
-        return "\n".join([
-            "RL (GRPO) with verl, scored by the shipped `reward.py` (the stagewise verifier):", "", "```bash",
-            "python3 -m verl.trainer.main_ppo \\",
-            "  algorithm.adv_estimator=grpo \\",
-            f"  data.train_files={dirname}/rl.parquet data.val_files={dirname}/{val}.parquet \\",
-            f"  data.prompt_key=prompt data.max_response_length={s.get('max_new_tokens', 512)} \\",
-            f"  actor_rollout_ref.model.path={model} \\",
-            (f"  actor_rollout_ref.rollout.n={num} actor_rollout_ref.rollout.temperature="
-             f"{s.get('temperature', 1.0)} actor_rollout_ref.rollout.top_p={s.get('top_p', 1.0)} \\"),
-            f"  custom_reward_function.path={dirname}/reward.py custom_reward_function.name=compute_score",
-            "```", "", "SFT with verl's multi-turn SFT trainer:", "", "```bash",
-            "torchrun --nproc_per_node=1 -m verl.trainer.fsdp_sft_trainer \\",
-            f"  data.train_files={dirname}/sft.parquet data.val_files={dirname}/sft.parquet \\",
-            "  data.multiturn.enable=true data.multiturn.messages_key=messages \\",
-            f"  model.partial_pretrain={model} trainer.default_local_dir=checkpoints/sft",
-            "```"])
-    if fmt == "openrlhf":
-        return "\n".join([
-            "```bash",
-            f"deepspeed --module openrlhf.cli.train_sft --pretrain {model} \\",
-            f"  --dataset {dirname}/sft.parquet \\",
-            "  --input_key input --output_key output --apply_chat_template --save_path checkpoints/sft",
-            f"python3 -m openrlhf.cli.train_ppo_ray --pretrain {model} --prompt_data {dirname}/rl.parquet \\",
-            "  --input_key input --label_key label --apply_chat_template --advantage_estimator group_norm \\",
-            (f"  --n_samples_per_prompt {num} --temperature {s.get('temperature', 1.0)} "
-             f"--generate_max_len {s.get('max_new_tokens', 512)} \\"),
-            "  --remote_rm_url YOUR_REWARD.py",
-            "```", "",
-            ("`YOUR_REWARD.py` defines OpenRLHF's `reward_func(queries, prompts, labels)`; score each "
-             "response with `stagewise.curate.verifiers.score(response, {\"answer\": label, "
-             "\"task\": TASK})`, the verifier the probe used (`task` and `meta` are columns of "
-             "`rl.parquet`)."),
-        ])
-    style = manifest.get("sft_style", "prompt-completion")
-    cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
-    return "\n".join([
-        (f"SFT rows are conversational {cols}; RL rows carry `prompt` plus `solution` (the gold answer), "
-         "which GRPOTrainer passes to reward functions."), "", "```python",
-        "from datasets import load_dataset", "from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
-        "from stagewise.curate.verifiers import score", *([py_setup] if py_setup else []), "",
-        f'sft = load_dataset("{dirname}", "sft", split="train")',
-        f'rl = load_dataset("{dirname}", "rl", split="train")', "",
-        "def reward(completions, solution, task, meta, **kw):",
-        "    return [score(c[0][\"content\"], {\"answer\": a, \"task\": t, \"meta\": m}).score",
-        "            for c, a, t, m in zip(completions, solution, task, meta)]", "",
-        f'SFTTrainer(model={py_model}, train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
-        f'GRPOTrainer(model={py_model}, reward_funcs=reward, train_dataset=rl,',
-        (f'            args=GRPOConfig(output_dir="rl", num_generations={num}, '
-         f'temperature={s.get("temperature", 1.0)},'),
-        f'                            max_completion_length={s.get("max_new_tokens", 512)})).train()',
-        "```", "", ("Or with the bundled trainer: `stagewise train --data "
-                    f"{dirname} --model {_model_path(manifest)} --out runs/{dirname}`.")])
+    text = card_markdown(manifest, dirname, model=model, py_setup=py_setup, py_model=py_model)
+    if manifest["format"] == "trl":
+        text += ("\n\nOr with the bundled trainer: `stagewise train --data "
+                 f"{dirname} --model {_model_path(manifest)} --out runs/{dirname}`.")
+    return text
 
 
 def _samples_per_item(probe: dict) -> str:
@@ -270,7 +221,8 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     bucket_rows = [[b, *[row.get(s, 0) for s in stages], sum(row.values())]
                    for b, row in counts["buckets_by_stage"].items() if sum(row.values())]
     bucket_rows.append(["**total**", *[counts["stages"].get(s, 0) for s in stages], counts["items"]])
-    empty = " (empty: the file is there, but no `configs` entry, since `datasets` cannot load 0 rows)"
+    empty = (" (empty: no file and no `configs` entry, since `datasets` and verl cannot read a 0-row parquet "
+             "file; `manifest.json` lists it under `omitted`)")
     split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else empty)]
                   for s in SPLITS]
     split_rows.append(["`assignments`", counts["items"], SPLIT_HELP["assignments"]])

@@ -7,7 +7,6 @@ nothing half-written, and an existing directory is replaced only with `overwrite
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.errors import ConfigError, InputError, writing
 from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
-from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name
+from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name, sha256_file
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
@@ -176,18 +175,20 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     config["demonstrations"]["sft_replay"] = ({**sizing.to_dict(), "report": replay_report}
                                               if sizing is not None else {"fraction": 0.0, "taken": 0})
     parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    with writing(out, option="--out"):
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     try:
-        if with_samples:
-            run.samples.rename({"problem_id": "id"}).select(EXPORT_SAMPLE_COLUMNS).write_parquet(
-                tmp / "samples.parquet")
-        manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
-                                 extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
-        _move_into_place(tmp, out.resolve(), overwrite)
+        with writing(out, option="--out"):  # a full disk or an unwritable folder: one message naming --out
+            if with_samples:
+                run.samples.rename({"problem_id": "id"}).select(EXPORT_SAMPLE_COLUMNS).write_parquet(
+                    tmp / "samples.parquet")
+            manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
+                                     extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
+            _move_into_place(tmp, out.resolve(), overwrite)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing partial is left behind
         raise
     return ExportResult(out, manifest, assignments, summary, found.report)
 
@@ -303,15 +304,21 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
                   name: str, extra_rows: dict | None = None) -> dict:
     import pyarrow.parquet as pq
 
-    rows = dict(extra_rows or {})
+    rows, counts, omitted = dict(extra_rows or {}), {}, {}
     for split, split_rows in splits.items():
+        counts[split] = len(split_rows)
+        if not split_rows:  # `datasets` and verl cannot read a 0-row parquet file: leave it out, say why
+            omitted[f"{split}.parquet"] = (f"0 rows: no item went to {split}; the file is left out because "
+                                           "`datasets` and verl cannot read a 0-row parquet file")
+            continue
         table = to_table(fmt, split, split_rows)
         pq.write_table(table, tmp / f"{split}.parquet")
         rows[f"{split}.parquet"] = table.num_rows
     assignments.write_parquet(tmp / "assignments.parquet")
     rows["assignments.parquet"] = len(assignments)
-    if fmt.name == "verl":
-        shutil.copyfile(Path(__file__).parent / "templates" / "reward.py", tmp / "reward.py")
+    reward_file = {"verl": "reward.py", "openrlhf": "reward_func.py"}.get(fmt.name)
+    if reward_file:
+        shutil.copyfile(Path(__file__).parent / "templates" / reward_file, tmp / reward_file)
 
     # Portable by construction: the probe run is kept by id, the model by name and weights hash, and
     # any path a user gave (data specs, a local model) by its base name.
@@ -323,12 +330,12 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         format=config["format"], sft_style=config["sft_style"], run_id=config["run_id"], probe=probe,
         model=model, route=config["route"], demonstrations=portable(config["demonstrations"]),
         counts={"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
-                "buckets_by_stage": summary.counts, "splits": {s: rows[f"{s}.parquet"] for s in SPLITS},
+                "buckets_by_stage": summary.counts, "splits": {s: counts[s] for s in SPLITS},
                 "sft_replay": int(config["demonstrations"]["sft_replay"].get("taken") or 0),
                 "truncation": summary.truncation, "contaminated": config["contaminated"],
                 **({"samples": rows["samples.parquet"]} if "samples.parquet" in rows else {})},
         warnings=portable(summary.warnings), versions=library_versions(),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), omitted=omitted,
     ).to_dict()
 
     def file_table():
@@ -364,14 +371,6 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+from stagewise.curate.verifiers.safe import label_json, problem_from_label
 
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -227,8 +228,9 @@ class VerlFormat(ExportFormat):
 
 
 class OpenRLHFFormat(ExportFormat):
-    """RL: `input` (messages, use --apply_chat_template) and `label`; SFT: `input` and `output` (a
-    one-message assistant list, which OpenRLHF concatenates to the input messages)."""
+    """RL: `input` (messages, use --apply_chat_template) and `label`, a JSON string {answer, task, meta}
+    (OpenRLHF hands reward functions the label alone; the shipped reward_func.py decodes it); SFT:
+    `input` and `output` (a one-message assistant list, which OpenRLHF concatenates to the input)."""
 
     name = "openrlhf"
 
@@ -249,14 +251,16 @@ class OpenRLHFFormat(ExportFormat):
 
     def rl_row(self, item, split):
         p, a = item.problem, item.assignment
-        return {"input": item.messages, "label": p.answer, "id": p.id, "task": p.task, **item.asked(),
-                "meta": p.meta, **_stats(a)}
+        return {"input": item.messages, "label": label_json(p.answer, p.task, p.meta), "id": p.id,
+                "task": p.task, **item.asked(), "meta": p.meta, **_stats(a)}
 
     def item_fields(self, row, split):
         if split == "sft":
             return super().item_fields(row, split)
+        label = row.get("label")
         return {"id": row.get("id"), "task": row.get("task"), "question": row.get("question"),
-                "answer": row.get("label"), "answer_format": row.get("answer_format"), "meta": row.get("meta"),
+                "answer": None if label is None else problem_from_label(label)["answer"],
+                "answer_format": row.get("answer_format"), "meta": row.get("meta"),
                 "messages": _as_messages(row.get("input"))}
 
 

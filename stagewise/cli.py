@@ -24,6 +24,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except StagewiseError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # A full disk or an unwritable folder the library did not wrap with the path it was writing.
+            from stagewise.curate.errors import storage_error
+
+            err = storage_error(exc, exc.filename or "a file")
+            if err is None:
+                raise
+            raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted. Re-run the same command to resume where it stopped.", err=True)
             sys.exit(130)
@@ -902,6 +910,8 @@ def _train_common(f):
         click.option("--json", "as_json", is_flag=True,
                      help="Print the result as JSON on stdout; trainer logs go to stderr."),
         click.option("--progress/--no-progress", default=True, help="Show the trainers' progress bars."),
+        click.option("--no-verify", is_flag=True,
+                     help="Train on splits that differ from the export's manifest (sha256, rows); recorded."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -958,7 +968,7 @@ def _print_stage(res, as_json: bool = False) -> None:
               help="Replace SFT-then-RL by one cooperative stage (see `stagewise train joint`), same evaluation.")
 @click.pass_context
 def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                as_json, progress, reprobe, reprobe_sample, rounds, eval_data, no_eval, joint):
+                no_verify, as_json, progress, reprobe, reprobe_sample, rounds, eval_data, no_eval, joint):
     """Train on an export: SFT on the SFT split, then RL on the RL split, evaluated before and after.
 
     Without a subcommand both stages run in order; `train sft`, `train rl` and `train joint` run one.
@@ -987,7 +997,7 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
                                 config=config, sft=per_stage["sft"], rl=per_stage["rl"], eval=per_stage["eval"],
                                 joint=joint, joint_options=per_stage["joint"] if joint else None,
                                 max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                                resume=resume, dry_run=dry_run, progress=progress and not as_json)
+                                resume=resume, dry_run=dry_run, progress=progress and not as_json, verify=not no_verify)
     if as_json:
         warnings = [f"{stage}: skipped ({why})" for stage, why in res.skipped.items()]
         _echo_warnings(warnings)
@@ -1052,7 +1062,7 @@ def _print_eval_table(evals) -> None:
 @click.option("--loss", type=click.Choice(["nll", "dft", "iw-sft"]), default=None,
               help="nll (default, completion-only), dft (TRL), iw-sft (importance-weighted, ours).")
 def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                  as_json, progress, loss):
+                  no_verify, as_json, progress, loss):
     """Supervised fine-tuning on the export's SFT split (TRL SFTTrainer).
 
     \b
@@ -1067,7 +1077,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     with _quiet_stdout(as_json):
         res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
                            batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                           progress=progress and not as_json, **_parse_sets(sets))
+                           progress=progress and not as_json, verify=not no_verify, **_parse_sets(sets))
     _print_stage(res, as_json)
 
 
@@ -1079,7 +1089,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
 @click.option("--beta", type=float, default=None,
               help="KL coefficient (default 0: no reference model); > 0 reloads the reference from --model.")
 def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                 as_json, progress, loss_type, num_generations, beta):
+                 no_verify, as_json, progress, loss_type, num_generations, beta):
     """GRPO-family RL on the export's RL split, rewarded by the stagewise verifier (TRL GRPOTrainer).
 
     \b
@@ -1094,7 +1104,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     with _quiet_stdout(as_json):
         res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
                           max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                          resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json,
+                          resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json, verify=not no_verify,
                           **_parse_sets(sets))
     _print_stage(res, as_json)
 
@@ -1110,7 +1120,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
 @click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss.")
 @click.option("--buffer-size", type=int, default=None, help="relift: items per SFT update (ReLIFT used 128).")
 def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_size, seed, resume, dry_run, sets,
-                    as_json, progress, mode, loss_type, num_generations, sft_weight, buffer_size):
+                    no_verify, as_json, progress, mode, loss_type, num_generations, sft_weight, buffer_size):
     """Single-stage cooperative SFT+RL on both splits at once (weighted, relift or bridge).
 
     \b
@@ -1126,7 +1136,7 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
         res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                              batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
                              loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                             buffer_size=buffer_size, progress=progress and not as_json, **_parse_sets(sets))
+                             buffer_size=buffer_size, progress=progress and not as_json, verify=not no_verify, **_parse_sets(sets))
     _print_stage(res, as_json)
     if as_json:
         return

@@ -172,3 +172,29 @@ def test_export_refuses_an_unknown_teacher_backend_arg_before_reading_the_store(
     res = CliRunner().invoke(cli, ["export", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "o"),
                                    "--teacher", "m", "--teacher-backend-arg", "bogus=1"])
     assert res.exit_code == 1 and "'bogus'" in res.output and "device_map" in res.output
+
+
+def test_generating_prints_no_deprecation_warning(tiny_model_dir):
+    # transformers deprecated forward's `past_key_values` for `cache`: the old name printed a warning
+    # several times per command, in the middle of the progress output.
+    import logging
+    import warnings
+
+    logging.Logger.warning_once.cache_clear()  # transformers says each deprecation once per process
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            b = make_backend("hf", tiny_model_dir, batch_size=2, threads=1)
+            results = list(b.generate(_requests(2, 6, prompts=PROMPTS[:2])))
+            b.close()
+    finally:
+        hf_logger.removeHandler(handler)
+    assert len(results) == 4
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert deprecations == []
+    assert [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()] == []

@@ -221,3 +221,39 @@ def callbacks_for(out: Path, stage: str, progress: bool) -> tuple[MetricsJsonl, 
     if progress:
         cbs.append(RichProgress(stage))
     return metrics, cbs
+
+
+class out_storage_guard:
+    """`with out_storage_guard(out):` around training and saving. A full disk or an unwritable --out ends
+    the stage with one StorageError naming OUT, after removing what was half written: a checkpoint
+    without its trainer_state.json (HF writes that last) and the final model's temporary folder. The
+    complete checkpoints before it stay, so `--resume` continues once there is room."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        from stagewise.curate.errors import StagewiseError, storage_error
+
+        if exc is None or isinstance(exc, StagewiseError) or not isinstance(exc, Exception):
+            return False
+        err = storage_error(exc, self.out, option="--out")  # torch.save's has no errno: the disk is asked
+        if err is None:
+            return False
+        remove_partial_writes(self.out)
+        raise err from exc
+
+
+def remove_partial_writes(out: Path) -> None:
+    import shutil
+
+    ckpts = Path(out) / "checkpoints"
+    if ckpts.is_dir():
+        for d in ckpts.iterdir():
+            if d.is_dir() and (d.name.startswith("tmp-") or not (d / "trainer_state.json").exists()):
+                shutil.rmtree(d, ignore_errors=True)
+    for d in Path(out).glob(".model.tmp*"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stagewise.curate.errors import EmptySplitError, InputError
 from stagewise.stages.contract import SPLIT_FILES as _ALL_SPLIT_FILES
-from stagewise.stages.contract import ExportManifest, item_problem, read_manifest, read_split
+from stagewise.stages.contract import ExportManifest, item_problem, read_manifest, read_split, verify_file
 
 SPLIT_FILES = {s: _ALL_SPLIT_FILES[s] for s in ("sft", "rl", "replay")}
 
@@ -26,6 +26,7 @@ class Export:
     root: Path
     manifest: ExportManifest | None = None
     single_file: Path | None = None
+    verify: bool = True  # check each split read against manifest.json (sha256, rows); --no-verify turns it off
 
     @property
     def format(self) -> str:
@@ -46,12 +47,30 @@ class Export:
         return self.root / SPLIT_FILES[split]
 
     def has(self, split: str) -> bool:
+        """Whether the export has this split, possibly empty (an empty split's file is left out)."""
         if self.single_file is not None:
             return _split_of(self.single_file) == split
-        return self.path(split).exists()
+        return self.path(split).exists() or self._omitted(split) is not None
+
+    def _omitted(self, split: str) -> str | None:
+        if self.manifest is None or self.single_file is not None:
+            return None
+        return (self.manifest.omitted or {}).get(SPLIT_FILES[split])
+
+    def raise_if_omitted(self, split: str) -> None:
+        """EmptySplitError when the exporter left this split out for having no rows."""
+        reason = self._omitted(split)
+        if reason is not None:
+            raise EmptySplitError(f"the {split} split is empty ({reason})", path=str(self.root),
+                                  fix="check the export's counts (manifest.json) or route with other thresholds")
 
     def rows(self, split: str) -> list[dict]:
-        """The split's rows, checked against the export contract (columns, a `task` on every row)."""
+        """The split's rows, checked against the export contract (columns, a `task` on every row) and,
+        unless `verify` is off, against the manifest's sha256 and row count."""
+        if not self.path(split).exists() and self._omitted(split) is not None:
+            return []  # an empty split: the exporter wrote no file for it
+        if self.verify and self.manifest is not None:
+            verify_file(self.path(split).parent, self.path(split).name, self.manifest)
         sft_style = self.manifest.sft_style if self.manifest else None
         return read_split(self.path(split), format=self.format, split=split, sft_style=sft_style)
 
@@ -66,8 +85,9 @@ def _split_of(path: Path) -> str:
     return stem if stem in SPLIT_FILES else "unknown"
 
 
-def open_export(data: str | Path) -> Export:
-    """Locate the export and read its manifest (a lone parquet file may have none)."""
+def open_export(data: str | Path, *, verify: bool = True) -> Export:
+    """Locate the export and read its manifest (a lone parquet file may have none). With `verify`, each
+    split read is checked against the manifest's sha256 and row count (Export.rows)."""
     path = Path(data).expanduser()
     if not path.exists():
         raise InputError("training data not found", path=str(path),
@@ -86,7 +106,7 @@ def open_export(data: str | Path) -> Export:
     if manifest is not None and manifest.format != "trl":
         raise InputError(f"this export is in the {manifest.format} format; the bundled trainer reads TRL rows",
                          path=str(root), fix="re-export with `stagewise export --format trl` to train here")
-    return Export(root=root, manifest=manifest, single_file=single)
+    return Export(root=root, manifest=manifest, single_file=single, verify=verify)
 
 
 def _check_messages(value, path: Path, row: int, column: str, *, fix: str) -> None:
@@ -110,6 +130,7 @@ def load_sft_rows(export: Export, split: str = "sft") -> list[dict]:
     """Rows with `prompt` + `completion` (one assistant message), validated."""
     path = export.path(split)
     if not path.exists():
+        export.raise_if_omitted(split)
         raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
                          fix="export with a routing policy that sends items to SFT, or skip the SFT stage")
     rows = export.rows(split)
@@ -140,6 +161,7 @@ def load_rl_rows(export: Export, split: str = "rl") -> list[dict]:
     """Rows with `prompt` messages and a gold answer in `solution`, plus id/task/meta, validated."""
     path = export.path(split)
     if not path.exists():
+        export.raise_if_omitted(split)
         raise InputError(f"the export has no {SPLIT_FILES[split]}", path=str(export.root),
                          fix="export with a routing policy that sends items to RL, or skip the RL stage")
     rows = export.rows(split)

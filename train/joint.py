@@ -435,7 +435,7 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
                 learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
                 resume: bool = False, config=None, dry_run: bool = False, progress: bool = True,
                 sft_eval_rows: list[dict] | None = None, sft_rows: list[dict] | None = None,
-                rl_rows: list[dict] | None = None, **overrides) -> TrainResult:
+                rl_rows: list[dict] | None = None, verify: bool = True, **overrides) -> TrainResult:
     """Single-stage cooperative SFT+RL on an export (SFT split = demonstrations, RL split = prompts).
 
     mode: weighted | relift | bridge (None: the config's, default weighted); see the module docstring for
@@ -454,7 +454,7 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
     if cfg["mode"] == "bridge" and cfg["gradient_accumulation_steps"] != 1:
         raise ConfigError("bridge needs gradient_accumulation_steps=1 (it writes each level's gradient itself)")
     out = Path(out)
-    export = open_export(data)
+    export = open_export(data, verify=verify)
     cfg = resolve_sampling(cfg, export.sampling)
     if rl_rows is None:
         rl_rows = load_rl_rows(export)
@@ -464,7 +464,8 @@ def train_joint(data, model, out, *, mode: str | None = None, max_steps: int | N
         raise InputError(f"mode {cfg['mode']} needs SFT demonstrations and the SFT split is empty or missing",
                          path=str(export.root), fix="use --mode relift, or export with an SFT split")
     resolved = {"stage": f"joint-{cfg['mode']}", "data": str(data), "model": resolve_model(model),
-                "out": str(out), "n_rl": len(rl_rows), "n_sft": len(sft_rows), **cfg, "probe": export.probe}
+                "out": str(out), "n_rl": len(rl_rows), "n_sft": len(sft_rows), **cfg, "probe": export.probe,
+                "verify_export": verify}
     done = finished_run(out, resolved, resume)
     if done is not None and not dry_run:
         return done
@@ -558,4 +559,5 @@ def sft_scale(cfg: dict) -> float:
 def _nonempty(export, split) -> bool:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(export.path(split)).metadata.num_rows > 0
+    path = export.path(split)
+    return path.exists() and pq.ParquetFile(path).metadata.num_rows > 0  # an empty split has no file

@@ -3,7 +3,8 @@
 GRPOTrainer calls a reward function with the prompts, the completions and every extra dataset column,
 repeated once per generation. rl.parquet carries `solution` (the gold answer), `task` (which verifier)
 and `meta` (e.g. the reasoning-gym entry), so the function rebuilds the problem the probe saw and asks
-`VerifierPool.score_many` for the verdicts: math-verify runs in worker processes with a timeout there
+`score_many_safely` (curate/verifiers/safe.py) for the verdicts, the same function the shipped verl and
+OpenRLHF reward files call: math-verify runs in the process-wide pool's worker processes with a timeout
 (its signal.alarm does not work in threads), and a hung or crashing answer scores 0 with its status
 recorded, never stopping training.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from stagewise.curate.errors import InputError
+from stagewise.curate.verifiers.safe import close_shared_pools, score_many_safely
 
 
 def completion_text(completion) -> str:
@@ -33,9 +35,7 @@ class VerifierReward:
     __name__ = "stagewise_verifier"  # TRL names the reward column after the function
 
     def __init__(self, workers: int = 2, timeout_s: float = 5.0):
-        from stagewise.curate.verifiers import VerifierPool
-
-        self.pool = VerifierPool(workers=workers, timeout_s=timeout_s)
+        self.workers, self.timeout_s = workers, timeout_s
         self.status_counts: Counter = Counter()
         self.last: list[tuple[str, float, str]] = []
 
@@ -48,7 +48,8 @@ class VerifierReward:
         meta = meta or ["{}"] * n
         ids = id or [""] * n
         problems = [{"answer": s, "task": t, "meta": m, "id": i} for s, t, m, i in zip(solution, task, meta, ids)]
-        verdicts = self.pool.score_many([(completion_text(c), p) for c, p in zip(completions, problems)])
+        verdicts = score_many_safely([(completion_text(c), p) for c, p in zip(completions, problems)],
+                                     timeout_s=self.timeout_s, workers=self.workers)
         self.last = [(i, float(v.score), v.status) for i, v in zip(ids, verdicts)]
         self.status_counts.update(v.status for v in verdicts)
         log_metric = kwargs.get("log_metric")
@@ -65,4 +66,5 @@ class VerifierReward:
         return dict(out)
 
     def close(self) -> None:
-        self.pool.close()
+        """Stop the shared pool's workers now (they would stop at exit); a later call starts new ones."""
+        close_shared_pools()

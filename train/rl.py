@@ -23,6 +23,7 @@ from stagewise.train.common import (
     finished_run,
     load_model_and_tokenizer,
     mark_finished,
+    out_storage_guard,
     quiet_trainer,
     save_final,
 )
@@ -129,7 +130,7 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
              beta: float | None = None, max_steps: int | None = None, learning_rate: float | None = None,
              batch_size: int | None = None, seed: int | None = None, resume: bool = False, config=None,
              dry_run: bool = False, progress: bool = True, sft_eval_rows: list[dict] | None = None,
-             rows: list[dict] | None = None, ledger=None, **overrides) -> TrainResult:
+             rows: list[dict] | None = None, ledger=None, verify: bool = True, **overrides) -> TrainResult:
     """GRPO-family RL on an export's RL split (`data`: export dir or rl.parquet).
 
     `sft_eval_rows` (held-out SFT demonstrations) makes the run log the held-out SFT loss every
@@ -145,14 +146,15 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
                          **overrides)
     cfg = C.resolve_device(cfg)
     out = Path(out)
-    export = open_export(data)
+    export = open_export(data, verify=verify)
     cfg = resolve_sampling(cfg, export.sampling)
     if rows is None:
         rows = load_rl_rows(export)
     from stagewise.curate.models import resolve_model
 
     resolved = {"stage": "rl", "data": str(data), "model": resolve_model(model), "out": str(out),
-                "n_train": len(rows), "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe}
+                "n_train": len(rows), "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe,
+                "verify_export": verify}
     done = finished_run(out, resolved, resume)
     if done is not None and not dry_run:
         return done
@@ -173,8 +175,9 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
             return TrainResult("rl", str(out), None, config=resolved, dry_run=True)
         if resume_from:
             metrics_cb.write({"stage": "rl", "event": "resume", "checkpoint": resume_from})
-        output = trainer.train(resume_from_checkpoint=resume_from)
-        model_dir = save_final(trainer, tok, out)
+        with out_storage_guard(out):
+            output = trainer.train(resume_from_checkpoint=resume_from)
+            model_dir = save_final(trainer, tok, out)
     finally:
         reward.close()
     metrics = {**metrics_cb.last_logs, **output.metrics}

@@ -17,6 +17,7 @@ from stagewise.train.common import (
     finished_run,
     load_model_and_tokenizer,
     mark_finished,
+    out_storage_guard,
     quiet_trainer,
     save_final,
 )
@@ -114,7 +115,8 @@ def build_sft_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, 
 def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | None = None,
               learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
               resume: bool = False, config=None, dry_run: bool = False, progress: bool = True,
-              eval_rows: list[dict] | None = None, rows: list[dict] | None = None, **overrides) -> TrainResult:
+              eval_rows: list[dict] | None = None, rows: list[dict] | None = None, verify: bool = True,
+              **overrides) -> TrainResult:
     """Supervised fine-tuning on an export's SFT split (`data`: export dir or sft.parquet).
 
     Options not named here (gradient_accumulation_steps, lora, precision, ...) go through `overrides`
@@ -124,14 +126,15 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
                          batch_size=batch_size, seed=seed, **overrides)
     cfg = C.resolve_device(cfg)
     out = Path(out)
-    export = open_export(data)
+    export = open_export(data, verify=verify)
     if rows is None:
         rows = load_sft_rows(export)
     from stagewise.curate.models import resolve_model
     from transformers import set_seed
 
     resolved = {"stage": "sft", "data": str(data), "model": resolve_model(model), "out": str(out),
-                "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg, "probe": export.probe}
+                "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg, "probe": export.probe,
+                "verify_export": verify}
     done = finished_run(out, resolved, resume)
     if done is not None and not dry_run:
         return done
@@ -146,8 +149,9 @@ def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | Non
         return TrainResult("sft", str(out), None, config=resolved, dry_run=True)
     if resume_from:
         metrics_cb.write({"stage": "sft", "event": "resume", "checkpoint": resume_from})
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    model_dir = save_final(trainer, tok, out)
+    with out_storage_guard(out):
+        output = trainer.train(resume_from_checkpoint=resume_from)
+        model_dir = save_final(trainer, tok, out)
     metrics = {**metrics_cb.last_logs, **output.metrics}
     if eval_rows:
         metrics.update(trainer.evaluate())

@@ -66,7 +66,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
           joint_options: dict | None = None, max_steps: int | None = None,
           learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
           resume: bool = False, dry_run: bool = False, progress: bool = True, rounds: int = 1,
-          reprobe_sample: int | None = None) -> PipelineResult:
+          reprobe_sample: int | None = None, verify: bool = True) -> PipelineResult:
     """SFT on the SFT split, then RL on the RL split, with stage-aware evaluation before and after each.
 
     `config`: a YAML path (or dict) with `sft:`, `rl:` and `eval:` sections (a `stagewise run` config
@@ -79,13 +79,14 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `rounds`: repeat SFT -> re-probe -> RL; RL's all-wrong prompts and the re-probe's unmastered items
     form the next round's SFT set (train/rounds.py). Step settings apply per stage per round.
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
-    evaluated the same way; `joint_options` (or a `joint:` config section) holds its options."""
+    evaluated the same way; `joint_options` (or a `joint:` config section) holds its options.
+    `verify`: check each split read against the export's manifest (sha256, rows); False for --no-verify."""
     from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
     from stagewise.train.rl import train_rl
     from stagewise.train.sft import train_sft
 
     out = Path(out)
-    export = open_export(data)
+    export = open_export(data, verify=verify)
     common = {k: v for k, v in dict(max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                                     seed=seed).items() if v is not None}
     sections = _sections(config)
@@ -145,7 +146,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         result.skipped.pop("sft", None)
         result.joint = train_joint(data, current, out / f"joint-{joint}", mode=joint, config=sections.get("joint"),
                                    sft_rows=sft_rows or [], rl_rows=rl_rows, sft_eval_rows=heldout_sft or None,
-                                   resume=resume, dry_run=dry_run, progress=progress,
+                                   resume=resume, dry_run=dry_run, progress=progress, verify=verify,
                                    **{**common, **(joint_options or {})})
         if not dry_run:
             current = result.joint.model_dir
@@ -159,12 +160,12 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         def sft_stage(model_in, stage_out, rows):
             return train_sft(data, model_in, stage_out, config=sections.get("sft"), rows=rows,
                              eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run, progress=progress,
-                             **sft_over)
+                             verify=verify, **sft_over)
 
         def rl_stage(model_in, stage_out, rows, ledger):
             return train_rl(data, model_in, stage_out, config=sections.get("rl"), rows=rows,
                             sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
-                            progress=progress, ledger=ledger, **rl_over)
+                            progress=progress, ledger=ledger, verify=verify, **rl_over)
 
         def evaluate(model_dir, label):
             if do_eval:

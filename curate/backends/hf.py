@@ -21,6 +21,7 @@ the columns no live sequence uses.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ class HFBackend(Backend):
         self.model.eval()
         self.dtype = self.model.dtype
         self.num_layers = self.model.config.get_text_config().num_hidden_layers
+        # transformers renamed forward's `past_key_values` to `cache` (the old name warns on every call,
+        # and goes away in 5.40); older releases only know the old one.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         stops = set()
         for src in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
             if src is None:
@@ -237,10 +242,10 @@ class HFBackend(Backend):
             raise ConfigError(f"problem {request.key}: the prompt is empty after formatting")
         input_ids = torch.tensor([ids], device=self.device)
         cache = DynamicCache()
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         self.stats["prefill_tokens"] += len(ids)
         self.stats["prompts_prefilled"] += 1
-        layers = out.past_key_values.layers
+        layers = cache.layers  # filled in place by the forward pass
         prompt = _Prompt(request=request, keys=[layer.keys for layer in layers],
                          values=[layer.values for layer in layers], logits=out.logits[0, -1].float(),
                          length=len(ids))
@@ -382,7 +387,7 @@ class HFBackend(Backend):
             state.valid[:, t] = True
             mask = state.valid[:, : t + 1][:, None, None, :]
             out = self.model(input_ids=next_tok[:, None], position_ids=pos[:, None], attention_mask=mask,
-                             past_key_values=cache, use_cache=True)
+                             use_cache=True, **{self._cache_kwarg: cache})
             state.T = t + 1
             logits = out.logits[:, -1].float()
             self.stats["decode_steps"] += 1

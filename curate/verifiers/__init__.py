@@ -11,6 +11,8 @@ verifiers named explicitly as `module:function`. The probe and the RL reward cal
 Verifiers never raise on an answer: a crash is status "error" with the reason, an overrun is status
 "timeout". In `score()`, the time limit is a main-thread alarm; `VerifierPool` runs the verifiers that
 can hang (math, reasoning-gym, custom) in worker processes that are killed and replaced on overrun.
+Reward functions, called from trainers' threads and event loops, score through `score_many_safely`
+(verifiers/safe.py): a process-wide pool, started on first use.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.verifiers.base import STATUSES, Verdict, Verifier
-from stagewise.curate.verifiers.guard import VerifierTimeout, time_limit
+from stagewise.curate.verifiers.guard import VerifierTimeout, can_alarm, time_limit
 
 BUILTIN_TASKS = ("gsm8k", "numeric", "math", "exact", "rg:<name>", "module:function")
 
@@ -97,18 +99,23 @@ def get_verifier(task: str) -> Verifier:
 
 
 def score(completion: str, problem, *, timeout_s: float | None = 5.0) -> Verdict:
-    """Score one completion in this process. Never raises for an answer: failures of the verifier come
-    back as status error/timeout, an unknown task as status error. A problem without a task raises
-    InputError (see `as_problem`): that is the caller's data, not the answer.
+    """Score one completion. Never raises for an answer: failures of the verifier come back as status
+    error/timeout, an unknown task as status error. A problem without a task raises InputError (see
+    `as_problem`): that is the caller's data, not the answer.
 
-    The time limit needs the main thread (SIGALRM); in other threads there is none, so use
-    VerifierPool there (or for anything that may hang, e.g. the RL reward on untrusted output).
+    In the main thread the time limit is an alarm in this process. Elsewhere no alarm can fire, so a
+    verifier that can hang is sent to the process-wide pool of curate/verifiers/safe.py, whose workers
+    are killed on overrun (reward functions call that module directly, from any thread).
     """
     view = as_problem(problem)
     try:
         verifier = get_verifier(view.task)
     except Exception as exc:  # noqa: BLE001 - a bad task marks the sample, it does not stop the run
         return Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}")
+    if timeout_s and getattr(verifier, "isolate", True) and not can_alarm():
+        from stagewise.curate.verifiers.safe import score_safely
+
+        return score_safely(completion, view, timeout_s=timeout_s)
     return run_verifier(verifier, completion, view, timeout_s)
 
 
@@ -135,6 +142,10 @@ def __getattr__(name):
         from stagewise.curate.verifiers.pool import VerifierPool
 
         return VerifierPool
+    if name in ("score_safely", "score_many_safely"):
+        from stagewise.curate.verifiers import safe
+
+        return getattr(safe, name)
     raise AttributeError(name)
 
 
@@ -148,5 +159,7 @@ __all__ = [
     "get_verifier",
     "run_verifier",
     "score",
+    "score_many_safely",
+    "score_safely",
     "task_of",
 ]

@@ -14,6 +14,12 @@ broken (every pending future fails), and its spawn/forkserver children re-import
 
 Budget per answer: the worker's alarm fires at 0.9 x timeout_s and the parent kills the worker at
 timeout_s, so no answer costs a worker more than timeout_s. The replacement starts in the background.
+
+Many threads may call one pool at once (verl scores rollouts from a thread pool, OpenRLHF through
+`asyncio.to_thread`): their requests share one queue, and whichever caller holds the pool's lock runs
+the event loop for everyone until its own answers are in; the others wait on their own event and take
+over the loop when it is free. So concurrent callers keep every worker busy instead of queueing behind
+each other's whole batch.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class _Worker:
         os.set_blocking(self.fd, False)
         self.buffer = b""
         self.ready = False
+        self.loaded = set(preload)  # tasks it imports before saying ready
+        self.awaiting = 1  # "ready" lines still to come: one for start-up, one per later warm request
         self.broken = False  # a write failed: it died, and its end of file is on the way
         self.started = time.monotonic()
         self.inflight: collections.deque[int] = collections.deque()  # request ids, oldest first
@@ -114,15 +122,37 @@ class _Worker:
             pass
 
 
+class _Call:
+    """One score_many call: its results, and an event set when the last of them lands."""
+
+    def __init__(self, n: int, on_result):
+        self.results: list[Verdict | None] = [None] * n
+        self.left = n
+        self.on_result = on_result
+        self.done = threading.Event()
+        if n == 0:
+            self.done.set()
+
+    def set(self, i: int, verdict: Verdict) -> None:
+        self.results[i] = verdict
+        if self.on_result is not None:
+            self.on_result(i, verdict)
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+
 class VerifierPool:
     """Score many (completion, problem) pairs; hang-prone verifiers run in `workers` processes.
 
     `timeout_s` bounds the time one answer may cost. Fast verifiers (gsm8k/numeric, exact) run inline.
     Workers start on first use and are reused across `score_many` calls; `close()` (or the context
-    manager) stops them. `stats` counts timeouts, worker restarts and errors.
+    manager) stops them. `stats` counts timeouts, worker restarts and errors. `max_in_flight` requests
+    wait in one worker's pipe: 2 (one running, one next) keeps a worker from idling on a round trip,
+    and more would only queue behind an answer that runs to its time limit.
     """
 
-    def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 8,
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, max_in_flight: int = 2,
                  memory_limit_mb: int = 4096, preload: tuple[str, ...] | None = None):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -137,10 +167,18 @@ class VerifierPool:
         self.stats = {"scored": 0, "in_workers": 0, "timeouts": 0, "errors": 0, "restarts": 0}
         self._workers: list[_Worker] = []
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the caller that runs the event loop
+        self._state = threading.Lock()  # guards the shared queue and the request table
+        self._queue: collections.deque[int] = collections.deque()  # request ids waiting for a worker
+        self._requests: dict[int, tuple[_Call, int, dict]] = {}  # request id -> (call, index, payload)
+        self._next_id = 0
+        self._wake_r, self._wake_w = os.pipe()  # a new request wakes the loop's select()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._start_failures = 0
         self._killed: list[subprocess.Popen] = []
-        self._finalizer = weakref.finalize(self, VerifierPool._stop_all, self._workers, self._killed)
+        self._finalizer = weakref.finalize(self, VerifierPool._stop_all, self._workers, self._killed,
+                                           (self._wake_r, self._wake_w))
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -164,7 +202,7 @@ class VerifierPool:
                         self._replace(w)
                         continue
                     for line in lines:
-                        self._on_line(w, line, [], None)
+                        self._on_line(w, line)
                 if time.monotonic() > end:
                     break
                 time.sleep(0.02)
@@ -175,28 +213,34 @@ class VerifierPool:
 
     def score_many(self, items, on_result=None) -> list[Verdict]:
         """Verdicts in input order. Never raises for a bad answer; `on_result(i, verdict)` as each lands.
-        A problem without a task raises InputError before anything is scored."""
+        A problem without a task raises InputError before anything is scored.
+
+        Safe to call from several threads at once (see the module doc); `on_result` then runs in
+        whichever caller's thread is running the event loop."""
         items = list(items)
         views = [as_problem(problem) for _, problem in items]
-        results: list[Verdict | None] = [None] * len(items)
-        queued: collections.deque[int] = collections.deque()
-        payloads: dict[int, dict] = {}
+        call = _Call(len(items), on_result)
+        payloads: list[dict] = []
         for i, ((completion, _), view) in enumerate(zip(items, views)):
             try:
                 verifier = get_verifier(view.task)
             except Exception as exc:  # noqa: BLE001 - an unknown task marks the sample
-                self._finish(results, i, Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}"), on_result)
+                self._deliver(call, i, Verdict(0.0, None, "error", f"{type(exc).__name__}: {exc}"))
                 continue
             if getattr(verifier, "isolate", True):
-                payloads[i] = {"id": i, "completion": "" if completion is None else str(completion),
-                               "problem": view.__dict__, "timeout_s": self.timeout_s * _SOFT_FRACTION}
-                queued.append(i)
+                payloads.append({"index": i, "completion": "" if completion is None else str(completion),
+                                 "problem": view.__dict__, "timeout_s": self.timeout_s * _SOFT_FRACTION})
             else:
-                self._finish(results, i, run_verifier(verifier, completion, view, self.timeout_s), on_result)
-        if queued:
-            with self._lock:
-                self._run(queued, payloads, results, on_result)
-        return results  # type: ignore[return-value]
+                self._deliver(call, i, run_verifier(verifier, completion, view, self.timeout_s))
+        if payloads:
+            self._submit(call, payloads)
+            while not call.done.is_set():
+                if self._lock.acquire(timeout=0.05):
+                    try:
+                        self._run(call)
+                    finally:
+                        self._lock.release()
+        return call.results  # type: ignore[return-value]
 
     def close(self) -> None:
         self._finalizer()
@@ -209,15 +253,42 @@ class VerifierPool:
 
     # -- the event loop --------------------------------------------------------------------------
 
-    def _finish(self, results, i, verdict, on_result):
-        results[i] = verdict
-        self.stats["scored"] += 1
-        if verdict.status == "timeout":
-            self.stats["timeouts"] += 1
-        elif verdict.status == "error":
-            self.stats["errors"] += 1
-        if on_result is not None:
-            on_result(i, verdict)
+    def _submit(self, call: _Call, payloads: list[dict]) -> None:
+        with self._state:
+            self.stats["in_workers"] += len(payloads)
+            tasks = sorted({p["problem"]["task"] for p in payloads})
+            if self.preload is None:
+                self.preload = tuple(tasks)[:8]
+            elif len(self.preload) < 8 and any(t not in self.preload for t in tasks):
+                # A task the running workers have not loaded: they load it before taking more requests,
+                # so its first answer's time limit is not spent importing (reasoning-gym takes seconds).
+                new = [t for t in tasks if t not in self.preload][:8 - len(self.preload)]
+                self.preload = self.preload + tuple(new)
+            for p in payloads:
+                rid = self._next_id
+                self._next_id += 1
+                self._requests[rid] = (call, p.pop("index"), p)
+                p["id"] = rid
+                self._queue.append(rid)
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):  # the pipe is full: the loop is awake anyway
+            pass
+
+    def _deliver(self, call: _Call, i: int, verdict: Verdict) -> None:
+        with self._state:
+            self.stats["scored"] += 1
+            if verdict.status == "timeout":
+                self.stats["timeouts"] += 1
+            elif verdict.status == "error":
+                self.stats["errors"] += 1
+        call.set(i, verdict)
+
+    def _finish(self, rid: int, verdict: Verdict) -> None:
+        with self._state:
+            entry = self._requests.pop(rid, None)
+        if entry is not None:
+            self._deliver(entry[0], entry[1], verdict)
 
     def _ensure_workers(self) -> None:
         if os.getpid() != self._pid:  # used in a forked child: the parent's workers are not ours
@@ -234,26 +305,47 @@ class VerifierPool:
         if self._start_failures < _MAX_START_FAILURES:
             self._workers.append(_Worker(self.preload or ("math",), self.memory_limit_mb))
 
-    def _run(self, queued, payloads, results, on_result) -> None:
-        self.stats["in_workers"] += len(queued)
-        if self.preload is None:
-            self.preload = tuple(sorted({payloads[i]["problem"]["task"] for i in queued}))[:8]
+    def _warm_workers(self) -> None:
+        """Ask each worker to load the tasks added to `preload` since it started (see `_submit`)."""
+        wanted = set(self.preload or ())
+        for w in self._workers:
+            missing = sorted(wanted - w.loaded)
+            if not missing or w.broken:
+                continue
+            try:
+                w.proc.stdin.write((json.dumps({"warm": missing}) + "\n").encode("utf-8"))
+                w.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                w.broken = True
+                continue
+            w.loaded.update(missing)
+            w.awaiting += 1
+            w.ready = False
+            w.started = time.monotonic()  # the start-up limit covers the loading
+
+    def _run(self, call: _Call) -> None:
+        """The event loop, run by the caller holding the lock until its own answers are in."""
         self._ensure_workers()
+        queued = self._queue
         sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
         registered: set[int] = set()
         try:
-            while queued or any(w.inflight for w in self._workers):
+            while not call.done.is_set():
                 if not self._workers:  # workers cannot start: fail what is left, with the reason
-                    for i in list(queued):
-                        self._finish(results, i, Verdict(0.0, None, "error", self._give_up_reason), on_result)
-                    queued.clear()
+                    with self._state:
+                        left = list(queued)
+                        queued.clear()
+                    for rid in left:
+                        self._finish(rid, Verdict(0.0, None, "error", self._give_up_reason))
                     break
                 now = time.monotonic()
                 for w in self._workers:
                     if id(w) not in registered:
                         sel.register(w.fd, selectors.EVENT_READ, w)
                         registered.add(id(w))
-                self._dispatch(queued, payloads, now)
+                self._warm_workers()
+                self._dispatch(queued, now)
                 deadline = min([w.head_since + self.timeout_s for w in self._workers if w.inflight]
                                + [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready],
                                default=now + 1.0)
@@ -261,25 +353,31 @@ class VerifierPool:
                 dead: list[_Worker] = []
                 for key, _ in events:
                     w = key.data
+                    if w is None:  # another caller queued requests
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        continue
                     lines = w.read_lines()
                     if lines is None:
                         dead.append(w)
                         continue
                     for line in lines:
-                        self._on_line(w, line, results, on_result)
+                        self._on_line(w, line)
                 now = time.monotonic()
                 for w in list(self._workers):
                     if w in dead:
-                        self._on_death(w, queued, results, on_result, sel, registered)
+                        self._on_death(w, queued, sel, registered)
                     elif w.inflight and now >= w.head_since + self.timeout_s:
-                        i = w.inflight.popleft()
-                        queued.extendleft(reversed(w.inflight))  # innocent bystanders go back first
+                        rid = w.inflight.popleft()
+                        with self._state:
+                            queued.extendleft(reversed(w.inflight))  # innocent bystanders go back first
                         w.inflight.clear()
                         self._detach(w, sel, registered)
                         self._replace(w)
-                        self._finish(results, i, Verdict(0.0, None, "timeout",
-                                                         f"verifier exceeded {self.timeout_s:g}s; worker "
-                                                         "killed and replaced"), on_result)
+                        self._finish(rid, Verdict(0.0, None, "timeout", f"verifier exceeded {self.timeout_s:g}s; "
+                                                                         "worker killed and replaced"))
                     elif not w.ready and now >= w.started + _STARTUP_TIMEOUT_S:
                         self._start_failures += 1
                         self._give_up_reason = f"verifier worker did not start in {_STARTUP_TIMEOUT_S:g}s"
@@ -288,31 +386,44 @@ class VerifierPool:
         finally:
             sel.close()
 
-    def _dispatch(self, queued, payloads, now) -> None:
-        """Send queued requests to workers with room. A request goes to the worker its gold answer hashes
-        to when that one has room: the k samples of a problem then hit the same worker's parse caches."""
-        while queued:
-            free = [w for w in self._workers
-                    if w.ready and not w.broken and len(w.inflight) < self.max_in_flight]
+    def _dispatch(self, queued, now) -> None:
+        """Send queued requests to the least busy workers with room. Among equally busy ones, a request
+        goes to the worker its gold answer hashes to: the k samples of a problem then hit the same
+        worker's parse caches when that costs no waiting (an idle worker beats a warm cache, since the
+        request ahead of it may run until its time limit)."""
+        # While a worker is still starting, a ready one takes no second request: the starting one will
+        # want it soon, and a request queued behind a hang would wait out the hang's whole time limit.
+        cap = self.max_in_flight if all(w.ready for w in self._workers) else 1
+        while True:
+            free = [w for w in self._workers if w.ready and not w.broken and len(w.inflight) < cap]
             if not free:
                 return
-            i = queued[0]
-            home = self._workers[zlib.crc32(payloads[i]["problem"]["answer"].encode()) % len(self._workers)]
-            w = home if home in free else min(free, key=lambda x: len(x.inflight))
-            queued.popleft()
+            with self._state:
+                if not queued:
+                    return
+                rid = queued.popleft()
+                payload = self._requests[rid][2]
+            home = self._workers[zlib.crc32(payload["problem"]["answer"].encode()) % len(self._workers)]
+            least = min(len(x.inflight) for x in free)
+            w = home if home in free and len(home.inflight) == least else \
+                next(x for x in free if len(x.inflight) == least)
             try:
-                w.send(payloads[i], now)
+                w.send(payload, now)
             except (BrokenPipeError, OSError):
-                queued.appendleft(i)  # the worker died; its end-of-file is handled by the loop
+                w.inflight.remove(rid)
+                with self._state:
+                    queued.appendleft(rid)  # the worker died; its end-of-file is handled by the loop
                 w.broken = True
 
-    def _on_line(self, w: _Worker, line: bytes, results, on_result) -> None:
+    def _on_line(self, w: _Worker, line: bytes) -> None:
         if not line.strip():
             return
         msg = json.loads(line)
         if isinstance(msg, dict) and msg.get("ready"):
-            w.ready = True
-            self._start_failures = 0
+            w.awaiting -= 1
+            if w.awaiting <= 0:
+                w.ready = True
+                self._start_failures = 0
             return
         rid, score, extracted, status, reason = msg
         if rid in w.inflight:
@@ -320,21 +431,20 @@ class VerifierPool:
             w.head_since = time.monotonic()
             if status == "timeout":
                 reason = f"verifier exceeded {self.timeout_s:g}s"
-            self._finish(results, rid, Verdict(float(score), extracted, status, reason), on_result)
+            self._finish(rid, Verdict(float(score), extracted, status, reason))
 
-    def _on_death(self, w: _Worker, queued, results, on_result, sel, registered) -> None:
+    def _on_death(self, w: _Worker, queued, sel, registered) -> None:
         code = w.proc.poll()
         tail = w.stderr_tail()
         if not w.ready:
             self._start_failures += 1
             self._give_up_reason = f"verifier worker failed to start (exit code {code}): {tail}"
         if w.inflight:
-            i = w.inflight.popleft()
-            queued.extendleft(reversed(w.inflight))
+            rid = w.inflight.popleft()
+            with self._state:
+                queued.extendleft(reversed(w.inflight))
             w.inflight.clear()
-            self._finish(results, i, Verdict(0.0, None, "error",
-                                             f"verifier worker died (exit code {code}): {tail[-300:]}"),
-                         on_result)
+            self._finish(rid, Verdict(0.0, None, "error", f"verifier worker died (exit code {code}): {tail[-300:]}"))
         self._detach(w, sel, registered)
         self._replace(w)
 
@@ -347,7 +457,12 @@ class VerifierPool:
     _give_up_reason = "verifier workers cannot start"
 
     @staticmethod
-    def _stop_all(workers: list[_Worker], killed: list) -> None:
+    def _stop_all(workers: list[_Worker], killed: list, wake_fds: tuple[int, int] = ()) -> None:
+        for fd in wake_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         for w in workers:
             w.stop()
         workers.clear()

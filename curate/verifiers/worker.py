@@ -45,23 +45,28 @@ def main(argv=None) -> int:
 
     from stagewise.curate.verifiers import ProblemView, Verdict, get_verifier, run_verifier
 
-    # Warm the heavy imports before saying "ready", so the first answer's time limit is not spent on them.
-    for task in args.preload:
-        try:
-            verifier = get_verifier(task)
-            for completion, answer in _WARMUP.get(task, ()):
-                run_verifier(verifier, completion, ProblemView(answer=answer, task=task), None)
-            if task.startswith("rg:"):
-                from stagewise.curate.verifiers.rg import _scorer
+    def warm(tasks):
+        # The heavy imports, done before saying "ready", so no answer's time limit is spent on them.
+        for task in tasks:
+            try:
+                verifier = get_verifier(task)
+                for completion, answer in _WARMUP.get(task, ()):
+                    run_verifier(verifier, completion, ProblemView(answer=answer, task=task), None)
+                if task.startswith("rg:"):
+                    from stagewise.curate.verifiers.rg import _scorer
 
-                _scorer(task[3:], "{}")  # imports reasoning-gym and builds the dataset's scorer
-        except Exception as exc:  # noqa: BLE001 - reported per request later
-            print(f"verifier worker: preloading {task!r} failed: {exc}", file=sys.stderr)
-    channel.write('{"ready": true}\n')
+                    _scorer(task[3:], "{}")  # imports reasoning-gym and builds the dataset's scorer
+            except Exception as exc:  # noqa: BLE001 - reported per request later
+                print(f"verifier worker: preloading {task!r} failed: {exc}", file=sys.stderr)
+        channel.write('{"ready": true}\n')
 
+    warm(args.preload)
     for line in sys.stdin:
         try:
             req = json.loads(line)
+            if "warm" in req:  # the pool met a task this worker has not loaded yet
+                warm(req["warm"])
+                continue
             rid = req["id"]
         except (ValueError, KeyError, TypeError):
             continue
