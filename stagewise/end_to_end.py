@@ -123,7 +123,8 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     from stagewise.run_report import write_run_report
 
     seconds = {k: v["seconds"] for k, v in state["stages"].items() if k != "report"}
-    summary = run_summary(trained, seconds, probed=probed, exported=exported, heldout_items=len(heldout))
+    summary = run_summary(trained, seconds, probed=probed, exported=exported, heldout_items=len(heldout),
+                          seed=cfg["seed"])
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     report_md = write_run_report(run_dir, cfg, profile=profile, probed=probed, exported=exported,
                                  trained=trained, notes=notes, seconds=seconds, summary=summary)
@@ -257,15 +258,17 @@ def _bucket_notes(counts: dict) -> list[str]:
 
 
 def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exported: dict | None = None,
-                heldout_items: int | None = None) -> dict:
+                heldout_items: int | None = None, seed: int = 0) -> dict:
     """RUN/summary.json: the run's numbers for machines (the report shows the same ones).
 
-    `heldout.before` / `heldout.after`: pass@1 with its 95% interval over items, and the verifier status
-    split (samples per status: correct, wrong, no_answer, timeout, error) at the first and the last
-    checkpoint. `heldout.gain`: after minus before as a paired difference over held-out items, a paired
-    t-interval over the per-item pass@1 differences (curate.statistics.paired_gain), not an interval
-    built from two independent means. `wall_seconds`: per stage and the total."""
-    from stagewise.curate.statistics import paired_gain
+    `heldout.before` / `heldout.after`: pass@1 with its 95% interval over items, the verifier status
+    counts (samples per status: correct, wrong, no_answer, timeout, error) and their `split` into
+    correct / wrong / no_answer / other (stagewise.gain.status_split: no_answer is the format part of a
+    change, wrong -> correct the answer part) at the first and the last checkpoint. `heldout.gain`: after
+    minus before as a paired difference over held-out items, with a seeded paired bootstrap interval over
+    items (stagewise.gain.paired_gain), not an interval built from two independent means.
+    `wall_seconds`: per stage and the total."""
+    from stagewise.gain import paired_gain, status_split
     from stagewise.train.stage_eval import StageEval, value_of
 
     evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
@@ -283,7 +286,7 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
                 statuses[status] = statuses.get(status, 0) + int(count)
         return {"checkpoint": ev.checkpoint, "pass@1": row.value if row else None,
                 "ci_low": row.ci_low if row else None, "ci_high": row.ci_high if row else None,
-                "statuses": statuses}
+                "statuses": statuses, "split": status_split(items(ev))}
 
     if evals:
         first, last = evals[0], evals[-1]
@@ -291,7 +294,7 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
         heldout["before"] = point(first)
         if last is not first:
             heldout["after"] = point(last)
-            heldout["gain"] = paired_gain(*({i.id: (i.n, i.c) for i in items(ev)} for ev in (first, last)))
+            heldout["gain"] = paired_gain(items(first), items(last), seed)
     probe = (probed or {}).get("summary") or {}
     counts = (exported or {}).get("counts") or {}
     wall = {k: round(float(v), 2) for k, v in seconds.items()}
