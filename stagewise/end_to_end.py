@@ -240,7 +240,7 @@ def estimate_minutes(cfg: dict) -> float:
     probe, ev = cfg["probe"], cfg["eval"]
     gen_tokens = 0.5 * items * probe["num_samples"] * probe["max_new_tokens"]  # half the budget on average
     eval_items = heldout + min(items, 3 * (ev.get("max_items_per_bucket") or items))
-    eval_tokens = 3 * 0.5 * eval_items * ev.get("num_samples", 2) * (ev.get("max_new_tokens") or 128)
+    eval_tokens = 3 * 0.5 * eval_items * ev.get("num_samples", 2) * (ev.get("max_new_tokens") or probe["max_new_tokens"])
     seconds = (gen_tokens + eval_tokens) / _CPU_TOKENS_PER_S
     seconds += cfg["sft"].get("max_steps", 0) * _CPU_SECONDS_PER_SFT_STEP
     seconds += cfg["rl"].get("max_steps", 0) * _CPU_SECONDS_PER_RL_STEP

@@ -169,6 +169,9 @@ def test_the_real_default_run(tmp_path):
     result = sw.run(out=tmp_path / "default")
     assert Path(result.report).exists()
     assert set(result.seconds) >= {"profile", "probe", "export", "train"}
+    # The default is tuned to show a real effect: a held-out gain whose paired interval excludes zero.
+    gain = json.loads((tmp_path / "default" / "summary.json").read_text())["heldout"]["gain"]
+    assert gain["n_items"] >= 40 and gain["ci_low"] > 0, gain
 
 
 def test_heldout_items_are_disjoint_and_scored_like_the_probe():
@@ -204,3 +207,13 @@ def test_run_config_exposes_replay_truncation_and_the_loop(tiny_model_dir, tmp_p
     assert "Re-probe, round 2" in (out / "report.md").read_text()
     with pytest.raises(ConfigError, match="train.roundz is not an option"):
         sw.run({**cfg, "train": {"roundz": 2}}, out=tmp_path / "bad", progress=False, echo=lambda *a: None)
+
+
+def test_the_default_holds_out_enough_unseen_items_for_a_paired_interval():
+    from stagewise.end_to_end import _load_data
+    from stagewise.runconfig import load_config
+
+    pool, heldout = _load_data(load_config())
+    assert len(heldout) >= 40 and len(pool) >= 40
+    assert not {p.id for p in pool} & {p.id for p in heldout}
+    assert not {p.prompt for p in pool} & {p.prompt for p in heldout}
