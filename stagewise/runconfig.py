@@ -17,7 +17,7 @@ TOP_KEYS = ("model", "backend", "seed", "base_url") + SECTIONS
 
 # What each preset costs is written beside it; `small` is the default file itself.
 SCALES = {
-    # 46 one-digit arithmetic items, k=4, 16 SFT + 2 RL steps, 44 held-out items x 4 samples: about five
+    # 46 one-digit arithmetic items, k=4, 8 SFT + 2 RL steps, 44 held-out items x 4 samples: about five
     # minutes on 2 idle CPU cores (projected from a loaded machine; benchmarks/RESULTS.md has the runs).
     "small": {},
     # ~200 items, k=8, 50 SFT + 20 RL steps: estimated (not measured) ~1.5 hours on 2 CPU cores.
