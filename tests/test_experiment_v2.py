@@ -114,7 +114,7 @@ def tiny_v2(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("cache")
     cfg = replace(V2_DEFAULT, tasks=("add",), levels=(2, 3), pool_per_cell=6, val_per_cell=2, test_per_cell=4,
-                  probe_samples=8, capability_samples=16, eval_samples=8, val_samples=2, ks=(1, 8),
+                  probe_samples=8, capability_samples=16, eval_samples=8, after_sft_samples=8, val_samples=2, ks=(1, 8),
                   max_new_tokens=48, total_steps=2, sft_batch_size=4, rl_prompts=1, bases=1, seeds=1,
                   sft_lr_grid=(1e-3,), rl_lr_grid=(1e-5,), sft_replay=0.3,
                   pretrain=PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=30, horizon=30,
@@ -144,7 +144,7 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
 
     cfg, cache = tiny_v2
     monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
-    arms = "base,sft-all-rl-all,sft-unmastered-only"
+    arms = "base,sft-all-rl-all,sft-unmastered-only"  # the tiny model has no partial items for the others
     res = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
     data = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert set(data) == {"design", "validity", "arms"}

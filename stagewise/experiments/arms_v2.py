@@ -310,15 +310,17 @@ def _run_pipeline(arm, run, export_dir, base_model, seed, cfg, lrs, out, progres
         d.pop("seed")
     rl.pop("verifier_workers")
     res = train(export_dir, base_model, out / "pipeline", reprobe=arm.reprobe, rounds=arm.rounds, seed=seed,
-                sft=sft, rl={**rl, "verifier_workers": 1}, eval={"enabled": False}, progress=progress)
+                sft=sft, rl={**rl, "verifier_workers": 1}, progress=progress,
+                eval={"enabled": False, "sft_holdout": 0.0})  # every SFT row trains, as in the other arms
     pdir = out / "pipeline"
     for stage_dir in sorted(pdir.glob("**/metrics.jsonl")):
         stage = "sft" if "sft" in stage_dir.parent.name else "rl"
         _account(run, stage, stage_dir, None, None, cfg)
-    first_sft = res.sft.model_dir if getattr(res, "sft", None) else None
-    run.sft_model = first_sft
-    run.n_rows = {"sft": res.sft.config.get("n_train") if res.sft else 0,
-                  "rl": res.rl.config.get("n_train") if res.rl else 0}
+    sft_runs = res.sft if isinstance(res.sft, list) else [res.sft] if res.sft else []
+    rl_runs = res.rl if isinstance(res.rl, list) else [res.rl] if res.rl else []
+    run.sft_model = sft_runs[0].model_dir if sft_runs else None  # the model after the first SFT stage
+    run.n_rows = {"sft": sum(r.config.get("n_train") or 0 for r in sft_runs),
+                  "rl": sum(r.config.get("n_train") or 0 for r in rl_runs)}
     trans = pdir / "transitions.parquet"
     if trans.exists():
         import polars as pl

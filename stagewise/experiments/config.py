@@ -79,8 +79,11 @@ class ExperimentConfig:
 DEFAULT = ExperimentConfig()
 # One seed, few steps, every arm: the mechanics in about three minutes.
 QUICK = replace(DEFAULT, pool_per_level=12, heldout_per_level=6, total_steps=4, seeds=1)
-# The test suite's configuration: smaller still (pass arms=... to pick a few).
-TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, seeds=1, batch_size=8)
+# The test suite's configuration: smaller still (pass arms=... to pick a few), with a test-size model
+# pretrained in seconds, so a cold cache never pretrains the full model inside the suite.
+TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, seeds=1, batch_size=8,
+               levels=(2, 3, 4), pretrain=PretrainConfig(hidden_size=64, num_layers=2, steps=300, batch_size=32,
+                                                         warmup_steps=30, mix=((2, 0.6), (3, 0.4))))
 
 
 def preset(quick: bool = False, test: bool = False) -> ExperimentConfig:
@@ -106,10 +109,11 @@ class ExperimentV2Config:
     levels: tuple = (2, 3, 4, 5)
     pool_per_cell: int = 24             # the routed candidate pool: 12 cells x 24 = 288 items, probed at k
     val_per_cell: int = 6               # validation: only for choosing learning rates
-    test_per_cell: int = 12             # test: bucketed by an independent probe, evaluated per arm
+    test_per_cell: int = 8              # test: 12 cells x 8 = 96 items, bucketed by an independent probe
     probe_samples: int = 16             # k of the base probes (pool and test)
     capability_samples: int = 128       # k for the check that unmastered items sit near capability
     eval_samples: int = 16              # samples per test item per arm (pass@1 = their mean; pass@16)
+    after_sft_samples: int = 16         # samples per test item for the model after SFT (buckets comparable to the probe)
     val_samples: int = 8                # samples per validation item in the learning-rate sweep
     ks: tuple = (1, 4, 16)
     max_new_tokens: int = 112           # the longest worked solution (add3, 5 digits) + answer is ~95 characters
@@ -131,6 +135,7 @@ class ExperimentV2Config:
     arm_bases: int | None = None        # how many of them the arms train on (None: all)
     seeds: int = 2                      # training seeds per base
     probe_batch_size: int = 256
+    jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
     pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"
@@ -182,6 +187,10 @@ class ExperimentV2Config:
         if self.capability_samples <= self.probe_samples:
             problems.append(f"capability_samples {self.capability_samples} must exceed probe_samples "
                             f"{self.probe_samples}")
+        if self.after_sft_samples > self.eval_samples or self.after_sft_samples < 1:
+            problems.append(f"after_sft_samples {self.after_sft_samples} must be in [1, eval_samples]")
+        if self.jobs < 1:
+            problems.append(f"jobs {self.jobs} must be at least 1")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
         if problems:

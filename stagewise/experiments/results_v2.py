@@ -55,6 +55,7 @@ def arm_record(name: str, runs: list[dict], ref: list[dict], base_runs: list[dic
         rec["forgetting"] = None if mastered is None or base_m is None else base_m - mastered
         if "after_sft" in r:
             rec["after_sft"] = r["after_sft"]
+            rec["final_at_after_sft_k"] = r["final_at_after_sft_k"]
         per_seed.append(rec)
     paired = {"metric": "test pass@1, arm minus " + PRIMARY}
     paired.update(_diff(runs, ref, 1))
@@ -192,15 +193,16 @@ def render_markdown(payload: dict, context: dict, summaries: dict) -> str:
         if not ps:
             continue
         cells = [a["name"]]
+        ka = f"pass@{ps[0]['after_sft']['samples']}"
         for b in ("unmastered", "partial"):
             s1 = _mean([p["after_sft"]["by_bucket"].get(b, {}).get("pass@1") for p in ps])
-            s16 = _mean([p["after_sft"]["by_bucket"].get(b, {}).get(kk) for p in ps])
-            f1 = _mean([p["by_bucket"].get(b, {}).get("pass@1") for p in ps])
-            f16 = _mean([p["by_bucket"].get(b, {}).get(kk) for p in ps])
+            s16 = _mean([p["after_sft"]["by_bucket"].get(b, {}).get(ka) for p in ps])
+            f1 = _mean([p["final_at_after_sft_k"].get(b, {}).get("pass@1") for p in ps])
+            f16 = _mean([p["final_at_after_sft_k"].get(b, {}).get(ka) for p in ps])
             cells += [f"{_f(s1)} / {_f(s16)}", f"{_f(f1)} / {_f(f16)}"]
         att.append(cells)
     if att:
-        lines += [f"## Which stage moved what (pass@1 / {kk} per test bucket, after SFT and at the end)", "",
+        lines += [f"## Which stage moved what (pass@1 / {ka} per test bucket, after SFT and at the end)", "",
                   markdown_table(["arm", "unmastered after SFT", "unmastered final", "partial after SFT",
                                   "partial final"], att), ""]
     cells = sorted({c for a in payload["arms"] for c in a["paired_diff"].get("by_cell", {})})

@@ -116,20 +116,26 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
     context["sweep"] = sweep
 
     test_bucket = {b.index: _buckets(b.test) for b in arm_bases}
-    per_run: dict[str, list[dict]] = {a.name: [] for a in chosen}
+    units = []
     for base in arm_bases:
         pool_info = {"bucket_of": _buckets(base.pool), "cell_of": cell_of}
         for seed in range(cfg.seeds):
             for arm in chosen:
                 run_dir = out / "arms" / arm.name / f"b{base.index}-s{seed}"
-                say(f"arm {arm.name}, base {base.index}, seed {seed}")
-                rec = _run_one(arm, base, seed, run_dir, exports[base.index], pool_info, test,
-                               test_bucket[base.index], cell_of, heldout_rows[base.index], cfg, lrs, progress)
-                per_run[arm.name].append(rec)
-                kmax = f"pass@{max(cfg.ks)}"
-                say(f"  pass@1 {rec['pass@1']:.3f}  {kmax} {rec[kmax]:.3f}  " + "  ".join(
-                    f"{b} {rec['by_bucket'].get(b, {}).get('pass@1', float('nan')):.3f}"
-                    for b in ("unmastered", "partial", "mastered")))
+                units.append((arm, base, seed, run_dir, exports[base.index], pool_info, test,
+                              test_bucket[base.index], cell_of, heldout_rows[base.index], cfg, lrs, progress))
+    per_run: dict[str, list[dict]] = {a.name: [] for a in chosen}
+    kmax = f"pass@{max(cfg.ks)}"
+
+    def report(unit, rec):
+        say(f"arm {unit[0].name}, base {unit[1].index}, seed {unit[2]}: pass@1 {rec['pass@1']:.3f}  "
+            f"{kmax} {rec[kmax]:.3f}  " + "  ".join(
+                f"{b} {rec['by_bucket'].get(b, {}).get('pass@1', float('nan')):.3f}"
+                for b in ("unmastered", "partial", "mastered")))
+
+    recs = _run_units(units, cfg.jobs, report, say)
+    for unit, rec in zip(units, recs):
+        per_run[unit[0].name].append(rec)
 
     context["wall_s"] = round(time.perf_counter() - t_start, 1)
     context["cpu_s_main_process"] = round(time.process_time() - c_start, 1)
@@ -138,6 +144,43 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                             summaries={a.name: a.summary for a in chosen})
     results = json.loads(Path(paths["json"]).read_text())
     return ExperimentV2Result(str(out), results, paths, context)
+
+
+def _run_units(units: list[tuple], jobs: int, report, say) -> list[dict]:
+    """Run every (base, seed, arm) unit, `jobs` at a time in spawned processes (one torch thread each);
+    finished units are read back from their result.json. Results come back in the units' order."""
+    todo = [i for i, u in enumerate(units) if not (u[3] / "result.json").exists()]
+    say(f"{len(units)} arm runs, {len(units) - len(todo)} already done" + (f", {jobs} in parallel" if jobs > 1 else ""))
+    recs: list = [None] * len(units)
+    for i, u in enumerate(units):
+        if i not in todo:
+            recs[i] = _run_one(*u)
+            report(u, recs[i])
+    if jobs <= 1 or len(todo) <= 1:
+        for i in todo:
+            recs[i] = _run_one(*units[i])
+            report(units[i], recs[i])
+        return recs
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        futures = {pool.submit(_run_one, *units[i]): i for i in todo}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            recs[i] = fut.result()
+            report(units[i], recs[i])
+    return recs
+
+
+def _worker_init() -> None:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------------------- probes
@@ -154,6 +197,24 @@ def _probe_counts(problems, model: str, store: Path, *, k: int, seed: int, cfg, 
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
     return {p.id: counts.get(p.id, (0, 0)) for p in problems}
+
+
+def _capability_counts(unmastered, model: str, store: Path, cfg) -> dict:
+    """The k = 128 check for items already at 0/16: up to 112 more samples each, drawn adaptively in rounds
+    of 16 and stopped at an item's first correct sample (the check only asks for >= 1 correct, so this
+    decides it exactly as drawing all 112 would). Returns {id: (samples incl. the first 16, correct)}."""
+    from stagewise.curate.probe import probe
+    from stagewise.curate.store import ProbeStore
+
+    store.parent.mkdir(parents=True, exist_ok=True)
+    extra = cfg.capability_samples - cfg.probe_samples
+    res = probe(unmastered, model=model, store=str(store), backend="hf", adaptive=True,
+                min_samples=min(cfg.probe_samples, extra), k_max=extra, round_size=cfg.probe_samples,
+                temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
+                seed=CAPABILITY_SEED, prompt_template=cfg.prompt_template, progress=False)
+    with ProbeStore(str(store), read_only=True) as st:
+        counts = st.sample_counts(res.run_id)
+    return {p.id: (counts.get(p.id, (0, 0))[0] + cfg.probe_samples, counts.get(p.id, (0, 0))[1]) for p in unmastered}
 
 
 def _items_key(problems, **settings) -> str:
@@ -178,11 +239,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     test_counts = _probe_counts(test, pre.model_dir, root / "test.duckdb", k=cfg.probe_samples,
                                 seed=TEST_PROBE_SEED, cfg=cfg, progress=progress)
     unmastered = [p for p in pool if pool_counts[p.id][0] and pool_counts[p.id][1] == 0]
-    # The k = 128 check: the 16 samples already drawn were all wrong, so 112 more decide it.
-    extra = cfg.capability_samples - cfg.probe_samples
-    cap = _probe_counts(unmastered, pre.model_dir, root / "capability.duckdb", k=extra, seed=CAPABILITY_SEED,
-                        cfg=cfg, progress=progress) if unmastered else {}
-    cap = {i: (n + cfg.probe_samples, c) for i, (n, c) in cap.items()}
+    cap = _capability_counts(unmastered, pre.model_dir, root / "capability.duckdb", cfg) if unmastered else {}
     write_text_atomic(done, json.dumps({"pool": pool_counts, "test": test_counts, "capability": cap}))
     return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap)
 
@@ -324,9 +381,14 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
             "answer_tokens_mean": final["answer_tokens_mean"], "format_error_rate": final["format_error_rate"],
             "truncation_rate": final["truncation_rate"]}
     if run.sft_model and run.sft_model != run.model_dir:
-        after_sft = evaluate_test(run.sft_model, test, run_dir / "eval_after_sft.duckdb", seed=eval_seed, cfg=cfg)
-        s = summarise(after_sft, test_bucket, cell_of, cfg.ks)
-        rec["after_sft"] = {k: s[k] for k in ("pass@1", "pass@16", "by_bucket")}
+        after_sft = evaluate_test(run.sft_model, test, run_dir / "eval_after_sft.duckdb", seed=eval_seed, cfg=cfg,
+                                  samples=cfg.after_sft_samples)
+        k_after = cfg.after_sft_samples
+        s = summarise(after_sft, test_bucket, cell_of, (1, k_after))
+        rec["after_sft"] = {"samples": k_after, "pass@1": s["pass@1"], f"pass@{k_after}": s[f"pass@{k_after}"],
+                            "by_bucket": s["by_bucket"]}
+        # The final model at the same k, so the stage attribution compares like with like.
+        rec["final_at_after_sft_k"] = summarise(final, test_bucket, cell_of, (1, k_after))["by_bucket"]
         diag["transitions_after_sft"] = transitions(test_bucket, after_sft["counts"])
     elif run.sft_model:
         diag["transitions_after_sft"] = transitions(test_bucket, final["counts"])
@@ -341,13 +403,13 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
     return rec
 
 
-def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg) -> dict:
+def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples: int | None = None) -> dict:
     """Sample every test item `eval_samples` times; per-item counts and the per-sample diagnostics
     (answer length in tokens, share with no extractable answer, share cut off at max_new_tokens)."""
     from stagewise.curate.probe import probe
     from stagewise.curate.store import ProbeStore
 
-    res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=cfg.eval_samples,
+    res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=samples or cfg.eval_samples,
                 temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
                 seed=seed, prompt_template=cfg.prompt_template, progress=False)
     with ProbeStore(str(store), read_only=True) as st:
