@@ -1223,7 +1223,11 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
 @click.option("--seeds", type=int, default=None, help="Training seeds per base model [v2: 2; v1: 3; --quick: 1].")
 @click.option("--total-steps", type=int, default=None,
               help="Optimizer steps per arm (the equal-compute budget) [default: 32; --quick: 4].")
-def experiment_cmd(design, out, quick, arms, seeds, total_steps):
+@click.option("--jobs", type=int, default=None,
+              help="v2: arm runs trained in parallel processes [default: 2, one per core].")
+@click.option("--checks-only", is_flag=True,
+              help="v2: pretrain and probe the base models, print and write the validity checks, run no arm.")
+def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_only):
     """Test the stage-specific claim on tiny models: routed SFT/RL against SFT-then-RL on everything.
 
     Pretrains character-level models (cached), probes them, checks that the testbed can show the
@@ -1239,12 +1243,24 @@ def experiment_cmd(design, out, quick, arms, seeds, total_steps):
     import stagewise as sw
 
     overrides = {"total_steps": total_steps} if total_steps is not None else {}
+    if jobs is not None:
+        if design != "v2":
+            raise click.UsageError("--jobs is an option of --design v2")
+        overrides["jobs"] = jobs
+    if checks_only:
+        if design != "v2":
+            raise click.UsageError("--checks-only is an option of --design v2")
+        overrides["checks_only"] = True
     argv = " ".join(["stagewise experiment", f"--design {design}", f"--out {out}"] + (["--quick"] if quick else [])
                     + ([f"--arms {arms}"] if arms else []) + ([f"--seeds {seeds}"] if seeds else [])
-                    + ([f"--total-steps {total_steps}"] if total_steps else []))
+                    + ([f"--total-steps {total_steps}"] if total_steps else [])
+                    + (["--checks-only"] if checks_only else []))
     result = sw.experiment(out, design=design, quick=quick, arms=arms, seeds=seeds, log=click.echo, command=argv,
                            **overrides)
     click.echo("")
+    if design == "v2" and checks_only:
+        click.echo(f"Checks: {result.paths['json']}")
+        return
     if design == "v2":
         click.echo(f"{'arm':<24} {'pass@1':>8} {'pass@16':>8} {'Δ pass@1 vs sft-all-rl-all [95% CI]':>40}")
         for arm in result.results["arms"]:

@@ -171,3 +171,13 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     # Re-running resumes every (base, seed, arm) from its result.json.
     again = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
     assert again.results["arms"][1]["per_seed"] == res.results["arms"][1]["per_seed"]
+
+
+def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path):
+    from click.testing import CliRunner
+    from stagewise.cli import cli
+
+    out = CliRunner().invoke(cli, ["experiment", "--out", str(tmp_path / "e"), "--arms", "base,routd"])
+    assert out.exit_code == 1
+    assert "unknown arm(s) routd" in out.output and "cell-matched-random" in out.output
+    assert "Traceback" not in out.output

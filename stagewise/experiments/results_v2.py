@@ -153,7 +153,14 @@ def render_markdown(payload: dict, context: dict, summaries: dict) -> str:
                              [[c["check"], f"{c['value']:.3g}", str(c["threshold"]), "yes" if c["passed"] else "**no**"]
                               for c in payload["validity"]]), ""]
     if not payload["arms"]:
-        lines += ["**A validity check failed: no arm was run or reported.**", ""]
+        failed = not all(c["passed"] for c in payload["validity"])
+        lines += ["**A validity check failed: no arm was run or reported.**" if failed else
+                  "Checks only: no arm was run.", ""]
+        for base in context.get("bases", []):
+            lines += [f"Base model {base['index']} ({base['model']}), pool buckets per cell:", "",
+                      markdown_table(["cell", "unmastered", "partial", "mastered"],
+                                     [[c, str(d["unmastered"]), str(d["partial"]), str(d["mastered"])]
+                                      for c, d in base.get("pool_by_cell", {}).items()]), ""]
         return "\n".join(lines)
     if not all(c["passed"] for c in payload["validity"]):
         lines += ["**A validity check failed: this table is NOT a valid test of routing (run with "

@@ -52,9 +52,11 @@ class ExperimentV2Result:
 
 def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = None,
                   config: ExperimentV2Config | None = None, progress: bool = False, log=None,
-                  command: str | None = None, allow_invalid: bool = False, **overrides) -> ExperimentV2Result:
-    """Run the second design into `out` (results.json, results.md, plots). `allow_invalid` (tests only)
-    runs the arms although a validity check failed; the report then says the table is not a valid test."""
+                  command: str | None = None, allow_invalid: bool = False, checks_only: bool = False,
+                  **overrides) -> ExperimentV2Result:
+    """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
+    probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
+    although a validity check failed; the report then says the table is not a valid test."""
     cfg = config or preset_v2(quick=quick)
     if seeds is not None:
         overrides["seeds"] = seeds
@@ -89,17 +91,22 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
         base = _base_probes(b, pre, pool, test, cfg, progress)
         base.checks = validity_checks(base.pool, cell_of, base.capability, base.test, prefix=f"base {b}",
                                       k=cfg.probe_samples, k_capability=cfg.capability_samples)
+        for line in format_checks(base.checks):
+            say(line)
         bases.append(base)
     checks = [c for b in bases for c in b.checks]
-    say("validity checks:")
-    for line in format_checks(checks):
-        say(line)
+    say("validity checks: " + ("all passed" if all_passed(checks) else
+                               f"{sum(not c['passed'] for c in checks)} of {len(checks)} FAILED"))
     context = {"design": cfg.design, "config": cfg.to_dict(), "cells": cells,
                "sizes": {"pool": len(pool), "val": len(val), "test": len(test)},
                "bases": [_base_context(b, cell_of) for b in bases], "pretrain_s_this_run": round(pretrain_s, 1),
                "test_cell_of": {p.id: cell_of[p.id] for p in test}}
     from stagewise.experiments.results_v2 import write_report_v2
 
+    if checks_only:
+        context["wall_s"] = round(time.perf_counter() - t_start, 1)
+        paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
+        return ExperimentV2Result(str(out), json.loads(Path(paths["json"]).read_text()), paths, context)
     if not all_passed(checks) and not allow_invalid:
         paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
         failed = [c["check"] for c in checks if not c["passed"]]
