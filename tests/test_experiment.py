@@ -63,7 +63,11 @@ def test_smallest_experiment_writes_the_table_and_resumes(tmp_path):
     # Both trained arms ran their two stages (SFT then RL) and sampled RL completions.
     assert all(a["per_seed"][0]["steps"] == [2, 2] and a["mean"]["generated_tokens"] > 0 for a in trained)
     assert all("sft_loss_before_rl" in a["mean"] for a in trained)
-    assert data["arms"][0]["mean"]["forgetting"] == 0
+    # Forgetting is measured on held-out mastered items; the test-size model may have none.
+    if res.context["base_probe"]["heldout"]["mastered"]:
+        assert data["arms"][0]["mean"]["forgetting"] == 0
+    else:
+        assert "forgetting" not in data["arms"][0]["mean"]
 
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "| routed |" in md and "| random |" in md and "stagewise experiment" in md

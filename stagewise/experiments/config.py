@@ -201,7 +201,9 @@ class ExperimentV2Config:
 V2_DEFAULT = ExperimentV2Config()
 # Every arm once, one base, one seed, few steps, no sweep: the same cached bases, pool and base probes as
 # the full design (so its validity checks are the full design's), in about five minutes.
-V2_QUICK = replace(V2_DEFAULT, total_steps=4, arm_bases=1, seeds=1, sweep=False)
+# It evaluates with 8 samples per test item (pass@8) to fit the budget.
+V2_QUICK = replace(V2_DEFAULT, total_steps=4, arm_bases=1, seeds=1, sweep=False, eval_samples=8,
+                   after_sft_samples=8, ks=(1, 8))
 
 
 def preset_v2(quick: bool = False) -> ExperimentV2Config:
