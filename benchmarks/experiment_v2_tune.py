@@ -53,7 +53,7 @@ def main() -> None:
         checks = validity_checks(pc, cell_of, cap_all, tc)
         by_cell = {}
         for pid, (n, c) in pc.items():
-            by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(c, n)] += 1
+            by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
         print(f"== {model}  ({time.time() - t0:.0f} s; pool probe {t_pool:.0f} s; capability on {len(cap)} of "
               f"{len(unm)} unmastered)")
         for line in format_checks(checks):

@@ -28,7 +28,7 @@ def _item_values(runs: list[dict], k: int, ids=None) -> dict:
     for r in runs:
         n = r["n_samples"]
         keep = ids.get(r["base"], set()) if isinstance(ids, dict) else ids
-        out[(r["base"], r["seed"])] = {i: pass_at_k(n, c, k) for i, c in r["per_item_c"].items()
+        out[(r["base"], r["seed"])] = {i: pass_at_k(n=n, c=c, k=k) for i, c in r["per_item_c"].items()
                                        if keep is None or i in keep}
     return out
 

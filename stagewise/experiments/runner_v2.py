@@ -254,7 +254,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
 def _buckets(counts: dict) -> dict:
     from stagewise.curate.statistics import bucket
 
-    return {i: bucket(c, n) for i, (n, c) in counts.items() if n}
+    return {i: bucket(n=n, c=c) for i, (n, c) in counts.items() if n}
 
 
 def _base_context(base: BaseModel, cell_of: dict) -> dict:
@@ -439,7 +439,7 @@ def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
             return {}
         out = {"n_items": len(rows)}
         for k in ks:
-            vals = [pass_at_k(n, c, k) for n, c in rows if n >= k]
+            vals = [pass_at_k(n=n, c=c, k=k) for n, c in rows if n >= k]
             out[f"pass@{k}"] = sum(vals) / len(vals) if vals else None
         return out
 
@@ -459,7 +459,7 @@ def transitions(before: dict, after_counts: dict) -> dict:
     out = {b: {a: 0 for a in ("unmastered", "partial", "mastered")} for b in ("unmastered", "partial", "mastered")}
     for i, (n, c) in after_counts.items():
         if n and before.get(i):
-            out[before[i]][bucket(c, n)] += 1
+            out[before[i]][bucket(n=n, c=c)] += 1
     return out
 
 

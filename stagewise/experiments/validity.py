@@ -26,7 +26,7 @@ def bucket_shares(counts: dict[str, tuple[int, int]]) -> dict[str, float]:
     total = len(counts) or 1
     out = {b: 0 for b in BUCKETS}
     for n, c in counts.values():
-        b = bucket(c, n) if n else None
+        b = bucket(n=n, c=c) if n else None
         if b:
             out[b] += 1
     return {b: out[b] / total for b in BUCKETS}
