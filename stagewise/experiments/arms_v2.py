@@ -316,16 +316,23 @@ def _run_pipeline(arm, run, export_dir, base_model, seed, cfg, lrs, out, progres
     for stage_dir in sorted(pdir.glob("**/metrics.jsonl")):
         stage = "sft" if "sft" in stage_dir.parent.name else "rl"
         _account(run, stage, stage_dir, None, None, cfg)
-    sft_runs = res.sft if isinstance(res.sft, list) else [res.sft] if res.sft else []
-    rl_runs = res.rl if isinstance(res.rl, list) else [res.rl] if res.rl else []
+    loop = getattr(res, "loop", None)  # the rounds' record: every round's SFT and RL runs, the transitions
+    sft_runs = list(loop.sft) if loop is not None and loop.sft else [res.sft] if res.sft else []
+    rl_runs = list(loop.rl) if loop is not None and loop.rl else [res.rl] if res.rl else []
     run.sft_model = sft_runs[0].model_dir if sft_runs else None  # the model after the first SFT stage
     run.n_rows = {"sft": sum(r.config.get("n_train") or 0 for r in sft_runs),
                   "rl": sum(r.config.get("n_train") or 0 for r in rl_runs)}
-    trans = pdir / "transitions.parquet"
-    if trans.exists():
+    steps = run.compute.get("steps", {})
+    for stage, per_step in (("sft", cfg.sft_batch_size), ("rl", cfg.rl_prompts)):
+        if run.n_rows.get(stage) and steps.get(stage):
+            # Rows summed over rounds: an item trained in both rounds counts once per round.
+            run.compute.setdefault("epochs_per_item", {})[stage] = round(steps[stage] * per_step / run.n_rows[stage], 3)
+    if loop is not None and loop.transitions:
+        run.transitions = list(loop.transitions)
+    elif (pdir / "transitions.parquet").exists():
         import polars as pl
 
-        run.transitions = pl.read_parquet(trans).to_dicts()
+        run.transitions = pl.read_parquet(pdir / "transitions.parquet").to_dicts()
     run.model_dir = res.model_dir
 
 
