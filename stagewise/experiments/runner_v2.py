@@ -65,7 +65,7 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
         raise ConfigError(f"unknown experiment option(s) {', '.join(unknown)}; "
                           f"known: {', '.join(ExperimentV2Config.__dataclass_fields__)}")
     cfg = replace(cfg, **overrides).validate()
-    chosen = resolve_arms_v2(arms)
+    chosen = [] if checks_only else resolve_arms_v2(arms)  # the checks need no arm (nor its method features)
     say = log or (lambda msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
