@@ -56,7 +56,8 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                   **overrides) -> ExperimentV2Result:
     """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
     probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
-    although a validity check failed; the report then says the table is not a valid test."""
+    although a validity check failed; the report then says the table is not a valid test. With
+    `jobs` > 1 the arm runs go to spawned processes: call this from under `if __name__ == "__main__":`."""
     cfg = config or preset_v2(quick=quick)
     if seeds is not None:
         overrides["seeds"] = seeds
