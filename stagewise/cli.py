@@ -1217,35 +1217,72 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
 
 
 @cli.command("experiment")
+@click.option("--design", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
+              help="v2: three tasks x four levels, three base models, validity checks, a learning-rate sweep; "
+                   "v1: the first design (the addition ladder), as committed in data_cards/experiment.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/experiment", show_default=True,
-              help="Experiment directory (results.md, results.json, PNG); re-running the same --out resumes.")
-@click.option("--quick", is_flag=True, help="One seed, few steps, every arm: about three minutes on 2 CPU cores.")
+              help="Experiment directory (results.md, results.json, plots); re-running the same --out resumes.")
+@click.option("--quick", is_flag=True,
+              help="One seed, few steps, every arm (v2: on base 0, with the full design's cached bases, pool and "
+                   "validity checks; about five minutes on 2 CPU cores).")
 @click.option("--arms", default=None, metavar="A,B,...",
-              help="Arms to run (base is always included): base, sft-all, rl-all, sft-all-rl-all, routed, "
-                   "anti-routed, random, routed-dft, routed-iw-sft, joint-weighted, joint-relift, joint-bridge.")
-@click.option("--seeds", type=int, default=None, help="Training seeds per arm [default: 3; --quick: 1].")
+              help="Arms to run (base is always included). v2: base, sft-all-rl-all, routed, routed-replay, "
+                   "routed-replay-reprobe, loop, random, cell-matched-random, anti-routed, sft-unmastered-only, "
+                   "rl-partial-only, joint-weighted, joint-relift, joint-bridge. v1: base, sft-all, rl-all, "
+                   "sft-all-rl-all, routed, anti-routed, random, routed-dft, routed-iw-sft, joint-*.")
+@click.option("--seeds", type=int, default=None, help="Training seeds per base model [v2: 2; v1: 3; --quick: 1].")
 @click.option("--total-steps", type=int, default=None,
               help="Optimizer steps per arm (the equal-compute budget) [default: 32; --quick: 4].")
-def experiment_cmd(out, quick, arms, seeds, total_steps):
-    """Test the stage-specific claim on a tiny model: routed SFT/RL against the usual pipeline.
+@click.option("--jobs", type=int, default=None,
+              help="v2: arm runs trained in parallel processes [default: 2, one per core].")
+@click.option("--checks-only", is_flag=True,
+              help="v2: pretrain and probe the base models, print and write the validity checks, run no arm.")
+def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_only):
+    """Test the stage-specific claim on tiny models: routed SFT/RL against SFT-then-RL on everything.
 
-    Pretrains a character-level model on easy additions (cached), probes it, routes, exports and
-    trains every arm with the toolkit, and writes a table with 95% intervals over seeds.
+    Pretrains character-level models (cached), probes them, checks that the testbed can show the
+    effect, routes, exports and trains every arm with the toolkit, and writes a table of paired
+    differences with bootstrap intervals.
 
     \b
     Example:
-        stagewise experiment --quick --out runs/exp-quick     # one seed, a few minutes
-        stagewise experiment --out runs/exp                   # 3 seeds, under 30 min on 2 CPU cores
-        stagewise experiment --arms base,routed,sft-all-rl-all --seeds 5
+        stagewise experiment --quick --out runs/exp-quick     # every arm once, about five minutes
+        stagewise experiment --out runs/exp                   # design v2: 3 bases x 2 seeds
+        stagewise experiment --design v1 --out runs/exp-v1    # the first design
     """
     import stagewise as sw
 
     overrides = {"total_steps": total_steps} if total_steps is not None else {}
-    argv = " ".join(["stagewise experiment", f"--out {out}"] + (["--quick"] if quick else [])
+    if jobs is not None:
+        if design != "v2":
+            raise click.UsageError("--jobs is an option of --design v2")
+        overrides["jobs"] = jobs
+    if checks_only:
+        if design != "v2":
+            raise click.UsageError("--checks-only is an option of --design v2")
+        overrides["checks_only"] = True
+    argv = " ".join(["stagewise experiment", f"--design {design}", f"--out {out}"] + (["--quick"] if quick else [])
                     + ([f"--arms {arms}"] if arms else []) + ([f"--seeds {seeds}"] if seeds else [])
-                    + ([f"--total-steps {total_steps}"] if total_steps else []))
-    result = sw.experiment(out, quick=quick, arms=arms, seeds=seeds, log=click.echo, command=argv, **overrides)
+                    + ([f"--total-steps {total_steps}"] if total_steps else [])
+                    + (["--checks-only"] if checks_only else []))
+    result = sw.experiment(out, design=design, quick=quick, arms=arms, seeds=seeds, log=click.echo, command=argv,
+                           **overrides)
     click.echo("")
+    if design == "v2" and checks_only:
+        click.echo(f"Checks: {result.paths['json']}")
+        return
+    if design == "v2":
+        click.echo(f"{'arm':<24} {'pass@1':>8} {'pass@16':>8} {'Δ pass@1 vs sft-all-rl-all [95% CI]':>40}")
+        for arm in result.results["arms"]:
+            ps = arm["per_seed"]
+            p1 = sum(p["pass@1"] for p in ps) / len(ps)
+            p16 = sum(p.get("pass@16", 0) for p in ps) / len(ps)
+            d = arm["paired_diff"]
+            ci = ("" if d.get("mean") is None else f"{d['mean']:+.3f}" + (
+                "" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"))
+            click.echo(f"{arm['name']:<24} {p1:8.3f} {p16:8.3f} {ci:>40}")
+        click.echo(f"\nTable: {result.paths['markdown']}  (results.json, context.json and plots beside it)")
+        return
     click.echo(f"{'arm':<16} {'pass@1':>8} {'unmast.':>8} {'partial':>8} {'mastered':>8} {'train s':>8}")
     for rec in result.records:
         m = rec["mean"]

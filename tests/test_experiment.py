@@ -38,19 +38,19 @@ def test_unknown_arm_is_refused_with_the_list_of_arms(tmp_path):
     import stagewise as sw
 
     with pytest.raises(ConfigError, match="routed"):
-        sw.experiment(tmp_path / "exp", test=True, arms="base,routd")
+        sw.experiment(tmp_path / "exp", design="v1", test=True, arms="base,routd")
 
 
-def test_smallest_experiment_writes_the_table_and_the_base_has_all_buckets(tmp_path):
+def test_smallest_experiment_writes_the_table_and_resumes(tmp_path):
     import stagewise as sw
 
-    res = sw.experiment(tmp_path / "exp", test=True, arms="base,routed,random", progress=False)
+    res = sw.experiment(tmp_path / "exp", design="v1", test=True, arms="base,routed,random", progress=False)
     names = [r["name"] for r in res.records]
     assert names == ["base", "routed", "random"]
 
-    # The base probe found every bucket in the candidate pool: the ladder does what it is for.
+    # The test-size base model solves some pool items and fails others: there is something to route.
     pool = res.context["base_probe"]["pool"]
-    assert all(pool[b] > 0 for b in ("unmastered", "partial", "mastered")), pool
+    assert pool["unmastered"] > 0 and pool["partial"] + pool["mastered"] > 0, pool
 
     data = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert [a["name"] for a in data["arms"]] == names
@@ -63,12 +63,16 @@ def test_smallest_experiment_writes_the_table_and_the_base_has_all_buckets(tmp_p
     # Both trained arms ran their two stages (SFT then RL) and sampled RL completions.
     assert all(a["per_seed"][0]["steps"] == [2, 2] and a["mean"]["generated_tokens"] > 0 for a in trained)
     assert all("sft_loss_before_rl" in a["mean"] for a in trained)
-    assert data["arms"][0]["mean"]["forgetting"] == 0
+    # Forgetting is measured on held-out mastered items; the test-size model may have none.
+    if res.context["base_probe"]["heldout"]["mastered"]:
+        assert data["arms"][0]["mean"]["forgetting"] == 0
+    else:
+        assert "forgetting" not in data["arms"][0]["mean"]
 
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "| routed |" in md and "| random |" in md and "stagewise experiment" in md
     assert (tmp_path / "exp" / "accuracy_by_bucket.png").stat().st_size > 1000
 
     # Re-running the same command resumes: every (arm, seed) is read back, nothing retrains.
-    again = sw.experiment(tmp_path / "exp", test=True, arms="base,routed,random", progress=False)
+    again = sw.experiment(tmp_path / "exp", design="v1", test=True, arms="base,routed,random", progress=False)
     assert [r["per_seed"] for r in again.records] == [r["per_seed"] for r in res.records]

@@ -2,12 +2,14 @@
 mastered ones) at CPU scale, and report the result whatever its sign.
 
     import stagewise as sw
-    res = sw.experiment("runs/exp", quick=True)            # one seed, every arm, a few minutes
-    res = sw.experiment("runs/exp", arms="base,routed,random", seeds=3)
+    res = sw.experiment("runs/exp", quick=True)                  # design v2: every arm once, one seed
+    res = sw.experiment("runs/exp")                              # design v2: 3 base models x 2 seeds
+    res = sw.experiment("runs/exp-v1", design="v1", seeds=3)     # the first design
 
-Modules: testbed (the addition ladder), pretrain (the tiny model, cached), arms (what each arm trains
-on, through the toolkit), runner (probe -> route -> export -> train -> evaluate), results (tables, CIs,
-plot).
+Design v1 modules: testbed (the addition ladder), pretrain (the tiny model, cached), arms, runner,
+results. Design v2: testbed_v2 (three tasks x four levels), pretrain.pretrain_v2 (three base models),
+validity (the checks before any arm), arms_v2, runner_v2, stats (the paired hierarchical bootstrap),
+results_v2.
 """
 
 from __future__ import annotations

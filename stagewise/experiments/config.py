@@ -79,9 +79,132 @@ class ExperimentConfig:
 DEFAULT = ExperimentConfig()
 # One seed, few steps, every arm: the mechanics in about three minutes.
 QUICK = replace(DEFAULT, pool_per_level=12, heldout_per_level=6, total_steps=4, seeds=1)
-# The test suite's configuration: smaller still (pass arms=... to pick a few).
-TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, seeds=1, batch_size=8)
+# The test suite's configuration: smaller still (pass arms=... to pick a few), with a test-size model
+# pretrained in seconds, so a cold cache never pretrains the full model inside the suite.
+TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, seeds=1, batch_size=8,
+               levels=(2, 3, 4), pretrain=PretrainConfig(hidden_size=64, num_layers=2, steps=300, batch_size=32,
+                                                         warmup_steps=30, mix=((2, 0.6), (3, 0.4))))
 
 
 def preset(quick: bool = False, test: bool = False) -> ExperimentConfig:
     return TEST if test else QUICK if quick else DEFAULT
+
+
+# ------------------------------------------------------------------------------------------ design v2
+
+from stagewise.experiments.pretrain import PretrainV2Config  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ExperimentV2Config:
+    """The second design. Compute currency as in v1: `total_steps` optimizer steps per arm; an SFT step
+    trains on `sft_batch_size` demonstrations, an RL step on `rl_prompts` prompts x `num_generations`
+    completions. Both stages warm up for `warmup_fraction` of their steps, then decay (cosine).
+
+    The learning rates are chosen by a sweep of the sft-all-rl-all baseline on the validation split
+    (`sft_lr_grid`, then `rl_lr_grid` from the best SFT model); `sft_learning_rate`/`rl_learning_rate`
+    are used only when `sweep` is off (the quick preset)."""
+
+    tasks: tuple = ("add", "sub", "add3")
+    levels: tuple = (2, 3, 4, 5)
+    pool_per_cell: int = 24             # the routed candidate pool: 12 cells x 24 = 288 items, probed at k
+    val_per_cell: int = 6               # validation: only for choosing learning rates
+    test_per_cell: int = 8              # test: 12 cells x 8 = 96 items, bucketed by an independent probe
+    probe_samples: int = 16             # k of the base probes (pool and test)
+    capability_samples: int = 128       # k for the check that unmastered items sit near capability
+    eval_samples: int = 16              # samples per test item per arm (pass@1 = their mean; pass@16)
+    after_sft_samples: int = 16         # samples per test item for the model after SFT (buckets comparable to the probe)
+    val_samples: int = 8                # samples per validation item in the learning-rate sweep
+    ks: tuple = (1, 4, 16)
+    max_new_tokens: int = 112           # the longest worked solution (add3, 5 digits) + answer is ~95 characters
+    total_steps: int = 32
+    sft_fraction: float = 0.5
+    sft_batch_size: int = 16
+    rl_prompts: int = 4                 # prompts per RL step
+    num_generations: int = 8            # GRPO group size
+    warmup_fraction: float = 0.1
+    lr_scheduler: str = "cosine"
+    sweep: bool = True
+    sft_lr_grid: tuple = (1e-4, 3e-4, 1e-3)
+    rl_lr_grid: tuple = (1e-5, 3e-5, 1e-4)
+    sft_learning_rate: float = 3e-4
+    rl_learning_rate: float = 3e-5
+    sft_replay: float = 0.3             # share of replayed mastered demonstrations in the SFT set (replay arms)
+    joint_sft_weight: float = 0.5       # lambda of joint-weighted
+    bases: int = 3                      # base models (pretraining seeds); all are probed and checked
+    arm_bases: int | None = None        # how many of them the arms train on (None: all)
+    seeds: int = 2                      # training seeds per base
+    probe_batch_size: int = 256
+    jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
+    pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
+    prompt_template: str = PROMPT_TEMPLATE
+    design: str = "v2"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pretrain"] = self.pretrain.to_dict()
+        for k in ("tasks", "levels", "ks", "sft_lr_grid", "rl_lr_grid"):
+            d[k] = list(d[k])
+        return d
+
+    @property
+    def cells(self) -> list[str]:
+        from stagewise.experiments.testbed_v2 import all_cells
+
+        return all_cells(self.tasks, self.levels)
+
+    @property
+    def sft_steps(self) -> int:
+        return max(1, round(self.total_steps * self.sft_fraction))
+
+    @property
+    def rl_steps(self) -> int:
+        return max(1, self.total_steps - self.sft_steps)
+
+    @property
+    def rl_batch(self) -> int:
+        return self.rl_prompts * self.num_generations
+
+    @property
+    def n_arm_bases(self) -> int:
+        return self.bases if self.arm_bases is None else min(self.arm_bases, self.bases)
+
+    def warmup(self, steps: int) -> int:
+        return max(1, round(steps * self.warmup_fraction)) if steps > 2 else 0
+
+    def validate(self) -> ExperimentV2Config:
+        problems = []
+        if self.num_generations < 8:
+            problems.append(f"num_generations {self.num_generations}: the design uses GRPO groups of at least 8")
+        if not 0 < self.sft_fraction < 1:
+            problems.append(f"sft_fraction {self.sft_fraction} must be strictly between 0 and 1")
+        if self.total_steps < 2:
+            problems.append(f"total_steps {self.total_steps} must be at least 2 (one per stage)")
+        if self.bases < 1 or self.seeds < 1:
+            problems.append(f"bases {self.bases} and seeds {self.seeds} must be at least 1")
+        if max(self.ks) > self.eval_samples:
+            problems.append(f"pass@{max(self.ks)} needs eval_samples >= {max(self.ks)}")
+        if self.capability_samples <= self.probe_samples:
+            problems.append(f"capability_samples {self.capability_samples} must exceed probe_samples "
+                            f"{self.probe_samples}")
+        if self.after_sft_samples > self.eval_samples or self.after_sft_samples < 1:
+            problems.append(f"after_sft_samples {self.after_sft_samples} must be in [1, eval_samples]")
+        if self.jobs < 1:
+            problems.append(f"jobs {self.jobs} must be at least 1")
+        if not 0 <= self.sft_replay < 1:
+            problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
+        if problems:
+            raise ConfigError("invalid experiment config: " + "; ".join(problems))
+        return self
+
+
+V2_DEFAULT = ExperimentV2Config()
+# Every arm once, one base, one seed, few steps, no sweep: the same cached bases, pool and base probes as
+# the full design (so its validity checks are the full design's), in about five minutes.
+# It evaluates with 8 samples per test item (pass@8) to fit the budget.
+V2_QUICK = replace(V2_DEFAULT, total_steps=4, arm_bases=1, seeds=1, sweep=False, eval_samples=8,
+                   after_sft_samples=8, ks=(1, 8))
+
+
+def preset_v2(quick: bool = False) -> ExperimentV2Config:
+    return V2_QUICK if quick else V2_DEFAULT

@@ -35,10 +35,28 @@ class ExperimentResult:
     context: dict = field(default_factory=dict)
 
 
-def experiment(out, *, quick: bool = False, arms=None, seeds: int | None = None,
-               config: ExperimentConfig | None = None, test: bool = False, progress: bool = True,
-               log=None, command: str | None = None, **overrides) -> ExperimentResult:
-    """Run the stage-specific experiment into `out` (results.md, results.json, accuracy_by_bucket.png).
+DESIGNS = ("v2", "v1")
+
+
+def experiment(out, *, design: str = "v2", **kwargs):
+    """Run the stage-specific experiment into `out`. `design="v2"` (the default): three tasks x four levels,
+    three base models, validity checks, a learning-rate sweep and the arms of the second design
+    (runner_v2.experiment_v2); `design="v1"`: the first design, the addition ladder (experiment_v1)."""
+    if design == "v1":
+        return experiment_v1(out, **kwargs)
+    if design == "v2":
+        from stagewise.experiments.runner_v2 import experiment_v2
+
+        if kwargs.pop("test", False):
+            raise ConfigError("test=True is the first design's preset; for design v2 pass config=...")
+        return experiment_v2(out, **kwargs)
+    raise ConfigError(f"unknown experiment design {design!r}; choose from {', '.join(DESIGNS)}")
+
+
+def experiment_v1(out, *, quick: bool = False, arms=None, seeds: int | None = None,
+                  config: ExperimentConfig | None = None, test: bool = False, progress: bool = True,
+                  log=None, command: str | None = None, **overrides) -> ExperimentResult:
+    """The first design into `out` (results.md, results.json, accuracy_by_bucket.png).
 
     `quick`: one seed, 4 steps, all nine arms (about a minute of CPU); `arms`: names or "a,b,c";
     `seeds`: how many training seeds; `overrides`: any ExperimentConfig field (total_steps=...).
@@ -292,7 +310,7 @@ def _notes(base_probe: dict, cfg: ExperimentConfig) -> list[str]:
 
 
 def _command(quick: bool, test: bool, arms, cfg: ExperimentConfig) -> str:
-    parts = ["stagewise experiment --out DIR"]
+    parts = ["stagewise experiment --design v1 --out DIR"]
     if quick:
         parts.append("--quick")
     if arms:

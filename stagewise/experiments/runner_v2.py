@@ -1,0 +1,491 @@
+"""The second design, top to bottom: pretrain the base models (cached) -> probe each on the pool, the test
+set and, for the unmastered items, at k = 128 (cached beside the model) -> validity checks (printed; a
+failure stops the run before any arm) -> export -> learning-rate sweep on validation -> every arm on
+every (base, seed) -> evaluate on test -> report.
+
+Each (base, seed, arm) writes `result.json` when it finishes, so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from stagewise.curate.atomic import write_text_atomic
+from stagewise.curate.errors import ConfigError
+from stagewise.experiments import testbed_v2
+from stagewise.experiments.arms_v2 import PRIMARY, ArmRunV2, arm_export_key, resolve_arms_v2, run_arm_v2
+from stagewise.experiments.config import ExperimentV2Config, preset_v2
+from stagewise.experiments.pretrain import pretrain_v2
+from stagewise.experiments.validity import all_passed, format_checks, validity_checks
+
+POOL_PROBE_SEED = 0
+TEST_PROBE_SEED = 1       # an independent probe: test buckets are not chosen on the evaluation's samples
+CAPABILITY_SEED = 2
+VAL_SEED = 3
+EVAL_SEED_BASE = 1000     # the evaluation seed of (base b, seed s) is EVAL_SEED_BASE + 100 b + s, for every arm
+
+
+@dataclass
+class BaseModel:
+    index: int
+    model_dir: str
+    pretrain: dict
+    pool_store: str
+    pool: dict                 # {id: (n, c)} at k
+    test: dict                 # {id: (n, c)} at k, independent probe
+    capability: dict           # {id: (n, c)} extra samples of the pool's unmastered items
+    checks: list = field(default_factory=list)
+
+
+@dataclass
+class ExperimentV2Result:
+    out: str
+    results: dict
+    paths: dict
+    context: dict = field(default_factory=dict)
+
+
+def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = None,
+                  config: ExperimentV2Config | None = None, progress: bool = False, log=None,
+                  command: str | None = None, allow_invalid: bool = False, checks_only: bool = False,
+                  **overrides) -> ExperimentV2Result:
+    """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
+    probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
+    although a validity check failed; the report then says the table is not a valid test. With
+    `jobs` > 1 the arm runs go to spawned processes: call this from under `if __name__ == "__main__":`."""
+    cfg = config or preset_v2(quick=quick)
+    if seeds is not None:
+        overrides["seeds"] = seeds
+    unknown = [k for k in overrides if k not in ExperimentV2Config.__dataclass_fields__]
+    if unknown:
+        raise ConfigError(f"unknown experiment option(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(ExperimentV2Config.__dataclass_fields__)}")
+    cfg = replace(cfg, **overrides).validate()
+    chosen = [] if checks_only else resolve_arms_v2(arms)  # the checks need no arm (nor its method features)
+    say = log or (lambda msg: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start, c_start = time.perf_counter(), time.process_time()
+
+    cells = cfg.cells
+    pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")
+    val = testbed_v2.items_for(cells, cfg.val_per_cell, "val")
+    test = testbed_v2.items_for(cells, cfg.test_per_cell, "test")
+    cell_of = {p.id: testbed_v2.cell_of(p) for p in pool + val + test}
+    say(f"testbed v2: {len(cells)} cells ({', '.join(cells)}); pool {len(pool)}, validation {len(val)}, "
+        f"test {len(test)} items")
+
+    bases, pretrain_s = [], 0.0
+    for b in range(cfg.bases):
+        pre_cfg = replace(cfg.pretrain, seed=b)
+        say(f"base {b}: pretraining (cached by config hash)")
+        pre = pretrain_v2(pre_cfg, prompt_template=cfg.prompt_template)
+        if not pre.cached:
+            pretrain_s += pre.stats.get("seconds", 0)
+        say(f"base {b}: probing pool and test at k={cfg.probe_samples}, unmastered at k={cfg.capability_samples}"
+            " (cached beside the model)")
+        base = _base_probes(b, pre, pool, test, cfg, progress)
+        base.checks = validity_checks(base.pool, cell_of, base.capability, base.test, prefix=f"base {b}",
+                                      k=cfg.probe_samples, k_capability=cfg.capability_samples)
+        for line in format_checks(base.checks):
+            say(line)
+        bases.append(base)
+    checks = [c for b in bases for c in b.checks]
+    say("validity checks: " + ("all passed" if all_passed(checks) else
+                               f"{sum(not c['passed'] for c in checks)} of {len(checks)} FAILED"))
+    context = {"design": cfg.design, "config": cfg.to_dict(), "cells": cells,
+               "sizes": {"pool": len(pool), "val": len(val), "test": len(test)},
+               "bases": [_base_context(b, cell_of) for b in bases], "pretrain_s_this_run": round(pretrain_s, 1),
+               "test_cell_of": {p.id: cell_of[p.id] for p in test}}
+    from stagewise.experiments.results_v2 import write_report_v2
+
+    if checks_only:
+        context["wall_s"] = round(time.perf_counter() - t_start, 1)
+        paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
+        return ExperimentV2Result(str(out), json.loads(Path(paths["json"]).read_text()), paths, context)
+    if not all_passed(checks) and not allow_invalid:
+        paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
+        failed = [c["check"] for c in checks if not c["passed"]]
+        raise ConfigError(f"validity checks failed ({'; '.join(failed)}): the testbed cannot show whether "
+                          f"routing helps, so no arm is run or reported (checks in {paths['json']}); tune the "
+                          "pretraining (steps, level_decay) until the checks pass")
+
+    arm_bases = bases[:cfg.n_arm_bases]
+    exports = {b.index: _exports(b, out / "bases" / f"b{b.index}" / "exports", chosen, cfg) for b in arm_bases}
+    heldout_rows = {b.index: _heldout_sft_rows(b, test, out / "bases" / f"b{b.index}", cfg) for b in arm_bases}
+
+    lrs, sweep = _choose_rates(cfg, bases[0], exports[0], val, out / "sweep", progress, say)
+    context["learning_rates"] = lrs
+    context["sweep"] = sweep
+
+    test_bucket = {b.index: _buckets(b.test) for b in arm_bases}
+    units = []
+    for base in arm_bases:
+        pool_info = {"bucket_of": _buckets(base.pool), "cell_of": cell_of}
+        for seed in range(cfg.seeds):
+            for arm in chosen:
+                run_dir = out / "arms" / arm.name / f"b{base.index}-s{seed}"
+                units.append((arm, base, seed, run_dir, exports[base.index], pool_info, test,
+                              test_bucket[base.index], cell_of, heldout_rows[base.index], cfg, lrs, progress))
+    per_run: dict[str, list[dict]] = {a.name: [] for a in chosen}
+    kmax = f"pass@{max(cfg.ks)}"
+
+    def report(unit, rec):
+        say(f"arm {unit[0].name}, base {unit[1].index}, seed {unit[2]}: pass@1 {rec['pass@1']:.3f}  "
+            f"{kmax} {rec[kmax]:.3f}  " + "  ".join(
+                f"{b} {rec['by_bucket'].get(b, {}).get('pass@1', float('nan')):.3f}"
+                for b in ("unmastered", "partial", "mastered")))
+
+    recs = _run_units(units, cfg.jobs, report, say)
+    for unit, rec in zip(units, recs):
+        per_run[unit[0].name].append(rec)
+
+    context["wall_s"] = round(time.perf_counter() - t_start, 1)
+    context["cpu_s_main_process"] = round(time.process_time() - c_start, 1)
+    context["command"] = command or _command(quick, arms, cfg)
+    paths = write_report_v2(out, design=cfg.design, validity=checks, arms=per_run, context=context,
+                            summaries={a.name: a.summary for a in chosen})
+    results = json.loads(Path(paths["json"]).read_text())
+    return ExperimentV2Result(str(out), results, paths, context)
+
+
+def _run_units(units: list[tuple], jobs: int, report, say) -> list[dict]:
+    """Run every (base, seed, arm) unit, `jobs` at a time in spawned processes (one torch thread each);
+    finished units are read back from their result.json. Results come back in the units' order."""
+    todo = [i for i, u in enumerate(units) if not (u[3] / "result.json").exists()]
+    say(f"{len(units)} arm runs, {len(units) - len(todo)} already done" + (f", {jobs} in parallel" if jobs > 1 else ""))
+    recs: list = [None] * len(units)
+    for i, u in enumerate(units):
+        if i not in todo:
+            recs[i] = _run_one(*u)
+            report(u, recs[i])
+    if jobs <= 1 or len(todo) <= 1:
+        for i in todo:
+            recs[i] = _run_one(*units[i])
+            report(units[i], recs[i])
+        return recs
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        futures = {pool.submit(_run_one, *units[i]): i for i in todo}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            recs[i] = fut.result()
+            report(units[i], recs[i])
+    return recs
+
+
+def _worker_init() -> None:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------- probes
+
+
+def _probe_counts(problems, model: str, store: Path, *, k: int, seed: int, cfg, progress: bool) -> dict:
+    from stagewise.curate.probe import probe
+    from stagewise.curate.store import ProbeStore
+
+    store.parent.mkdir(parents=True, exist_ok=True)
+    res = probe(problems, model=model, store=str(store), backend="hf", num_samples=k, temperature=1.0,
+                top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size, seed=seed,
+                prompt_template=cfg.prompt_template, progress=progress)
+    with ProbeStore(str(store), read_only=True) as st:
+        counts = st.sample_counts(res.run_id)
+    return {p.id: counts.get(p.id, (0, 0)) for p in problems}
+
+
+def _capability_counts(unmastered, model: str, store: Path, cfg) -> dict:
+    """The k = 128 check for items already at 0/16: up to 112 more samples each, drawn adaptively in rounds
+    of 16 and stopped at an item's first correct sample (the check only asks for >= 1 correct, so this
+    decides it exactly as drawing all 112 would). Returns {id: (samples incl. the first 16, correct)}."""
+    from stagewise.curate.probe import probe
+    from stagewise.curate.store import ProbeStore
+
+    store.parent.mkdir(parents=True, exist_ok=True)
+    extra = cfg.capability_samples - cfg.probe_samples
+    res = probe(unmastered, model=model, store=str(store), backend="hf", adaptive=True,
+                min_samples=min(cfg.probe_samples, extra), k_max=extra, round_size=cfg.probe_samples,
+                temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
+                seed=CAPABILITY_SEED, prompt_template=cfg.prompt_template, progress=False)
+    with ProbeStore(str(store), read_only=True) as st:
+        counts = st.sample_counts(res.run_id)
+    return {p.id: (counts.get(p.id, (0, 0))[0] + cfg.probe_samples, counts.get(p.id, (0, 0))[1]) for p in unmastered}
+
+
+def _items_key(problems, **settings) -> str:
+    key = json.dumps({"ids": sorted(p.id for p in problems), **settings}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
+    """The base model's three probes, cached beside the model (keyed by the items and the settings), so
+    the quick run and the full run read the very same buckets and checks."""
+    settings = {"k": cfg.probe_samples, "k_cap": cfg.capability_samples, "max_new_tokens": cfg.max_new_tokens,
+                "template": cfg.prompt_template}
+    root = Path(pre.model_dir) / "probes" / _items_key(pool + test, **settings)
+    done = root / "counts.json"
+    if done.exists():
+        data = json.loads(done.read_text())
+        unpack = lambda d: {k: tuple(v) for k, v in d.items()}  # noqa: E731
+        return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), unpack(data["pool"]),
+                         unpack(data["test"]), unpack(data["capability"]))
+    pool_counts = _probe_counts(pool, pre.model_dir, root / "pool.duckdb", k=cfg.probe_samples,
+                                seed=POOL_PROBE_SEED, cfg=cfg, progress=progress)
+    test_counts = _probe_counts(test, pre.model_dir, root / "test.duckdb", k=cfg.probe_samples,
+                                seed=TEST_PROBE_SEED, cfg=cfg, progress=progress)
+    unmastered = [p for p in pool if pool_counts[p.id][0] and pool_counts[p.id][1] == 0]
+    cap = _capability_counts(unmastered, pre.model_dir, root / "capability.duckdb", cfg) if unmastered else {}
+    write_text_atomic(done, json.dumps({"pool": pool_counts, "test": test_counts, "capability": cap}))
+    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap)
+
+
+def _buckets(counts: dict) -> dict:
+    from stagewise.curate.statistics import bucket
+
+    return {i: bucket(n=n, c=c) for i, (n, c) in counts.items() if n}
+
+
+def _base_context(base: BaseModel, cell_of: dict) -> dict:
+    from stagewise.experiments.validity import bucket_shares, unmastered_cells
+
+    by_cell: dict = {}
+    for pid, b in _buckets(base.pool).items():
+        by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[b] += 1
+    test_by_cell: dict = {}
+    for pid, b in _buckets(base.test).items():
+        test_by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[b] += 1
+    pstats = json.loads((Path(base.model_dir) / "stagewise_pretrain.json").read_text())
+    return {"index": base.index, "model": Path(base.model_dir).name, "pretrain": base.pretrain,
+            "pretrain_stats": pstats.get("stats", {}),
+            "pool_shares": bucket_shares(base.pool), "test_shares": bucket_shares(base.test),
+            "pool_by_cell": dict(sorted(by_cell.items())), "test_by_cell": dict(sorted(test_by_cell.items())),
+            "unmastered_cells": unmastered_cells(base.pool, cell_of), "checks": base.checks,
+            "test_bucket_of": _buckets(base.test)}
+
+
+# ------------------------------------------------------------------------------------------- exports
+
+
+def _exports(base: BaseModel, root: Path, chosen, cfg) -> dict:
+    """One export per (policy, replay, random seed) the chosen arms read, plus `all` for the sweep."""
+    from stagewise.stages.export import export
+
+    wanted = {("all", False, None)}
+    for arm in chosen:
+        if arm.stages:
+            for s in range(cfg.seeds):
+                wanted.add(arm_export_key(arm, s))
+    out = {}
+    for key in sorted(wanted, key=str):
+        policy, replay, seed = key
+        name = f"{policy}{'-replay' if replay else ''}{'' if seed is None else f'-seed{seed}'}"
+        opts = {"policy": policy, "seed": seed or 0}
+        if replay:
+            opts["sft_replay"] = cfg.sft_replay
+        target = root / name
+        if not (target / "manifest.json").exists():
+            export(base.pool_store, target, format="trl", overwrite=True, card=False, **opts)
+        out[key] = target
+    return out
+
+
+def _heldout_sft_rows(base: BaseModel, test, root: Path, cfg) -> list[dict]:
+    """The test items' worked solutions as SFT rows (the held-out SFT loss), through the exporter."""
+    from stagewise.stages.export import export
+    from stagewise.train.data import load_sft_rows, open_export
+
+    target = root / "exports" / "test-sft"
+    if not (target / "manifest.json").exists():
+        store = Path(base.pool_store).parent / "test.duckdb"
+        export(str(store), target, format="trl", policy="sft-only", overwrite=True, card=False)
+    return load_sft_rows(open_export(target))
+
+
+# ---------------------------------------------------------------------------------------- the sweep
+
+
+def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress: bool, say):
+    """The sft-all-rl-all baseline's learning rates, chosen on validation pass@1: the SFT rate first (the
+    SFT stage alone), then the RL rate from the best SFT model. Every arm then uses them."""
+    default = {"sft": cfg.sft_learning_rate, "rl": cfg.rl_learning_rate}
+    if not cfg.sweep:
+        say(f"learning rates: sweep off, using sft {default['sft']:g}, rl {default['rl']:g}")
+        return default, {"ran": False, "reason": "sweep off (quick preset): the default rates", **default}
+    done = root / "sweep.json"
+    if done.exists():
+        data = json.loads(done.read_text())
+        return data["chosen"], data
+    from stagewise.experiments.arms_v2 import _rl_kwargs, _sft_kwargs
+    from stagewise.train.rl import train_rl
+    from stagewise.train.sft import train_sft
+
+    export_dir = exports[("all", False, None)]
+    grid_sft, grid_rl = [], []
+    for lr in cfg.sft_lr_grid:
+        d = root / f"sft-{lr:g}"
+        res = train_sft(export_dir, base.model_dir, d / "train", progress=progress,
+                        **_sft_kwargs(cfg, {"sft": lr}, cfg.sft_steps, 0))
+        acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
+        grid_sft.append({"sft_learning_rate": lr, "val_pass@1": acc, "model": res.model_dir})
+        say(f"  sweep: SFT lr {lr:g} -> validation pass@1 {acc:.3f}")
+    best_sft = max(grid_sft, key=lambda r: r["val_pass@1"])
+    for lr in cfg.rl_lr_grid:
+        d = root / f"rl-{lr:g}"
+        res = train_rl(export_dir, best_sft["model"], d / "train", progress=progress,
+                       **_rl_kwargs(cfg, {"rl": lr}, cfg.rl_steps, 0))
+        acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
+        grid_rl.append({"rl_learning_rate": lr, "val_pass@1": acc})
+        say(f"  sweep: RL lr {lr:g} (after SFT lr {best_sft['sft_learning_rate']:g}) -> validation pass@1 {acc:.3f}")
+    best_rl = max(grid_rl, key=lambda r: r["val_pass@1"])
+    chosen = {"sft": best_sft["sft_learning_rate"], "rl": best_rl["rl_learning_rate"]}
+    data = {"ran": True, "arm": PRIMARY, "base": base.index, "seed": 0, "metric": "validation pass@1",
+            "val_samples": cfg.val_samples,
+            "sft_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_sft], "rl_grid": grid_rl,
+            "chosen": chosen}
+    write_text_atomic(done, json.dumps(data, indent=2))
+    say(f"learning rates chosen on validation: sft {chosen['sft']:g}, rl {chosen['rl']:g}")
+    return chosen, data
+
+
+def _val_pass1(model_dir: str, val, store: Path, cfg) -> float:
+    counts = _probe_counts(val, model_dir, store, k=cfg.val_samples, seed=VAL_SEED, cfg=cfg, progress=False)
+    vals = [c / n for n, c in counts.values() if n]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+# ---------------------------------------------------------------------------------------- one arm run
+
+
+def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool_info: dict, test, test_bucket,
+             cell_of, heldout_rows, cfg, lrs, progress) -> dict:
+    done = run_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)  # a half-finished arm restarts from the base model
+    run_dir.mkdir(parents=True)
+    run: ArmRunV2 = run_arm_v2(arm, base=base.index, seed=seed, base_model=base.model_dir, exports=exports,
+                               pool_info=pool_info, cfg=cfg, lrs=lrs, out=run_dir / "train", progress=progress)
+    eval_seed = EVAL_SEED_BASE + 100 * base.index + seed
+    t0, c0 = time.perf_counter(), time.process_time()
+    final = evaluate_test(run.model_dir, test, run_dir / "eval.duckdb", seed=eval_seed, cfg=cfg)
+    rec = {"base": base.index, "seed": seed, "arm": arm.name,
+           **summarise(final, test_bucket, cell_of, cfg.ks)}
+    rec["per_item_c"] = {i: v[1] for i, v in final["counts"].items()}
+    rec["n_samples"] = cfg.eval_samples
+    diag = {"zero_variance_frac": run.zero_variance,
+            "answer_tokens_mean": final["answer_tokens_mean"], "format_error_rate": final["format_error_rate"],
+            "truncation_rate": final["truncation_rate"]}
+    if run.sft_model and run.sft_model != run.model_dir:
+        after_sft = evaluate_test(run.sft_model, test, run_dir / "eval_after_sft.duckdb", seed=eval_seed, cfg=cfg,
+                                  samples=cfg.after_sft_samples)
+        k_after = cfg.after_sft_samples
+        s = summarise(after_sft, test_bucket, cell_of, (1, k_after))
+        rec["after_sft"] = {"samples": k_after, "pass@1": s["pass@1"], f"pass@{k_after}": s[f"pass@{k_after}"],
+                            "by_bucket": s["by_bucket"]}
+        # The final model at the same k, so the stage attribution compares like with like.
+        rec["final_at_after_sft_k"] = summarise(final, test_bucket, cell_of, (1, k_after))["by_bucket"]
+        diag["transitions_after_sft"] = transitions(test_bucket, after_sft["counts"])
+    elif run.sft_model:
+        diag["transitions_after_sft"] = transitions(test_bucket, final["counts"])
+    if run.transitions:
+        diag["reprobe_transitions"] = run.transitions
+    diag.update(_sft_losses(run, arm, heldout_rows))
+    rec["diagnostics"] = diag
+    rec["compute"] = {**run.compute, "eval_wall_s": round(time.perf_counter() - t0, 1),
+                      "eval_cpu_s": round(time.process_time() - c0, 1), "n_rows": run.n_rows,
+                      "learning_rates": lrs}
+    write_text_atomic(done, json.dumps(rec, indent=1, default=float))
+    return rec
+
+
+def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples: int | None = None) -> dict:
+    """Sample every test item `eval_samples` times; per-item counts and the per-sample diagnostics
+    (answer length in tokens, share with no extractable answer, share cut off at max_new_tokens)."""
+    from stagewise.curate.probe import probe
+    from stagewise.curate.store import ProbeStore
+
+    res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=samples or cfg.eval_samples,
+                temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
+                seed=seed, prompt_template=cfg.prompt_template, progress=False)
+    with ProbeStore(str(store), read_only=True) as st:
+        counts = st.sample_counts(res.run_id)
+        samples = st.samples(res.run_id).select(["status", "n_tokens", "finish_reason"]).to_dicts()
+    n = len(samples) or 1
+    return {"counts": {p.id: counts.get(p.id, (0, 0)) for p in test},
+            "answer_tokens_mean": sum(s["n_tokens"] or 0 for s in samples) / n,
+            "format_error_rate": sum(s["status"] == "no_answer" for s in samples) / n,
+            "truncation_rate": sum(s["finish_reason"] == "length" for s in samples) / n}
+
+
+def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
+    """pass@1 and pass@k overall, per test bucket and per cell, from per-item counts."""
+    from stagewise.curate.statistics import pass_at_k
+
+    def stats(ids):
+        rows = [ev["counts"][i] for i in ids if ev["counts"][i][0]]
+        if not rows:
+            return {}
+        out = {"n_items": len(rows)}
+        for k in ks:
+            vals = [pass_at_k(n=n, c=c, k=k) for n, c in rows if n >= k]
+            out[f"pass@{k}"] = sum(vals) / len(vals) if vals else None
+        return out
+
+    ids = list(ev["counts"])
+    rec = stats(ids)
+    rec["by_bucket"] = {b: stats([i for i in ids if bucket_of.get(i) == b])
+                        for b in ("unmastered", "partial", "mastered")}
+    cells = sorted({cell_of[i] for i in ids})
+    rec["by_cell"] = {c: stats([i for i in ids if cell_of[i] == c]) for c in cells}
+    return rec
+
+
+def transitions(before: dict, after_counts: dict) -> dict:
+    """{before bucket: {after bucket: count}} over the test items (after = the model's bucket at k)."""
+    from stagewise.curate.statistics import bucket
+
+    out = {b: {a: 0 for a in ("unmastered", "partial", "mastered")} for b in ("unmastered", "partial", "mastered")}
+    for i, (n, c) in after_counts.items():
+        if n and before.get(i):
+            out[before[i]][bucket(n=n, c=c)] += 1
+    return out
+
+
+def _sft_losses(run: ArmRunV2, arm, rows) -> dict:
+    """Held-out SFT loss (the test items' worked solutions) of the final model and of the model entering RL."""
+    from stagewise.train.stage_eval import sft_loss, sft_token_batches
+
+    def loss_of(model_dir: str) -> float:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        return sft_loss(net, sft_token_batches(rows, tok))
+
+    out = {"heldout_sft_loss": loss_of(run.model_dir)}
+    if run.sft_model and run.sft_model != run.model_dir:
+        out["heldout_sft_loss_before_rl"] = loss_of(run.sft_model)
+    return out
+
+
+def _command(quick: bool, arms, cfg) -> str:
+    parts = ["stagewise experiment --design v2 --out DIR"]
+    if quick:
+        parts.append("--quick")
+    if arms:
+        parts.append("--arms " + (arms if isinstance(arms, str) else ",".join(arms)))
+    return " ".join(parts)

@@ -1,0 +1,152 @@
+"""The second design's testbed: three arithmetic tasks x four difficulty levels (digits per operand).
+
+A cell is one (task, level) pair; every cell is seen in pretraining, the harder ones less often, so a
+probe finds unmastered items in several cells rather than in one never-seen level. Every item is a
+canonical `Problem` (task "gsm8k": the numeric verifier scores the final number) whose worked
+solution walks the columns, ones column first:
+
+    add   "4718+395"      "8+5+0=13\\n1+9+1=11\\n7+3+1=11\\n4+0+1=5\\n"          -> 5113
+    sub   "4718-395"      "8-5-0=3\\n11-9-0=2\\n7-3-1=3\\n4-0-0=4\\n"            -> 4323
+    add3  "471+395+128"   "1+5+8+0=14\\n7+9+2+1=19\\n4+3+1+1=9\\n"              -> 994
+
+In `sub` a line that starts with a 1 before the column's digit ("11-9-0=2") borrowed: the next column
+subtracts 1. All operands of an item have exactly `level` digits; in `sub` the first is the larger, so
+the answer is never negative. The answer is read back from the lines' last digits (and the final carry).
+
+Items are assigned to disjoint splits by a hash of the prompt: pretraining, the probe pool (what is
+routed and trained on), validation (used only to choose learning rates) and test (evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+
+from stagewise.curate.schema import Problem
+
+TASK = "gsm8k"  # the numeric verifier: the final number of the completion against the gold answer
+SOURCE = "stagewise-experiment:arithmetic-v2"
+TASKS = ("add", "sub", "add3")
+LEVELS = (2, 3, 4, 5)
+SPLITS = ("pretrain", "pool", "val", "test")
+_SPLIT_SHARES = {"pretrain": (0, 64), "pool": (64, 80), "val": (80, 86), "test": (86, 100)}
+
+
+def cell_name(task: str, level: int) -> str:
+    return f"{task}-{level}"
+
+
+def all_cells(tasks=TASKS, levels=LEVELS) -> list[str]:
+    return [cell_name(t, lvl) for t in tasks for lvl in levels]
+
+
+def parse_cell(cell: str) -> tuple[str, int]:
+    task, _, level = cell.rpartition("-")
+    if task not in TASKS or not level.isdigit():
+        raise ValueError(f"not a cell name: {cell!r} (expected TASK-LEVEL with TASK in {TASKS})")
+    return task, int(level)
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    operands: tuple
+
+    @property
+    def level(self) -> int:
+        return len(str(self.operands[0]))
+
+    @property
+    def cell(self) -> str:
+        return cell_name(self.task, self.level)
+
+    @property
+    def prompt(self) -> str:
+        return ("-" if self.task == "sub" else "+").join(map(str, self.operands))
+
+    @property
+    def answer(self) -> str:
+        if self.task == "sub":
+            return str(self.operands[0] - self.operands[1])
+        return str(sum(self.operands))
+
+    @property
+    def solution(self) -> str:
+        return worked_solution(self.task, self.operands)
+
+
+def worked_solution(task: str, operands) -> str:
+    """The column algorithm, ones column first, one line per column."""
+    digits = [str(x)[::-1] for x in operands]
+    width = max(map(len, digits))
+    col = [[int(d[i]) if i < len(d) else 0 for d in digits] for i in range(width)]
+    lines, carry = [], 0
+    if task == "sub":
+        for x, y in col:
+            d = x - y - carry
+            top = f"1{x}" if d < 0 else str(x)
+            lines.append(f"{top}-{y}-{carry}={d % 10}")
+            carry = 1 if d < 0 else 0
+        return "\n".join(lines) + "\n"
+    for xs in col:
+        s = sum(xs) + carry
+        lines.append("+".join(map(str, xs)) + f"+{carry}={s}")
+        carry = s // 10
+    return "\n".join(lines) + "\n"
+
+
+def split_of(prompt: str) -> str:
+    """Which split an item belongs to (stable across runs and machines)."""
+    h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little") % 100
+    for name, (lo, hi) in _SPLIT_SHARES.items():
+        if lo <= h < hi:
+            return name
+    raise AssertionError(h)  # pragma: no cover - the shares cover 0..99
+
+
+def random_item(task: str, level: int, rng: random.Random) -> Item:
+    lo, hi = 10 ** (level - 1), 10 ** level - 1
+    n = 3 if task == "add3" else 2
+    ops = [rng.randint(lo, hi) for _ in range(n)]
+    if task == "sub":
+        ops.sort(reverse=True)
+    return Item(task, tuple(ops))
+
+
+def sample_items(cell: str, n: int, split: str, seed: int) -> list[Item]:
+    """`n` distinct items of one cell from one split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    task, level = parse_cell(cell)
+    rng = random.Random(f"{seed}:{cell}:{split}")
+    seen: set[str] = set()
+    out: list[Item] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 200 * n + 10_000:
+            raise ValueError(f"cell {cell} has too few '{split}' items for n={n}")
+        it = random_item(task, level, rng)
+        if it.prompt in seen or split_of(it.prompt) != split:
+            continue
+        seen.add(it.prompt)
+        out.append(it)
+    return out
+
+
+def to_problem(item: Item, split: str) -> Problem:
+    """A canonical row: task gsm8k (numeric verifier), worked solution, cell/task/level/split in meta."""
+    meta = {"cell": item.cell, "task": item.task, "level": item.level, "split": split}
+    return Problem(prompt=item.prompt, answer=item.answer, solution=item.solution, source=SOURCE,
+                   task=TASK, meta=json.dumps(meta, sort_keys=True))
+
+
+def items_for(cells, per_cell: int, split: str, seed: int = 0) -> list[Problem]:
+    """`per_cell` problems of each cell from one split, as canonical rows."""
+    return [to_problem(it, split) for c in cells for it in sample_items(c, per_cell, split, seed)]
+
+
+def cell_of(problem: Problem) -> str:
+    return str(problem.meta_dict["cell"])

@@ -1,0 +1,183 @@
+"""`stagewise experiment --design v2`: the testbed's worked solutions, the validity rules and the paired
+bootstrap with literal numbers, and one run at test size (a tiny base model pretrained in the test, in a
+temporary cache): the validity checks refuse to report arms, and with the checks overridden the arms
+train through the toolkit and results.json has the issue's shape."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+from stagewise.curate.verifiers import score
+
+from stagewise.experiments import testbed_v2 as T
+from stagewise.experiments.stats import hierarchical_bootstrap, paired_item_diffs
+from stagewise.experiments.validity import validity_checks
+
+
+@pytest.mark.parametrize("task, operands, solution, answer", [
+    ("add", (4718, 395), "8+5+0=13\n1+9+1=11\n7+3+1=11\n4+0+1=5\n", "5113"),
+    ("sub", (4718, 395), "8-5-0=3\n11-9-0=2\n7-3-1=3\n4-0-0=4\n", "4323"),
+    ("sub", (1000, 999), "10-9-0=1\n10-9-1=0\n10-9-1=0\n1-0-1=0\n", "1"),
+    ("add3", (471, 395, 128), "1+5+8+0=14\n7+9+2+1=19\n4+3+1+1=9\n", "994"),
+])
+def test_worked_solutions_carry_and_borrow_and_the_formatted_target_verifies(task, operands, solution, answer):
+    from stagewise.curate.prompts import format_target
+
+    item = T.Item(task, operands)
+    assert (item.solution, item.answer) == (solution, answer)
+    problem = T.to_problem(item, "pool")
+    assert score(format_target(problem.solution, problem.answer, problem, "{prompt}"), problem).correct
+
+
+def test_splits_are_disjoint_and_every_item_is_in_its_cell():
+    drawn = {s: {it.prompt for it in T.sample_items("sub-3", 40, s, seed=0)} for s in T.SPLITS}
+    for a in T.SPLITS:
+        for b in T.SPLITS:
+            assert a == b or not drawn[a] & drawn[b]
+    problems = T.items_for(["add3-4", "sub-2"], 3, "test")
+    assert [T.cell_of(p) for p in problems] == ["add3-4"] * 3 + ["sub-2"] * 3
+    assert all(int(p.answer) >= 0 for p in problems)
+
+
+def _counts(spec):
+    """{id: (n, c)} and {id: cell} from [(cell, c), ...] at n = 16."""
+    counts = {f"i{j}": (16, c) for j, (_, c) in enumerate(spec)}
+    cells = {f"i{j}": cell for j, (cell, _) in enumerate(spec)}
+    return counts, cells
+
+
+def test_validity_passes_a_pool_with_every_bucket_and_unmastered_items_in_three_cells():
+    pool, cells = _counts([("add-5", 0), ("sub-4", 0), ("add3-3", 0), ("add3-4", 0),
+                           ("add-4", 5), ("sub-3", 9), ("add3-2", 1), ("sub-4", 3),
+                           ("add-2", 16), ("sub-2", 16), ("add-3", 16)])
+    capability = {"i0": (128, 2), "i1": (128, 0), "i2": (128, 1), "i3": (128, 0)}
+    test = {"t0": (16, 0), "t1": (16, 4), "t2": (16, 16), "t3": (16, 0), "t4": (16, 2)}
+    checks = validity_checks(pool, cells, capability, test)
+    assert [c["value"] for c in checks] == [round(3 / 11, 4), 4, 0.25, 0.5, 0.4]
+    assert all(c["passed"] for c in checks)
+
+
+def test_validity_fails_when_one_cell_holds_the_unmastered_items_and_none_is_reachable():
+    pool, cells = _counts([("add-5", 0), ("add-5", 0), ("add-5", 0), ("sub-5", 0),
+                           ("add-4", 5), ("add-3", 16), ("add-2", 16), ("sub-2", 16), ("sub-3", 16)])
+    share, n_cells, top_cell, reachable, headroom = validity_checks(pool, cells, {}, {"t": (16, 16)})
+    assert share["value"] == round(1 / 9, 4) and not share["passed"]      # one partial item of nine
+    assert "(partial)" in share["check"]
+    assert n_cells["value"] == 2 and not n_cells["passed"]
+    assert top_cell["value"] == 0.75 and not top_cell["passed"]
+    assert reachable["value"] == 0.0 and not reachable["passed"]
+    assert headroom["value"] == 0.0 and not headroom["passed"]
+
+
+def test_paired_bootstrap_is_exact_for_identical_pairs_and_wider_with_varying_seeds():
+    arm = {(0, 0): {"a": 1.0, "b": 0.5}, (0, 1): {"a": 1.0, "b": 0.5}}
+    ref = {(0, 0): {"a": 0.5, "b": 0.0}, (0, 1): {"a": 0.5, "b": 0.0, "c": 1.0}}
+    diffs = paired_item_diffs(arm, ref)
+    assert diffs == {(0, 0): [0.5, 0.5], (0, 1): [0.5, 0.5]}  # "c" is not in both
+    same = hierarchical_bootstrap(diffs, reps=200)
+    assert same["mean"] == same["ci_low"] == same["ci_high"] == 0.5
+    varied = hierarchical_bootstrap({(0, 0): [0.4, 0.6], (1, 0): [-0.2, 0.0], (2, 0): [0.9, 1.0]}, reps=2000)
+    assert varied["mean"] == pytest.approx((0.5 - 0.1 + 0.95) / 3)
+    assert varied["ci_low"] < 0.2 and varied["ci_high"] > 0.7  # the spread between pairs is in the interval
+
+
+def test_cell_matched_draw_keeps_the_cell_counts_and_replay_its_fraction():
+    from stagewise.experiments.arms_v2 import cell_matched, replay_ids
+
+    ids = {"add-5": [f"a{i}" for i in range(10)], "sub-4": [f"s{i}" for i in range(10)]}
+    drawn = cell_matched(ids, {"add-5": 3, "sub-4": 2}, random.Random(0), exclude={"a0", "a1"})
+    assert sum(d.startswith("a") for d in drawn) == 3 and sum(d.startswith("s") for d in drawn) == 2
+    assert not {"a0", "a1"} & set(drawn)
+    assert len(replay_ids([f"m{i}" for i in range(20)], 14, 0.3, random.Random(0))) == 6   # 6 / (14 + 6) = 0.3
+    assert len(replay_ids(["m0", "m1"], 14, 0.3, random.Random(0))) == 2                   # all that exist
+
+
+def test_method_arms_are_refused_by_name_when_the_checkout_lacks_their_feature(monkeypatch):
+    from stagewise.curate.errors import ConfigError
+    from stagewise.experiments import arms_v2
+
+    monkeypatch.setattr(arms_v2, "available_features", lambda: {
+        "sft_replay": False, "reprobe": False, "rounds": False, "joint_sft_learning_rate": True})
+    with pytest.raises(ConfigError, match="loop needs sft_replay, reprobe, rounds"):
+        arms_v2.resolve_arms_v2("base,routed,loop")
+    assert [a.name for a in arms_v2.resolve_arms_v2("routed,sft-all-rl-all")] == ["base", "routed", "sft-all-rl-all"]
+
+
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory):
+    """A test-size design: two addition cells, one tiny base model pretrained here in a temporary cache."""
+    from stagewise.experiments.config import V2_DEFAULT
+    from stagewise.experiments.pretrain import PretrainV2Config
+
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = replace(V2_DEFAULT, tasks=("add",), levels=(2, 3), pool_per_cell=6, val_per_cell=2, test_per_cell=4,
+                  probe_samples=8, capability_samples=16, eval_samples=8, after_sft_samples=8, val_samples=2, ks=(1, 8),
+                  max_new_tokens=48, total_steps=2, sft_batch_size=4, rl_prompts=1, bases=1, seeds=1,
+                  sft_lr_grid=(1e-3,), rl_lr_grid=(1e-5,), sft_replay=0.3,
+                  pretrain=PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=30, horizon=30,
+                                            batch_size=16, warmup_steps=5, task_weights=(("add", 1.0),),
+                                            levels=(2, 3)))
+    return cfg, cache
+
+
+def test_failed_validity_checks_stop_the_run_before_any_arm(tiny_v2, tmp_path, monkeypatch):
+    from stagewise.curate.errors import ConfigError
+
+    import stagewise as sw
+
+    cfg, cache = tiny_v2
+    monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
+    with pytest.raises(ConfigError, match="validity checks failed"):
+        sw.experiment(tmp_path / "exp", config=cfg, arms="base,sft-all-rl-all")
+    data = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert data["design"] == "v2" and data["arms"] == []
+    assert {"check", "value", "threshold", "passed"} == set(data["validity"][0])
+    assert not all(c["passed"] for c in data["validity"])
+    assert not (tmp_path / "exp" / "arms").exists()
+
+
+def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2, tmp_path, monkeypatch):
+    import stagewise as sw
+
+    cfg, cache = tiny_v2
+    monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
+    arms = "base,sft-all-rl-all,sft-unmastered-only"  # the tiny model has no partial items for the others
+    res = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
+    data = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert set(data) == {"design", "validity", "arms"}
+    assert [a["name"] for a in data["arms"]] == arms.split(",")
+    for arm in data["arms"]:
+        assert set(arm) == {"name", "per_seed", "paired_diff", "compute", "diagnostics"}
+        assert {"mean", "ci_low", "ci_high"} <= set(arm["paired_diff"])
+        assert "zero_variance_frac" in arm["diagnostics"]
+        assert 0 <= arm["per_seed"][0]["pass@1"] <= arm["per_seed"][0]["pass@8"] <= 1
+    by_name = {a["name"]: a for a in data["arms"]}
+    primary = by_name["sft-all-rl-all"]
+    assert primary["paired_diff"]["mean"] == 0.0                       # the baseline against itself
+    assert primary["compute"]["steps"] == {"sft": 1, "rl": 1}
+    assert primary["compute"]["trained_tokens"] > 0 and primary["compute"]["generated_tokens"] > 0
+    assert len(primary["diagnostics"]["zero_variance_frac"]) == 1      # one RL step, one logged fraction
+    assert by_name["sft-unmastered-only"]["compute"]["steps"] == {"sft": 2}
+    assert by_name["base"]["compute"]["steps"] == {}
+    # The sweep ran on validation and every arm trained at the rates it chose.
+    ctx = json.loads((tmp_path / "exp" / "context.json").read_text())
+    assert ctx["sweep"]["ran"] and ctx["learning_rates"] == {"sft": 1e-3, "rl": 1e-5}
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "NOT a valid test" in md and "| sft-unmastered-only |" in md
+
+    # Re-running resumes every (base, seed, arm) from its result.json.
+    again = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
+    assert again.results["arms"][1]["per_seed"] == res.results["arms"][1]["per_seed"]
+
+
+def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path):
+    from click.testing import CliRunner
+    from stagewise.cli import cli
+
+    out = CliRunner().invoke(cli, ["experiment", "--out", str(tmp_path / "e"), "--arms", "base,routd"])
+    assert out.exit_code == 1
+    assert "unknown arm(s) routd" in out.output and "cell-matched-random" in out.output
+    assert "Traceback" not in out.output
