@@ -175,34 +175,3 @@ def test_sql_view_agrees_with_python(tmp_path):
                 assert row[key] is None, (n, c, key)
             else:
                 assert row[key] == pytest.approx(value, abs=1e-12), (n, c, key)
-
-
-@pytest.mark.parametrize("df,expected", [(1, 12.706), (4, 2.776), (11, 2.201), (30, 2.042), (1000, 1.962)])
-def test_t_quantile_matches_the_printed_table(df, expected):
-    from stagewise.curate.statistics import t_quantile
-
-    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
-
-
-def test_paired_gain_pairs_items_and_leaves_out_unverified_ones():
-    from stagewise.curate.statistics import paired_gain
-
-    before = {"a": (2, 0), "b": (2, 1), "c": (2, 2), "d": (0, 0)}
-    after = {"a": (2, 1), "b": (2, 2), "c": (2, 2), "d": (2, 2)}
-    gain = paired_gain(before, after)
-    # differences 0.5, 0.5, 0.0: mean 1/3, sd 0.2887, t(0.975, 2) = 4.303
-    assert gain["n_items"] == 3 and gain["excluded"] == 1
-    assert gain["mean"] == pytest.approx(1 / 3)
-    half = 4.303 * 0.288675 / 3 ** 0.5
-    assert gain["ci_low"] == pytest.approx(1 / 3 - half, abs=1e-3)
-    assert gain["ci_high"] == pytest.approx(1 / 3 + half, abs=1e-3)
-
-
-def test_a_constant_improvement_has_a_zero_width_paired_interval():
-    """The same +0.5 on every item: pairing makes the interval exclude zero however noisy the items are."""
-    from stagewise.curate.statistics import paired_gain
-
-    before = {str(i): (2, i % 2) for i in range(6)}
-    after = {str(i): (2, i % 2 + 1) for i in range(6)}
-    gain = paired_gain(before, after)
-    assert gain["ci_low"] == pytest.approx(0.5) and gain["ci_high"] == pytest.approx(0.5)
