@@ -61,7 +61,7 @@ def test_route_export_show_samples_and_merge(store, tmp_path):
     assert_documented("merge", data)
 
 
-def test_probe_and_eval(tiny_model_dir, tmp_path):
+def test_probe_and_eval_print_the_documented_json(tiny_model_dir, tmp_path):
     data = tmp_path / "toy.jsonl"
     data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": str(i)}) + "\n" for i in range(2)))
     common = ["--task", TASK, "--model", tiny_model_dir, "-k", "1", "--max-new-tokens", "4", "--json"]
