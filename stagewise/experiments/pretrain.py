@@ -82,18 +82,8 @@ def pretrain(config: PretrainConfig = PretrainConfig(), *, prompt_template: str 
         _ensure_chat_template(target)
         return PretrainResult(str(target), True, meta["config"], meta["stats"])
 
-    import torch
 
-    torch.manual_seed(config.seed)
-    tmp = root / f".tmp-{digest}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_model(tmp, hidden_size=config.hidden_size, num_layers=config.num_layers,
-                     num_heads=config.num_heads, max_positions=256, seed=config.seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _ensure_chat_template(tmp)
-    tokenizer = AutoTokenizer.from_pretrained(tmp)
-    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    tmp, tokenizer, model = _fresh_model(config, root, digest)
     rng = random.Random(config.seed)
     stats = _train_loop(model, tokenizer, config, _batches(config, prompt_template, rng), progress)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -248,18 +238,8 @@ def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_templat
         meta = json.loads(stamp.read_text())
         return PretrainResult(str(target), True, meta["config"], meta["stats"])
 
-    import torch
 
-    torch.manual_seed(config.seed)
-    tmp = root / f".tmp-{digest}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_model(tmp, hidden_size=config.hidden_size, num_layers=config.num_layers,
-                     num_heads=config.num_heads, max_positions=256, seed=config.seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _ensure_chat_template(tmp)
-    tokenizer = AutoTokenizer.from_pretrained(tmp)
-    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    tmp, tokenizer, model = _fresh_model(config, root, digest)
     wanted = set(checkpoints)
 
     def save_checkpoint(step, net):
@@ -296,3 +276,20 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random):
             p = testbed_v2.to_problem(cache[cell].pop(), "pretrain")
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch
+
+
+def _fresh_model(config, root, digest: str):
+    """A newly initialised tiny model in a temporary folder beside the cache entry, seeded by the config:
+    (folder, tokenizer, model). Both designs pretrain from here."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(config.seed)
+    tmp = root / f".tmp-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(tmp, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                     num_heads=config.num_heads, max_positions=256, seed=config.seed)
+    _ensure_chat_template(tmp)
+    tokenizer = AutoTokenizer.from_pretrained(tmp)
+    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    return tmp, tokenizer, model
