@@ -15,7 +15,12 @@ def atomic_target(path) -> tuple[str, str]:
 
 def write_text_atomic(path, text: str) -> str:
     path, tmp = atomic_target(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):  # a failed write leaves the old file as it was, and no stray sibling
+            os.remove(tmp)
+        raise
     return path

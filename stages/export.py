@@ -2,7 +2,9 @@
 splits a trainer loads unchanged (TRL, verl or OpenRLHF), with manifest.json and a dataset card.
 
 The directory is built in a temporary sibling and renamed into place, so an interrupted export leaves
-nothing half-written, and an existing directory is replaced only with `overwrite=True`.
+nothing half-written. Its completion marker (`export.done.json`, curate/steps.py) records the options and
+the probe run it was made from: exporting again with the same options reuses the directory, with other
+options is refused (naming the keys that differ), and `overwrite=True` replaces it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError, InputError, writing
+from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
-from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name, sha256_file
+from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name, read_manifest, sha256_file
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
@@ -32,6 +35,8 @@ from stagewise.stages.routing import (
     open_store,
     order_assignments,
     read_mastery,
+    resolve_run,
+    resolve_runs,
     route_summary,
     truncation_counts,
 )
@@ -48,6 +53,7 @@ class ExportResult:
     assignments: object = None  # polars DataFrame, after demonstrations were resolved
     summary: object = None  # routing.RouteSummary
     demos: dict = field(default_factory=dict)  # demonstration report per source
+    reused: bool = False  # True: `out` already held an export made with the same options
 
 
 def export(store, out, *, format: str = "trl", run_id: str | None = None, policy: str = "stage",
@@ -73,6 +79,9 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     split); `with_samples` also writes samples.parquet (every sample of the run, whatever the item's
     stage); `decontaminate` (benchmark specs) sends items sharing an `ngram`-word run with them to
     unrouted.parquet with the reason, counted in the manifest (`counts.contaminated`) and the card.
+    An `out` that holds an export made with the same options (and the same probe run) is reused: the
+    result is read back from it, with `reused=True`. One made with other options is refused, naming the
+    keys that differ; `overwrite=True` replaces it (atomically).
     """
     # Validate every option before any heavy work, and report all problems at once.
     problems_found = []
@@ -89,13 +98,28 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
         except ConfigError as exc:
             problems_found.append(str(exc))
     out = Path(out)
-    if out.exists() and not overwrite:
-        problems_found.append(f"output directory {out} already exists; pass --overwrite to replace it, "
-                              "or choose another --out")
-    elif out.exists() and not out.is_dir():
+    if out.exists() and not out.is_dir():
         problems_found.append(f"--out {out} is a file, not a directory; choose another --out")
     if problems_found:
         raise ConfigError("; ".join(problems_found))
+    # Everything the directory's content depends on: the options and the probe run(s) it reads.
+    options = {"store": _store_identity(store, run_id, runs), "format": format, "run_id": run_id,
+               "policy": policy, "low": low, "high": high, "keep_mastered": keep_mastered,
+               "require_samples": require_samples, "seed": seed, "demos": list(demos), "teacher": teacher,
+               "teacher_backend": getattr(teacher_backend, "name", teacher_backend),
+               "teacher_budget": teacher_budget, "teacher_options": teacher_options, "sft_style": sft_style,
+               "card": card, "truncated": truncated, "sft_replay": sft_replay, "sft_replay_from": sft_replay_from,
+               "heldout": _ids_digest(heldout), "rationalize_model": rationalize_model, "runs": runs,
+               "by_model": by_model, "order": order, "with_samples": with_samples,
+               "decontaminate": list(decontaminate) if decontaminate else None, "ngram": ngram}
+    step = Step(out, "export", portable(options))  # the marker may be shared with the directory: no paths
+    if out.exists() and not overwrite:
+        if step.done():
+            return _reuse(out, policy, keep_mastered)
+        step.refuse_other_options(f"{out}/ was exported", "pass --overwrite to replace it")
+        raise OtherOptionsError(f"output directory {out} already exists and has no export.done.json (it was not "
+                                "made by `stagewise export`, or by an older version)",
+                                "pass --overwrite to replace it, or choose another --out")
     demos = demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget)
     fmt = make_format(format, sft_style=sft_style)
     router = make_router(policy, low=low, high=high, seed=seed)
@@ -186,11 +210,57 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                     tmp / "samples.parquet")
             manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
                                      extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
+            # Written last, inside the directory: it moves into place with the files it vouches for.
+            Step(tmp, step.name, step.config).mark({"run_id": rid, "counts": manifest["counts"]})
             _move_into_place(tmp, out.resolve(), overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing partial is left behind
         raise
     return ExportResult(out, manifest, assignments, summary, found.report)
+
+
+def _store_identity(store, run_id, runs) -> dict:
+    """The probe run(s) an export reads, named by what they are: the store's file name, the run ids and
+    how many samples they hold (a probe resumed into the same run adds samples, and changes the export)."""
+    from stagewise.curate.paths import portable_name
+
+    st, opened = open_store(store)
+    try:
+        rids = resolve_runs(st, runs) if runs else [resolve_run(st, run_id)]
+        table = st.runs()
+        samples = {str(r): int(n) for r, n in zip(table["run_id"].to_list(), table["n_samples"].to_list())}
+        name = portable_name(str(getattr(st, "path", store)))
+    finally:
+        if opened:
+            st.close()
+    return {"name": name, "runs": rids, "samples": sum(samples.get(r, 0) for r in rids)}
+
+
+def _ids_digest(ids) -> str | None:
+    """Held-out ids as a count and a short hash: the marker says whether they changed, not which."""
+    import hashlib
+
+    ids = sorted(str(getattr(h, "id", h)) for h in (ids or ()))
+    if not ids:
+        return None
+    return f"{len(ids)} ids, sha256 {hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:12]}"
+
+
+def _reuse(out: Path, policy: str, keep_mastered: int) -> ExportResult:
+    """The ExportResult of an export already in `out` (made with the same options), read back from it."""
+    import polars as pl
+
+    found = read_manifest(out)
+    if found is None:
+        raise InputError("the export's manifest.json is missing", path=str(out),
+                         fix="pass --overwrite to export again")
+    manifest = found.to_dict()
+    assignments = pl.read_parquet(out / "assignments.parquet")
+    max_new_tokens = ((manifest.get("probe") or {}).get("sampling") or {}).get("max_new_tokens")
+    summary = route_summary(assignments, policy, keep_mastered=keep_mastered, max_new_tokens=max_new_tokens)
+    summary.warnings = list(manifest.get("warnings") or [])  # as written then (replay sizing included)
+    demos = (manifest.get("demonstrations") or {}).get("report") or {}
+    return ExportResult(out, manifest, assignments, summary, demos, reused=True)
 
 
 @dataclass

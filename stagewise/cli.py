@@ -707,7 +707,9 @@ def route_cmd(store, run_id, policy, low, high, keep_mastered, require_samples, 
               help="Buckets SFT replay draws from: mastered or mastered,partial.")
 @click.option("--rationalize-model", default=None,
               help="The model --demos rationalize samples (default: the probed model's name).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing export directory (one made with the same options is reused without it; "
+                   "one made with other options is refused).")
 @_pooling_options
 @click.option("--with-samples", is_flag=True,
               help="Also write samples.parquet: every sample of the run (id, sample_idx, completion, extracted, "
@@ -755,7 +757,7 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         _echo_warnings(result.summary.warnings)
         _echo_json({"out": str(result.out), "format": m.get("format"), "counts": m.get("counts"),
                     "files": m.get("files"), "summary": result.summary.to_dict(), "demos": result.demos,
-                    "warnings": list(result.summary.warnings)})
+                    "reused": result.reused, "warnings": list(result.summary.warnings)})
         return
     _print_route_summary(result.summary, result.assignments)
     if result.manifest["counts"].get("contaminated"):
@@ -769,7 +771,10 @@ def export_cmd(store, run_id, policy, low, high, keep_mastered, require_samples,
         click.echo(f"sft replay: {replay['taken']} rows ({replay['achieved']:.0%} of sft.parquet, "
                    f"asked {replay['fraction']:g}) marked stage = replay-sft")
     files = result.manifest["files"]
-    click.echo(f"wrote {result.out}/ ({result.manifest['format']}): " + ", ".join(
+    if result.reused:
+        click.echo(f"{result.out}/ was exported earlier with the same options: reused it "
+                   "(pass --overwrite to export again)")
+    click.echo(f"{'reused' if result.reused else 'wrote'} {result.out}/ ({result.manifest['format']}): " + ", ".join(
         f"{name} {info['rows']}" for name, info in files.items() if info.get("rows") is not None))
     click.echo(f"  card: {result.out}/README.md   manifest: {result.out}/manifest.json")
 

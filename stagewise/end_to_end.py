@@ -7,7 +7,8 @@ evaluation before and after) -> report, in one run directory.
 
 Each stage is the public API call of its own command; this module only wires them together, keeps
 the run directory resumable, and writes the report. A re-run of the same command resumes: finished
-stages are skipped (state.json), probing resumes from its store, training from its checkpoints.
+stages are skipped (their completion markers, RUN/steps/<stage>.done.json), probing resumes from its
+store, training from its checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import yaml
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, StagewiseError
+from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.runconfig import deep_merge, diff_configs, load_config
 
 
@@ -59,7 +61,8 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         cfg = load_config(config, scale=scale, overrides=overrides)
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     _check_sections(cfg)
-    state = _open_run_dir(run_dir, cfg, fresh)
+    _open_run_dir(run_dir, cfg, fresh)
+    seconds: dict[str, float] = {}
 
     echo(f"stagewise run -> {run_dir}")
     echo(f"  estimated wall time on a 2-core CPU: ~{estimate_minutes(cfg):.0f} min (hf backend; GPUs are faster)")
@@ -68,14 +71,17 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     echo(f"  {len(pool)} candidate items, {len(heldout)} held-out evaluation items")
 
     def stage(name, fn):
-        if state["stages"].get(name, {}).get("done"):
-            echo(f"  [{name}] done earlier ({state['stages'][name]['seconds']:.0f} s), skipped")
-            return state["stages"][name].get("result")
+        # config.yaml already refuses another config, so every stage is keyed by the whole resolved config.
+        step = Step(run_dir / "steps", name, cfg)
+        if step.done():
+            seconds[name] = float(step.record().get("seconds") or 0.0)
+            echo(f"  [{name}] done earlier ({seconds[name]:.0f} s), skipped")
+            return step.result()
         t0 = time.time()
         value = fn()
-        state["stages"][name] = {"done": True, "seconds": time.time() - t0, "result": value}
-        _save_state(run_dir, state)
-        echo(f"  [{name}] {time.time() - t0:.0f} s")
+        seconds[name] = time.time() - t0
+        step.mark(value, seconds=seconds[name])
+        echo(f"  [{name}] {seconds[name]:.0f} s")
         return value
 
     import stagewise as sw
@@ -105,8 +111,14 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
     probed = stage("probe", do_probe)
 
     def do_export():
-        res = sw.export(str(store), str(run_dir / "export"), seed=cfg["seed"], overwrite=True,
-                        heldout=[p.id for p in heldout], **cfg["route"], **cfg["export"])
+        # An export finished before an interruption (its own marker, same options) is reused.
+        try:
+            res = sw.export(str(store), str(run_dir / "export"), seed=cfg["seed"],
+                            heldout=[p.id for p in heldout], **cfg["route"], **cfg["export"])
+        except OtherOptionsError as exc:
+            raise ConfigError(f"{exc.made}; pass --fresh to start the run over, or choose another --out") from None
+        if res.reused:
+            echo(f"  reused {res.out}/: exported earlier with the same options")
         return {"counts": res.manifest.get("counts", {})}
 
     exported = stage("export", do_export)
@@ -124,20 +136,18 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
 
     from stagewise.run_report import write_run_report
 
-    seconds = {k: v["seconds"] for k, v in state["stages"].items() if k != "report"}
     summary = run_summary(trained, seconds, probed=probed, exported=exported, heldout_items=len(heldout),
                           seed=cfg["seed"])
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     report_md = write_run_report(run_dir, cfg, profile=profile, probed=probed, exported=exported,
                                  trained=trained, notes=notes, seconds=seconds, summary=summary)
-    state["stages"]["report"] = {"done": True, "seconds": 0.0}
-    _save_state(run_dir, state)
+    Step(run_dir / "steps", "report", cfg).mark(str(report_md), seconds=0.0)
     left = (probed.get("summary", {}).get("contamination") or {}).get("contaminated")
     notes = notes + ([f"left out {left} pool items overlapping a benchmark set"] if left else [])
     return RunResult(str(run_dir), str(report_md), headline(trained, summary), seconds, notes)
 
 
-def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
+def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> None:
     """Create or resume a run directory; refuse to mix configs."""
     resolved = run_dir / "config.yaml"
     if fresh and run_dir.exists():
@@ -153,12 +163,6 @@ def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resolved.exists():
         write_text_atomic(resolved, yaml.safe_dump(cfg, sort_keys=False))
-    state_path = run_dir / "state.json"
-    return json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
-
-
-def _save_state(run_dir: Path, state: dict) -> None:
-    write_text_atomic(run_dir / "state.json", json.dumps(state, indent=1, default=str))
 
 
 TRAIN_KEYS = ("reprobe", "reprobe_sample", "rounds")  # the `train` section: options of the loop itself

@@ -168,7 +168,7 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "NOT a valid test" in md and "| sft-unmastered-only |" in md
 
-    # Re-running resumes every (base, seed, arm) from its result.json.
+    # Re-running resumes every (base, seed, arm) from its completion marker.
     again = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
     assert again.results["arms"][1]["per_seed"] == res.results["arms"][1]["per_seed"]
 

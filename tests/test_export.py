@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from stages_helpers import SYSTEM, build_store, item, mixed_items
-from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.errors import ConfigError, InputError, StorageError
 from stagewise.curate.store import ProbeStore
 
 import stagewise as sw
@@ -203,14 +203,84 @@ def test_several_runs_need_a_run_id(tmp_path):
     assert result.manifest["counts"]["splits"]["rl"] == 1
 
 
-def test_cli_export_prints_summary_and_refuses_to_clobber(store, tmp_path):
+def test_cli_export_prints_summary(store, tmp_path):
     out = tmp_path / "export"
-    runner = CliRunner()
-    res = runner.invoke(cli, ["export", "--store", store, "--out", str(out), "--format", "verl"])
+    res = CliRunner().invoke(cli, ["export", "--store", store, "--out", str(out), "--format", "verl"])
     assert res.exit_code == 0, res.output
     assert "buckets × stages" in res.output and "rl.parquet 8" in res.output
-    res = runner.invoke(cli, ["export", "--store", store, "--out", str(out)])
-    assert res.exit_code == 1 and "already exists" in res.output and "Traceback" not in res.output
+
+
+def _stagewise(*args):
+    """The installed console script in a real subprocess: exit codes and stderr as a user sees them."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "stagewise")
+    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_exporting_again_reuses_the_same_options_refuses_other_ones_and_overwrite_replaces(store, tmp_path):
+    out = tmp_path / "export"
+    band = ["export", "--store", store, "--out", out, "--policy", "band", "--high", "0.9"]
+    first = _stagewise(*band, "--low", "0.1")
+    assert first.returncode == 0, first.stderr
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    same = _stagewise(*band, "--low", "0.1")
+    assert same.returncode == 0, same.stderr
+    assert f"{out}/ was exported earlier with the same options: reused it" in same.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written  # nothing rewritten
+
+    other = _stagewise(*band, "--low", "0.6", "--format", "verl")
+    assert other.returncode == 1 and other.stdout == ""
+    assert "Traceback" not in other.stderr
+    assert other.stderr.strip() == (f"Error: {out}/ was exported with format=trl, low=0.1, this run asks "
+                                    "format=verl, low=0.6; pass --overwrite to replace it")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written  # refused: left as it was
+
+    replaced = _stagewise(*band, "--low", "0.6", "--format", "verl", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "verl" and manifest["route"]["low"] == 0.6
+    assert (out / "reward.py").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run.duckdb"]  # no temporary sibling
+
+
+def test_a_probe_resumed_into_the_same_run_changes_what_an_export_reads(store, tmp_path):
+    out = tmp_path / "export"
+    first = sw.export(store, out)
+    assert not first.reused
+    again = sw.export(store, out)
+    assert again.reused and again.manifest == first.manifest
+    assert again.assignments.equals(first.assignments) and again.demos == first.demos
+    assert again.summary.to_dict() == first.summary.to_dict()
+    with ProbeStore(store) as st:  # one more sample of q00 in the same run
+        st.add_samples(first.manifest["run_id"], [{"problem_id": "q00", "sample_idx": 4, "status": "wrong",
+                                                   "completion": "It is \\boxed{999}", "score": 0.0}])
+    from stagewise.curate.steps import OtherOptionsError
+
+    with pytest.raises(OtherOptionsError, match=r"was exported with store\.samples=96, this run asks "
+                                                r"store\.samples=97; pass --overwrite"):
+        sw.export(store, out)
+
+
+def test_an_overwrite_that_fails_midway_leaves_the_earlier_export_whole(store, tmp_path, monkeypatch):
+    import stagewise.stages.export as export_mod
+
+    out = tmp_path / "export"
+    sw.export(store, out, policy="stage")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def half_written(tmp, *args, **kwargs):
+        (tmp / "sft.parquet").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "_write_export", half_written)
+    with pytest.raises(StorageError, match="no space left"):
+        sw.export(store, out, policy="band", low=0.1, high=0.9, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run.duckdb"]
 
 
 def test_one_real_trl_step_on_the_exported_files(store, tmp_path, tiny_model_dir):

@@ -44,8 +44,10 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
                         "## Evaluation", "## Dataset profile", "## Config"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html  # images inlined: the HTML stands alone
-    state = json.loads((out / "state.json").read_text())
-    assert all(state["stages"][s]["done"] for s in ("profile", "probe", "export", "train", "report"))
+    steps = {s: json.loads((out / "steps" / f"{s}.done.json").read_text())
+             for s in ("profile", "probe", "export", "train", "report")}
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert all(m["step"] == name and m["config"] == resolved for name, m in steps.items())
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["sft"]["global_step"] == 1 and summary["rl"]["global_step"] == 1
     # probe.backend_args reached the probe (recorded with its run)
@@ -59,6 +61,15 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     again = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert again.output.count("done earlier") == 4
+
+    # Interrupted after the export directory was complete, before the run recorded it: the export is
+    # reused (its own marker, same options), training and evaluation are read back from theirs.
+    for name in ("export", "train"):
+        (out / "steps" / f"{name}.done.json").unlink()
+    interrupted = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
+    assert interrupted.exit_code == 0, interrupted.output
+    assert "exported earlier with the same options" in interrupted.output
+    assert interrupted.output.count("done earlier") == 2  # profile, probe
 
     # --json: stdout is the result alone; the stage lines went to stderr
     as_json = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out), "--json"])
@@ -116,8 +127,8 @@ def test_a_run_leaves_out_pool_items_overlapping_its_heldout_set_and_named_bench
     assert not (tmp_path / "all" / "probe.duckdb").exists()
     cfg["data"]["eval_sources"] = ["gsm8k:train"]
     result = sw.run(cfg, out=tmp_path / "run", echo=lines.append)
-    state = json.loads((Path(result.out) / "state.json").read_text())
-    left = state["stages"]["probe"]["result"]["summary"]["contamination"]
+    probed = json.loads((Path(result.out) / "steps" / "probe.done.json").read_text())["result"]
+    left = probed["summary"]["contamination"]
     assert [i["id"] for i in left["items"]] == [pool[1].id]
     assert any("left out 1 pool items" in line for line in lines)
     with ProbeStore(Path(result.out) / "probe.duckdb", read_only=True) as st:

@@ -154,7 +154,7 @@ def test_a_reader_sees_the_summary_first_every_items_samples_and_the_config_last
 
     assignments = pl.read_parquet(tiny_run / "export" / "assignments.parquet")
     assert len(page.details) == assignments.height  # one <details> per routed item
-    k = json.loads((tiny_run / "state.json").read_text())["stages"]["probe"]["result"]["summary"]["k"]
+    k = json.loads((tiny_run / "steps" / "probe.done.json").read_text())["result"]["summary"]["k"]
     for block, item_id in zip(page.details, assignments.sort("p_hat", "id", descending=[True, False])["id"]):
         assert item_id in block and "Routing:" in block and "Prompt:" in block
         assert block.count("verdict") == k and block.count("finish reason") == k

@@ -120,4 +120,4 @@ def test_sft_on_a_full_disk_names_out_and_leaves_no_half_written_checkpoint(tiny
         train_sft(data, tiny_model_dir, out, max_steps=2, batch_size=4, progress=False, save_steps=1000)
     assert not (out / "checkpoints" / "checkpoint-3").exists()
     assert not list(out.glob(".model.tmp*"))
-    assert not (out / "done.json").exists()
+    assert not (out / "train.done.json").exists()

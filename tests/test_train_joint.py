@@ -121,7 +121,7 @@ def test_cli_joint_runs_relift_and_reports_moves(toy, tmp_path):
                                       "--num-generations", "4", "--buffer-size", "100"])
     assert result.exit_code == 0, result.output
     assert "joint-relift: 1 steps" in result.output and "items moved to the SFT buffer" in result.output
-    assert (out / "model" / "config.json").exists() and (out / "done.json").exists()
+    assert (out / "model" / "config.json").exists() and (out / "train.done.json").exists()
 
 
 def test_the_sft_term_over_micro_batches_adds_up_to_the_loss_of_the_whole_batch(tiny_model_dir):

@@ -51,7 +51,7 @@ def _records(out_dir):
 
 
 def _check_written_once(out_dir, stdout, stage, steps=2):
-    done = json.loads((out_dir / "done.json").read_text())
+    done = json.loads((out_dir / "train.done.json").read_text())["result"]
     assert done["processes"] == 2 and done["global_step"] == steps
     assert (out_dir / "model" / "model.safetensors").exists()
     # one record per logged step: rank 1 wrote nothing
@@ -90,7 +90,7 @@ def test_relift_under_two_processes_checkpoints_its_buffer_and_resumes_it(export
     assert len(updates) == saved["counts"]["sft_updates"]
 
     res = launch(*common, "--max-steps", "3", "--resume")
-    done = json.loads((out / "done.json").read_text())
+    done = json.loads((out / "train.done.json").read_text())["result"]
     relift = done["extra"]["relift"]
     assert done["global_step"] == 3 and done["resumed_from"].endswith("checkpoint-2")
     assert relift["buffer_restored"] is True

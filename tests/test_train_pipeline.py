@@ -80,7 +80,7 @@ def test_two_rounds_on_the_cli_write_transitions_and_rounds(tmp_path, tiny_model
     assert result.exit_code == 0, result.output
     # --max-steps applies per stage per round
     for r in (1, 2):
-        assert json.loads((out / f"round-{r}" / "sft" / "done.json").read_text())["global_step"] == 1
+        assert json.loads((out / f"round-{r}" / "sft" / "train.done.json").read_text())["result"]["global_step"] == 1
     rounds = pq.read_table(out / "rounds.parquet").to_pylist()
     ids = {r["id"] for r in rounds}
     assert {r["round"] for r in rounds} == {1, 2} and len(rounds) == 2 * len(ids) == 2 * (7 + 2)  # 1 SFT row held out

@@ -27,7 +27,7 @@ config (TRL ships ready ones in trl/accelerate_configs/: multi_gpu, zero1-3, fsd
     accelerate launch --num_processes 8 -m stagewise.cli train rl --data export/ --model runs/t/sft/model \\
         --out runs/rl --set num_generations=16 --dry-run      # builds the trainers, prints the config
 
-Only rank 0 writes metrics.jsonl, configs, done.json and the final model. The `bridge` joint mode is
-single-process (it writes per-level gradients itself); `weighted` and `relift` run under accelerate
-like the plain recipes.
+Only rank 0 writes metrics.jsonl, configs, the completion marker (train.done.json) and the final model.
+The `bridge` joint mode is single-process (it writes per-level gradients itself); `weighted` and
+`relift` run under accelerate like the plain recipes.
 """

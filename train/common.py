@@ -9,8 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.steps import Step
 from transformers import TrainerCallback
 
 
@@ -168,17 +168,17 @@ def checkpoint_to_resume(out: Path, resume: bool) -> str | None:
 
 
 def finished_run(out: Path, resolved: dict, resume: bool) -> TrainResult | None:
-    """A stage that already finished with the same resolved config (OUT/done.json): resuming it is a no-op.
-    Without --resume, a finished OUT is never trained over."""
-    done = out / "done.json"
-    if not done.exists():
+    """A stage that already finished with the same resolved config (its marker OUT/train.done.json):
+    resuming it is a no-op. Without --resume, a finished OUT is never trained over."""
+    step = Step(out, "train", resolved)
+    if not step.exists():
         return None
     if not resume:
-        raise ConfigError(f"{out} already holds a finished run (done.json); pass --resume to reuse it, "
+        raise ConfigError(f"{out} already holds a finished run ({step.path.name}); pass --resume to reuse it, "
                           "or choose another --out")
-    record = json.loads(done.read_text())
-    if record.get("config") != json.loads(json.dumps(resolved, default=str)):
+    if not step.done():
         return None  # e.g. more --max-steps: continue from the last checkpoint
+    record = step.result() or {}
     if not Path(record.get("model_dir") or "").exists():
         return None
     return TrainResult(**{k: v for k, v in record.items() if k in TrainResult.__dataclass_fields__})
@@ -188,7 +188,7 @@ def mark_finished(out: Path, result: TrainResult) -> None:
     """Completion marker written last (atomically): its presence means OUT/model is complete."""
     if not is_main_process():
         return
-    write_text_atomic(out / "done.json", json.dumps(result.to_dict(), default=str, indent=1))
+    Step(out, "train", result.config).mark(result.to_dict())
 
 
 def save_final(trainer, tokenizer, out: Path) -> str:

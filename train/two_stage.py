@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import EmptySplitError, InputError
+from stagewise.curate.steps import Step
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult
 from stagewise.train.data import load_rl_rows, load_sft_rows, open_export, split_holdout
@@ -204,25 +205,19 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
 
 
 def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
-    """Evaluate one checkpoint, or reuse OUT/eval/<label>.json when the same model (weights hash) was
-    evaluated with the same settings: a resumed run does not pay for its evaluations twice."""
-    import hashlib
-
+    """Evaluate one checkpoint, or reuse its completion marker OUT/eval/<label>.done.json when the same
+    model (weights hash) was evaluated with the same settings: a resumed run does not pay twice."""
     from stagewise.curate.models import model_identity
     from stagewise.train.stage_eval import StageEval, evaluate_checkpoint
 
     settings = {k: v for k, v in kw.items() if k not in ("export", "heldout")}
     settings["heldout"] = sorted(p.id for p in kw.get("heldout") or [])
     settings["export"] = str(kw["export"].root)
-    key = hashlib.sha256(json.dumps([model_identity(model_dir), settings], sort_keys=True, default=str)
-                         .encode()).hexdigest()
-    path = out / "eval" / (label.replace(" ", "_") + ".json")
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key and "evaluation" in cached:
-            return StageEval.from_dict(cached["evaluation"])
+    step = Step(out / "eval", label.replace(" ", "_"), {"model": model_identity(model_dir), **settings})
+    if step.done():
+        return StageEval.from_dict(step.result())
     res = evaluate_checkpoint(model_dir, label, **kw)
-    write_text_atomic(path, json.dumps({"key": key, "evaluation": res.to_dict()}, default=str))
+    step.mark(res.to_dict())
     return res
 
 

@@ -3,19 +3,20 @@ train every arm at every seed -> evaluate on held-out items -> report.
 
 Everything after pretraining goes through the toolkit (curate.probe, stages.routing, stages.export,
 train.sft / train.rl, curate.evaluate, train.stage_eval.sft_loss); this module only decides what to
-call with which inputs and collects the numbers. Each (arm, seed) writes `result.json` when it
-finishes, so an interrupted run, re-run with the same command, continues where it stopped.
+call with which inputs and collects the numbers. Each (arm, seed) writes its completion marker
+`arm.done.json` (curate/steps.py) when it finishes, so an interrupted run, re-run with the same command,
+continues where it stopped; an arm finished with other settings runs again.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.experiments import testbed
 from stagewise.experiments.arms import ArmRun, resolve_arms, run_arm
 from stagewise.experiments.config import ExperimentConfig, preset
@@ -151,8 +152,6 @@ def _probe(problems, model: str, store: Path, seed: int, cfg: ExperimentConfig, 
 
 def _exports(pool_store: str, held_store: str, root: Path, chosen, cfg: ExperimentConfig) -> dict:
     """One export per policy the chosen arms read (random: one per seed), plus the held-out SFT rows."""
-    from stagewise.stages.export import export
-
     wanted = {}
     for arm in chosen:
         if arm.policy == "random":
@@ -163,16 +162,21 @@ def _exports(pool_store: str, held_store: str, root: Path, chosen, cfg: Experime
     out = {}
     for key, opts in wanted.items():
         name = key if isinstance(key, str) else f"{key[0]}-seed{key[1]}"
-        out[key] = _export_once(export, pool_store, root / name, opts)
+        out[key] = export_once(pool_store, root / name, **opts)
     # Every held-out item with its worked solution, exported the way SFT rows are: the held-out SFT loss.
-    out["heldout-sft"] = _export_once(export, held_store, root / "heldout-sft", {"policy": "sft-only"})
+    out["heldout-sft"] = export_once(held_store, root / "heldout-sft", policy="sft-only")
     return out
 
 
-def _export_once(export, store: str, target: Path, opts: dict) -> Path:
-    if (target / "manifest.json").exists():
-        return target  # exports are written atomically: a manifest means a complete export of this store
-    export(store, target, format="trl", overwrite=True, card=False, **opts)
+def export_once(store: str, target: Path, **options) -> Path:
+    """A trl export of `store` in `target`: reused when it was made with the same options and probe run,
+    replaced when with others (the experiment owns the directory and its settings changed)."""
+    from stagewise.stages.export import export
+
+    try:
+        export(store, target, format="trl", card=False, **options)
+    except OtherOptionsError:
+        export(store, target, format="trl", card=False, overwrite=True, **options)
     return target
 
 
@@ -184,9 +188,10 @@ def _heldout_sft_rows(export_dir: Path) -> list[dict]:
 
 def _run_one(arm, seed: int, run_dir: Path, base_model: str, exports: dict, bucket_of: dict, heldout,
              held_assign, heldout_sft_rows, cfg: ExperimentConfig, progress: bool) -> dict:
-    done = run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "seeds"}  # more seeds keep the finished ones
+    step = Step(run_dir, "arm", {"arm": arm.name, "seed": seed, "base_model": base_model, "config": settings})
+    if step.done():
+        return step.result()
     shutil.rmtree(run_dir, ignore_errors=True)  # a half-finished arm restarts from the base model
     run_dir.mkdir(parents=True)
     run: ArmRun = run_arm(arm, seed=seed, base_model=base_model, exports=exports, bucket_of=bucket_of, cfg=cfg,
@@ -196,9 +201,7 @@ def _run_one(arm, seed: int, run_dir: Path, base_model: str, exports: dict, buck
     metrics.update(_sft_losses(run, arm, heldout_sft_rows))
     metrics.update({"train_wall_s": round(run.wall_s, 1), "eval_wall_s": round(time.perf_counter() - t0, 1),
                     "generated_tokens": run.generated_tokens, "steps": run.steps, "n_rows": run.n_rows})
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=float))
-    tmp.replace(done)
+    step.mark(metrics)
     return metrics
 
 

@@ -3,7 +3,8 @@ set and, for the unmastered items, at k = 128 (cached beside the model) -> valid
 failure stops the run before any arm) -> export -> learning-rate sweep on validation -> every arm on
 every (base, seed) -> evaluate on test -> report.
 
-Each (base, seed, arm) writes `result.json` when it finishes, so the same command resumes.
+Each (base, seed, arm) writes its completion marker `arm.done.json` (curate/steps.py) when it finishes,
+so the same command resumes; one finished with other settings runs again.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.steps import Step
 from stagewise.experiments import testbed_v2
 from stagewise.experiments.arms_v2 import PRIMARY, ArmRunV2, arm_export_key, resolve_arms_v2, run_arm_v2
 from stagewise.experiments.config import ExperimentV2Config, preset_v2
 from stagewise.experiments.pretrain import pretrain_v2
+from stagewise.experiments.runner import export_once
 from stagewise.experiments.validity import all_passed, format_checks, validity_checks
 
 POOL_PROBE_SEED = 0
@@ -156,9 +159,13 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
 
 def _run_units(units: list[tuple], jobs: int, report, say) -> list[dict]:
     """Run every (base, seed, arm) unit, `jobs` at a time in spawned processes (one torch thread each);
-    finished units are read back from their result.json. Results come back in the units' order."""
-    todo = [i for i, u in enumerate(units) if not (u[3] / "result.json").exists()]
+    finished units are read back from their completion markers. Results come back in the units' order."""
+    steps = [_unit_step(*u) for u in units]
+    todo = [i for i, step in enumerate(steps) if not step.done()]
     say(f"{len(units)} arm runs, {len(units) - len(todo)} already done" + (f", {jobs} in parallel" if jobs > 1 else ""))
+    for i in todo:
+        if steps[i].exists():
+            say(f"  {units[i][3]} was run with {steps[i].describe_differences()}: running it again")
     recs: list = [None] * len(units)
     for i, u in enumerate(units):
         if i not in todo:
@@ -281,8 +288,6 @@ def _base_context(base: BaseModel, cell_of: dict) -> dict:
 
 def _exports(base: BaseModel, root: Path, chosen, cfg) -> dict:
     """One export per (policy, replay, random seed) the chosen arms read, plus `all` for the sweep."""
-    from stagewise.stages.export import export
-
     wanted = {("all", False, None)}
     for arm in chosen:
         if arm.stages:
@@ -295,23 +300,16 @@ def _exports(base: BaseModel, root: Path, chosen, cfg) -> dict:
         opts = {"policy": policy, "seed": seed or 0}
         if replay:
             opts["sft_replay"] = cfg.sft_replay
-        target = root / name
-        if not (target / "manifest.json").exists():
-            export(base.pool_store, target, format="trl", overwrite=True, card=False, **opts)
-        out[key] = target
+        out[key] = export_once(base.pool_store, root / name, **opts)
     return out
 
 
 def _heldout_sft_rows(base: BaseModel, test, root: Path, cfg) -> list[dict]:
     """The test items' worked solutions as SFT rows (the held-out SFT loss), through the exporter."""
-    from stagewise.stages.export import export
     from stagewise.train.data import load_sft_rows, open_export
 
-    target = root / "exports" / "test-sft"
-    if not (target / "manifest.json").exists():
-        store = Path(base.pool_store).parent / "test.duckdb"
-        export(str(store), target, format="trl", policy="sft-only", overwrite=True, card=False)
-    return load_sft_rows(open_export(target))
+    store = Path(base.pool_store).parent / "test.duckdb"
+    return load_sft_rows(open_export(export_once(str(store), root / "exports" / "test-sft", policy="sft-only")))
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -369,11 +367,21 @@ def _val_pass1(model_dir: str, val, store: Path, cfg) -> float:
 # ---------------------------------------------------------------------------------------- one arm run
 
 
+def _unit_step(arm, base: BaseModel, seed: int, run_dir: Path, exports, pool_info, test, test_bucket, cell_of,
+               heldout_rows, cfg, lrs, progress) -> Step:
+    """One arm run's completion marker, keyed by what its result depends on: more seeds, bases or jobs
+    keep the finished runs."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("seeds", "bases", "arm_bases", "jobs")}
+    return Step(run_dir, "arm", {"arm": arm.name, "base": base.index, "base_model": base.model_dir, "seed": seed,
+                                 "config": settings, "learning_rates": lrs})
+
+
 def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool_info: dict, test, test_bucket,
              cell_of, heldout_rows, cfg, lrs, progress) -> dict:
-    done = run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    step = _unit_step(arm, base, seed, run_dir, exports, pool_info, test, test_bucket, cell_of, heldout_rows,
+                      cfg, lrs, progress)
+    if step.done():
+        return step.result()
     shutil.rmtree(run_dir, ignore_errors=True)  # a half-finished arm restarts from the base model
     run_dir.mkdir(parents=True)
     run: ArmRunV2 = run_arm_v2(arm, base=base.index, seed=seed, base_model=base.model_dir, exports=exports,
@@ -407,7 +415,7 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
     rec["compute"] = {**run.compute, "eval_wall_s": round(time.perf_counter() - t0, 1),
                       "eval_cpu_s": round(time.process_time() - c0, 1), "n_rows": run.n_rows,
                       "learning_rates": lrs}
-    write_text_atomic(done, json.dumps(rec, indent=1, default=float))
+    step.mark(rec)
     return rec
 
 
