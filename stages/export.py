@@ -222,8 +222,6 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
 def _store_identity(store, run_id, runs) -> dict:
     """The probe run(s) an export reads, named by what they are: the store's file name, the run ids and
     how many samples they hold (a probe resumed into the same run adds samples, and changes the export)."""
-    from stagewise.curate.paths import portable_name
-
     st, opened = open_store(store)
     try:
         rids = resolve_runs(st, runs) if runs else [resolve_run(st, run_id)]
