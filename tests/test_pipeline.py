@@ -81,6 +81,18 @@ def test_run_end_to_end_from_the_cli_and_resume(tiny_model_dir, tmp_path):
     assert data["report"] == str(out / "report.md") and set(data["seconds"]) >= {"probe", "export", "train"}
     assert data["warnings"] == data["notes"] and "done earlier" in as_json.stderr
 
+    # An export directory made with other options is neither reused nor replaced by a resumed run.
+    (out / "steps" / "export.done.json").unlink()
+    marker = out / "export" / "export.done.json"
+    record = json.loads(marker.read_text())
+    record["config"]["policy"], record["config_hash"] = "band", "made with other options"
+    marker.write_text(json.dumps(record))
+    refused = CliRunner().invoke(cli, ["run", "--config", str(cfg_path), "--out", str(out)])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert (f"Error: {out / 'export'}/ was exported with policy=band, this run asks policy=all; pass --fresh "
+            "to start the run over, or choose another --out") in refused.output
+    assert json.loads(marker.read_text())["config"]["policy"] == "band"  # left as it was
+
 
 def test_a_run_dir_refuses_a_different_config(tiny_model_dir, tmp_path):
     import stagewise as sw
