@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import stagewise.curate.atomic as atomic
+from stagewise.curate import atomic
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.steps import OtherOptionsError, Step, config_hash, differences, flatten
 
