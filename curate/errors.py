@@ -31,7 +31,11 @@ class EmptySplitError(InputError):
 
 
 class ConfigError(StagewiseError):
-    """A bad option or configuration value (all problems reported at once where possible)."""
+    """A bad option or configuration value (all problems reported at once where possible), and the fix."""
+
+    def __init__(self, message: str, *, fix: str | None = None):
+        self.fix = fix
+        super().__init__(f"{message}; {fix}" if fix else message)
 
 
 class MissingDependencyError(StagewiseError):

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from stagewise.curate.config import merge, parse_sets
 from stagewise.curate.errors import StagewiseError
 
 
@@ -879,20 +880,6 @@ def samples_cmd(store, run_id, bucket, status, item_id, limit, as_json, as_jsonl
 # ---------------------------------------------------------------------------------------------------
 
 
-def _parse_sets(pairs) -> dict:
-    """--set KEY=VALUE (repeatable): any option of the stage's YAML config; VALUE is read as YAML."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE, e.g. --set gradient_accumulation_steps=4",
-                                     param_hint="--set")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
-
-
 def _train_common(f):
     """Options every training command shares (keys of stagewise/configs/train_*.yaml)."""
     opts = [
@@ -911,7 +898,8 @@ def _train_common(f):
         click.option("--dry-run", is_flag=True,
                      help="Build the trainers and print the resolved config; no training."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4."),
+                     help="Any other config key, e.g. --set lora=true --set gradient_accumulation_steps=4, or "
+                          "any field of TRL's SFTConfig/GRPOConfig: --set trl.num_iterations=2."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print the result as JSON on stdout; trainer logs go to stderr."),
         click.option("--progress/--no-progress", default=True, help="Show the trainers' progress bars."),
@@ -992,8 +980,9 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
         return
     _need(data=data, out=out)
     import stagewise as sw
+    from stagewise.train.config import route_sets
 
-    per_stage = _route_sets(_parse_sets(sets))
+    per_stage = route_sets(parse_sets(sets))
     if no_eval:
         per_stage["eval"]["enabled"] = False
     with _quiet_stdout(as_json):
@@ -1023,23 +1012,6 @@ def train_group(ctx, data, model, out, config, max_steps, learning_rate, batch_s
         _print_eval_table(res.evals)
     if not dry_run:
         click.echo(f"report: {out}/report.md   final model: {res.model_dir}")
-
-
-def _route_sets(extra: dict) -> dict:
-    """`--set sft.loss=dft` goes to one stage; an unprefixed key to every stage whose config has it."""
-    from stagewise.train.config import default_config
-
-    known = {kind: set(default_config(kind)) for kind in ("sft", "rl", "eval", "joint")}
-    out = {kind: {} for kind in known}
-    for key, value in extra.items():
-        kind, _, name = key.partition(".")
-        if name and kind in out:
-            out[kind][name] = value
-            continue
-        targets = [k for k in known if key in known[k]] or ["sft"]  # unknown anywhere: the SFT stage reports it
-        for k in targets:
-            out[k][key] = value
-    return out
 
 
 def _print_eval_table(evals) -> None:
@@ -1082,7 +1054,7 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     with _quiet_stdout(as_json):
         res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
                            batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                           progress=progress and not as_json, verify=not no_verify, **_parse_sets(sets))
+                           progress=progress and not as_json, verify=not no_verify, **parse_sets(sets))
     _print_stage(res, as_json)
 
 
@@ -1110,7 +1082,7 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
         res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
                           max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                           resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json, verify=not no_verify,
-                          **_parse_sets(sets))
+                          **parse_sets(sets))
     _print_stage(res, as_json)
 
 
@@ -1141,7 +1113,7 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
         res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
                              batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
                              loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                             buffer_size=buffer_size, progress=progress and not as_json, verify=not no_verify, **_parse_sets(sets))
+                             buffer_size=buffer_size, progress=progress and not as_json, verify=not no_verify, **parse_sets(sets))
     _print_stage(res, as_json)
     if as_json:
         return
@@ -1197,19 +1169,19 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
     """
     import stagewise as sw
     from stagewise.curate.backends import parse_backend_args
-    from stagewise.runconfig import DEFAULT_CONFIG, overrides_to_dict, parse_override
+    from stagewise.runconfig import DEFAULT_CONFIG
 
     if print_config:
         click.echo(DEFAULT_CONFIG.read_text(), nl=False)
         return
-    pairs = [parse_override(s) for s in sets]
-    pairs += [(k, v) for k, v in (("model", model), ("backend", backend), ("base_url", base_url),
-                                  ("seed", seed)) if v is not None]
-    pairs += [(f"probe.backend_args.{k}", v) for k, v in parse_backend_args(backend_arg).items()]
+    flags = {k: v for k, v in (("model", model), ("backend", backend), ("base_url", base_url), ("seed", seed))
+             if v is not None}
+    if backend_arg:
+        flags["probe"] = {"backend_args": parse_backend_args(backend_arg)}
     if decontaminate:
-        pairs.append(("data.decontaminate", list(decontaminate)))
+        flags["data"] = {"decontaminate": list(decontaminate)}
     with _quiet_stdout(as_json):
-        result = sw.run(config_path, out=out, scale=scale, overrides=overrides_to_dict(pairs), fresh=fresh,
+        result = sw.run(config_path, out=out, scale=scale, overrides=merge(parse_sets(sets), flags), fresh=fresh,
                         echo=lambda line: click.echo(line, err=as_json), progress=progress and not as_json)
     if as_json:
         _echo_warnings(result.notes)
@@ -1242,7 +1214,11 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
               help="v2: arm runs trained in parallel processes [default: 2, one per core].")
 @click.option("--checks-only", is_flag=True,
               help="v2: pretrain and probe the base models, print and write the validity checks, run no arm.")
-def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_only):
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="A YAML file of experiment config fields laid over the preset (stagewise/experiments/config.py).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one config field, e.g. --set probe_samples=8 --set pretrain.steps=300 (repeatable).")
+def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_only, config_path, sets):
     """Test the stage-specific claim on tiny models: routed SFT/RL against SFT-then-RL on everything.
 
     Pretrains character-level models (cached), probes them, checks that the testbed can show the
@@ -1257,7 +1233,8 @@ def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_on
     """
     import stagewise as sw
 
-    overrides = {"total_steps": total_steps} if total_steps is not None else {}
+    overrides = merge(parse_sets(sets), {k: v for k, v in (("seeds", seeds), ("total_steps", total_steps))
+                                         if v is not None})
     if jobs is not None:
         if design != "v2":
             raise click.UsageError("--jobs is an option of --design v2")
@@ -1269,9 +1246,10 @@ def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_on
     argv = " ".join(["stagewise experiment", f"--design {design}", f"--out {out}"] + (["--quick"] if quick else [])
                     + ([f"--arms {arms}"] if arms else []) + ([f"--seeds {seeds}"] if seeds else [])
                     + ([f"--total-steps {total_steps}"] if total_steps else [])
-                    + (["--checks-only"] if checks_only else []))
-    result = sw.experiment(out, design=design, quick=quick, arms=arms, seeds=seeds, log=click.echo, command=argv,
-                           **overrides)
+                    + (["--checks-only"] if checks_only else [])
+                    + ([f"--config {config_path}"] if config_path else []) + [f"--set {s}" for s in sets])
+    result = sw.experiment(out, design=design, quick=quick, arms=arms, config=config_path, log=click.echo,
+                           command=argv, **overrides)
     click.echo("")
     if design == "v2" and checks_only:
         click.echo(f"Checks: {result.paths['json']}")

@@ -24,9 +24,10 @@ from pathlib import Path
 import yaml
 
 from stagewise.curate.atomic import write_text_atomic
+from stagewise.curate.config import merge
 from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.curate.steps import OtherOptionsError, Step
-from stagewise.runconfig import deep_merge, diff_configs, load_config
+from stagewise.runconfig import diff_configs, resolve_config
 
 
 # Throughputs measured on the 2-core reference machine (benchmarks/RESULTS.md), used only for the
@@ -56,11 +57,12 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         progress: bool = True, echo=print) -> RunResult:
     """Run the whole pipeline; return the run directory, the report path and the headline numbers."""
     if isinstance(config, dict):
-        cfg = load_config(scale=scale, overrides=deep_merge(config, overrides or {}))
+        layers = resolve_config(scale=scale, overrides=merge(config, overrides))
     else:
-        cfg = load_config(config, scale=scale, overrides=overrides)
+        layers = resolve_config(config, scale=scale, overrides=overrides)
+    cfg = layers.data
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    _check_sections(cfg)
+    _check_sections(cfg, layers)
     _open_run_dir(run_dir, cfg, fresh)
     seconds: dict[str, float] = {}
 
@@ -168,8 +170,9 @@ def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> None:
 TRAIN_KEYS = ("reprobe", "reprobe_sample", "rounds")  # the `train` section: options of the loop itself
 
 
-def _check_sections(cfg: dict) -> None:
-    """Check every stage section against its API's keyword names before any work (all at once)."""
+def _check_sections(cfg: dict, layers) -> None:
+    """Check every stage section against its API's keyword names before any work (all at once), each
+    problem at the file:line:column (or override) that set the key."""
     import inspect
 
     import stagewise as sw
@@ -185,29 +188,26 @@ def _check_sections(cfg: dict) -> None:
         params = set(inspect.signature(fn).parameters) - reserved
         for key in cfg.get(section) or {}:
             if key not in params:
-                problems.append(f"{section}.{key} is not an option of `stagewise {section}` "
-                                f"(options: {', '.join(sorted(params))})")
+                problems.append((f"{section}.{key}", (f"{section}.{key} is not an option of `stagewise {section}` "
+                                                      f"(options: {', '.join(sorted(params))})")))
     args = (cfg.get("probe") or {}).get("backend_args")
     if args is not None and not isinstance(args, dict):
-        problems.append(f"probe.backend_args must be a mapping of backend settings, e.g. "
-                        f"{{tensor_parallel_size: 4}} (got {args!r})")
+        problems.append(("probe.backend_args", ("probe.backend_args must be a mapping of backend settings, e.g. "
+                                                f"{{tensor_parallel_size: 4}} (got {args!r})")))
     elif args and cfg.get("backend") != "vllm":  # vLLM's keys are checked against the installed vLLM at load
         from stagewise.curate.backends import check_backend_args
 
         try:
             check_backend_args(cfg.get("backend"), {k: v for k, v in args.items() if k not in ("batch_size", "base_url")})
         except StagewiseError as exc:
-            problems.append(f"probe.backend_args: {exc}")
+            problems.append(("probe.backend_args", f"probe.backend_args: {exc}"))
     for key in cfg.get("train") or {}:
         if key not in TRAIN_KEYS:
-            problems.append(f"train.{key} is not an option of `stagewise train` (options: {', '.join(TRAIN_KEYS)})")
+            problems.append((f"train.{key}",
+                             f"train.{key} is not an option of `stagewise train` (options: {', '.join(TRAIN_KEYS)})"))
     for kind in ("sft", "rl", "eval"):
-        try:
-            train_config.build_config(kind, cfg.get(kind) or {})
-        except StagewiseError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("invalid run config: " + "; ".join(problems))
+        problems += train_config.check(kind, cfg.get(kind) or {}, prefix=f"{kind}.")
+    layers.fail("invalid run config", problems)
 
 
 def _load_data(cfg: dict):

@@ -1,14 +1,12 @@
-"""Configuration of `stagewise run`: the commented default, scale presets, overrides, validation,
-and the check that a run directory is only ever resumed with the config that made it."""
+"""Configuration of `stagewise run`: the commented default, scale presets and its keys (read, merged and
+checked by the one config system, curate/config.py), and the diff that keeps a run directory from being
+resumed with another config."""
 
 from __future__ import annotations
 
-import copy
-import difflib
 from pathlib import Path
 
-import yaml
-
+from stagewise.curate.config import Layers, read_yaml, type_problems, unknown_keys
 from stagewise.curate.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -43,62 +41,29 @@ SCALES = {
 }
 
 
-def deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_config(path: str | Path | None = None, *, scale: str | None = None,
                 overrides: dict | None = None) -> dict:
     """Default <- scale preset <- config file <- overrides; every unknown key reported at once."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    return resolve_config(path, scale=scale, overrides=overrides).data
+
+
+def resolve_config(path: str | Path | None = None, *, scale: str | None = None,
+                   overrides: dict | None = None) -> Layers:
+    """The run config and where each key was set: every unknown key and wrong type reported at once, at the
+    file:line:column that set it. The stage sections are checked by the pipeline against their APIs."""
+    defaults, _ = read_yaml(DEFAULT_CONFIG)
+    layers = Layers(defaults)
     if scale:
         if scale not in SCALES:
             raise ConfigError(f"unknown --scale {scale!r}; choose one of {', '.join(SCALES)}")
-        config = deep_merge(config, SCALES[scale])
+        layers.add(SCALES[scale], f"--scale {scale}")
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist; `stagewise run --print-config > {p}` writes one")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"{p}: expected a mapping with sections {', '.join(SECTIONS)}")
-        _check_keys(user, config, str(p))
-        config = deep_merge(config, user)
-    if overrides:
-        _check_keys(overrides, config, "overrides")
-        config = deep_merge(config, overrides)
-    return config
-
-
-def _check_keys(user: dict, known: dict, where: str) -> None:
-    problems = []
-    for key, value in user.items():
-        if key not in TOP_KEYS:
-            problems.append(_unknown(key, TOP_KEYS, ""))
-        elif key == "data" and isinstance(value, dict):
-            # Stage sections are checked against their API signatures by the pipeline (check_sections).
-            for sub in value:
-                if sub not in known["data"]:
-                    problems.append(_unknown(sub, list(known["data"]), "data."))
-    if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems))
-
-
-def _unknown(key: str, options, prefix: str) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(options)})"
-    return f"unknown key {prefix}{key}{hint}"
+        layers.add(*read_yaml(path, fix=f"`stagewise run --print-config > {path}` writes one"))
+    layers.add(overrides, "overrides")
+    known = {**dict.fromkeys(TOP_KEYS), **defaults}
+    layers.fail("invalid run config", unknown_keys(layers.data, known, into=("data",))
+                + type_problems(layers.data, defaults), fix="`stagewise run --print-config` shows every key")
+    return layers
 
 
 def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -112,23 +77,4 @@ def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
             out += diff_configs(a, b, name + ".")
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
-    return out
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """`probe.num_samples=8` -> ("probe.num_samples", 8); values parsed as YAML scalars."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. probe.num_samples=8")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
-def overrides_to_dict(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for dotted, value in pairs:
-        node = out
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
     return out

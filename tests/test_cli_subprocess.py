@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from train_helpers import make_export
 
 
 def _stagewise() -> str:
@@ -47,3 +48,15 @@ def test_bad_input_exits_1_with_one_paragraph_and_no_traceback(tmp_path):
     message = out.stderr.strip()
     assert message.startswith("Error:") and "line 2" in message and "--skip-bad" in message
     assert "\n\n" not in message  # one paragraph
+
+
+def test_an_unknown_trl_field_exits_1_with_one_message_naming_it(tmp_path):
+    data = make_export(tmp_path / "export", rl=[("1+1", "2")])
+    out = run("train", "rl", "--data", data, "--model", "smollm2-135m", "--out", str(tmp_path / "rl"),
+              "--set", "trl.num_iterations=2", "--set", "trl.bogus=1")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr + out.stdout
+    message = out.stderr.strip()
+    assert message.startswith("Error: invalid rl config: overrides: trl.bogus is not an option of TRL's GRPOConfig")
+    assert "num_iterations" not in message and "\n\n" not in message
+    assert not (tmp_path / "rl").exists()  # refused before any work

@@ -154,6 +154,10 @@ def test_bad_config_keys_are_reported_at_once(tmp_path):
     assert res.exit_code == 1
     assert "probe.num_sample" in res.output and "max_stepz" in res.output
     assert "Traceback" not in res.output
+    # Each at the line and column of the key in the file (click may wrap the long line).
+    flat = " ".join(res.output.split())
+    assert "bad.yaml:2:3: probe.num_sample is not an option" in flat
+    assert "bad.yaml:4:3: unknown key 'sft.max_stepz' (did you mean sft.max_steps?)" in flat
 
 
 def test_unknown_backend_args_stop_a_run_before_any_work(tmp_path):

@@ -61,25 +61,26 @@ def _use_vllm(cfg: dict) -> bool:
 
 
 def grpo_config(cfg: dict, out: Path) -> GRPOConfig:
-    """The GRPOConfig our recipe uses; the benchmark builds its bare-TRL baseline from the same object."""
+    """The GRPOConfig our recipe uses (the `trl:` section laid over it); the benchmark builds its bare-TRL
+    baseline from the same object."""
     use_vllm = _use_vllm(cfg)
     extra = {"vllm_mode": cfg["vllm_mode"], "vllm_gpu_memory_utilization": cfg["vllm_gpu_memory_utilization"]} \
         if use_vllm else {}
-    return GRPOConfig(
+    return C.trl_config("rl", cfg, {
         **C.trainer_args(cfg, out),
-        per_device_train_batch_size=cfg["batch_size"] * cfg["num_generations"],
-        num_generations=cfg["num_generations"],
-        loss_type=cfg["loss_type"],
-        beta=float(cfg["beta"]),
-        epsilon=float(cfg["epsilon"]),
-        scale_rewards=cfg["scale_rewards"],
-        temperature=float(cfg["temperature"]),
-        top_p=float(cfg["top_p"]),
-        max_completion_length=int(cfg["max_new_tokens"]),
-        use_vllm=use_vllm,
-        log_completions=False,
+        "per_device_train_batch_size": cfg["batch_size"] * cfg["num_generations"],
+        "num_generations": cfg["num_generations"],
+        "loss_type": cfg["loss_type"],
+        "beta": float(cfg["beta"]),
+        "epsilon": float(cfg["epsilon"]),
+        "scale_rewards": cfg["scale_rewards"],
+        "temperature": float(cfg["temperature"]),
+        "top_p": float(cfg["top_p"]),
+        "max_completion_length": int(cfg["max_new_tokens"]),
+        "use_vllm": use_vllm,
+        "log_completions": False,
         **extra,
-    )
+    })
 
 
 def check_rl_model(cfg: dict, model) -> None:

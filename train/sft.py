@@ -70,17 +70,18 @@ class IWSFTTrainer(SFTTrainer):
 
 
 def sft_config(cfg: dict, out: Path) -> SFTConfig:
-    """The SFTConfig our recipe uses; the benchmark builds its bare-TRL baseline from the same object."""
-    return SFTConfig(
+    """The SFTConfig our recipe uses (the `trl:` section laid over it); the benchmark builds its bare-TRL
+    baseline from the same object."""
+    return C.trl_config("sft", cfg, {
         **C.trainer_args(cfg, out),
-        per_device_train_batch_size=cfg["batch_size"],
-        per_device_eval_batch_size=cfg["batch_size"],
-        max_length=cfg["max_length"],
-        loss_type="nll" if cfg["loss"] == "iw-sft" else cfg["loss"],
-        completion_only_loss=None,  # TRL: on for prompt-completion rows, so only the demonstration is trained
-        packing=False,  # iw-sft weighs whole sequences; packing would mix several in one row
-        dataset_num_proc=None,
-    )
+        "per_device_train_batch_size": cfg["batch_size"],
+        "per_device_eval_batch_size": cfg["batch_size"],
+        "max_length": cfg["max_length"],
+        "loss_type": "nll" if cfg["loss"] == "iw-sft" else cfg["loss"],
+        "completion_only_loss": None,  # TRL: on for prompt-completion rows, so only the demonstration is trained
+        "packing": False,  # iw-sft weighs whole sequences; packing would mix several in one row
+        "dataset_num_proc": None,
+    })
 
 
 def build_sft_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, *, callbacks=(),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
+from stagewise.curate.config import read_yaml
 from stagewise.curate.errors import EmptySplitError, InputError
 from stagewise.curate.steps import Step
 from stagewise.train import config as C
@@ -222,20 +223,13 @@ def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
 
 
 def _sections(config) -> dict:
+    """Stage -> its config: the section of a dict, or the file itself for each section it has (build_config
+    reads that section from it, so a bad key is reported at its line and column)."""
     if config is None:
         return {}
-    if isinstance(config, dict):
-        raw = config
-    else:
-        import yaml
-
-        p = Path(config)
-        if not p.exists():
-            from stagewise.curate.errors import ConfigError
-
-            raise ConfigError(f"config file not found: {p}; pass an existing YAML file to --config")
-        raw = yaml.safe_load(p.read_text()) or {}
-    return {k: raw[k] for k in ("sft", "rl", "eval", "joint") if isinstance(raw.get(k), dict)}
+    raw = config if isinstance(config, dict) else read_yaml(config)[0]
+    return {k: raw[k] if isinstance(config, dict) else config
+            for k in ("sft", "rl", "eval", "joint") if isinstance(raw.get(k), dict)}
 
 
 def _heldout_problems(eval_data):

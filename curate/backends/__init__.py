@@ -21,6 +21,7 @@ from stagewise.curate.backends.base import (
     SamplingParams,
     sample_seed,
 )
+from stagewise.curate.config import parse_sets
 from stagewise.curate.errors import ConfigError
 
 BACKENDS = ("hf", "vllm", "openai")
@@ -86,26 +87,5 @@ def parse_backend_args(pairs) -> dict:
     """`["dtype=bfloat16", "extra_body.chat_template_kwargs.enable_thinking=false"]` -> a nested dict.
 
     Values are YAML scalars or flow collections (`8`, `0.9`, `true`, `{a: 1}`); a dotted key builds a
-    nested mapping, so one argument can set a single field of `extra_body`."""
-    import yaml
-
-    out: dict = {}
-    for text in pairs or ():
-        key, sep, value = str(text).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--backend-arg {text!r} must look like KEY=VALUE, e.g. --backend-arg dtype=bfloat16")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--backend-arg {text!r}: the value is not valid YAML "
-                              f"({getattr(exc, 'problem', exc)}); quote it, e.g. {key}='\"{value}\"'") from None
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--backend-arg {text!r}: {part} was already given a value, not a mapping")
-            node = child
-        node[parts[-1]] = parsed
-    return out
+    nested mapping, so one argument can set a single field of `extra_body` (the `--set` parser)."""
+    return parse_sets(pairs, option="--backend-arg", example="dtype=bfloat16")

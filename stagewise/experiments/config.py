@@ -1,4 +1,5 @@
-"""Experiment configuration and its three presets (default, quick, test).
+"""Experiment configuration and its three presets (default, quick, test); `configure` lays a YAML file
+and overrides over a preset through the one config system (curate/config.py).
 
 The compute currency is the optimizer step at a fixed batch of `batch_size` sequences: an SFT step
 trains on `batch_size` demonstrations, an RL step on `batch_size` sampled completions
@@ -9,8 +10,9 @@ two-stage arms give `sft_fraction` of them to SFT and the rest to RL. RL steps c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
+from stagewise.curate.config import build_dataclass
 from stagewise.curate.errors import ConfigError
 from stagewise.experiments.pretrain import PretrainConfig
 
@@ -88,6 +90,17 @@ TEST = replace(DEFAULT, pool_per_level=12, heldout_per_level=4, total_steps=4, s
 
 def preset(quick: bool = False, test: bool = False) -> ExperimentConfig:
     return TEST if test else QUICK if quick else DEFAULT
+
+
+def configure(preset, config=None, overrides: dict | None = None):
+    """The experiment config: `preset` <- `config` (a YAML file of fields, or a ready config object that
+    replaces the preset) <- `overrides` (fields, `pretrain` a nested mapping), built and checked by the one
+    config system: every unknown field and wrong type at once, at its file:line:column. Then validated."""
+    if is_dataclass(config):
+        preset, config = config, None
+    built = build_dataclass(preset, config, overrides, what="invalid experiment config",
+                            fix=f"the fields of {type(preset).__name__} (stagewise/experiments/config.py) are the keys")
+    return built.validate()
 
 
 # ------------------------------------------------------------------------------------------ design v2

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
 from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.experiments import testbed
 from stagewise.experiments.arms import ArmRun, resolve_arms, run_arm
-from stagewise.experiments.config import ExperimentConfig, preset
+from stagewise.experiments.config import ExperimentConfig, configure, preset
 from stagewise.experiments.pretrain import PretrainResult, pretrain
 from stagewise.experiments.results import BUCKETS, arm_record, write_report
 
@@ -55,21 +55,16 @@ def experiment(out, *, design: str = "v2", **kwargs):
 
 
 def experiment_v1(out, *, quick: bool = False, arms=None, seeds: int | None = None,
-                  config: ExperimentConfig | None = None, test: bool = False, progress: bool = True,
+                  config: ExperimentConfig | str | None = None, test: bool = False, progress: bool = True,
                   log=None, command: str | None = None, **overrides) -> ExperimentResult:
     """The first design into `out` (results.md, results.json, accuracy_by_bucket.png).
 
     `quick`: one seed, 4 steps, all nine arms (about a minute of CPU); `arms`: names or "a,b,c";
     `seeds`: how many training seeds; `overrides`: any ExperimentConfig field (total_steps=...).
     The base model is always evaluated (forgetting is measured against it)."""
-    cfg = config or preset(quick=quick, test=test)
     if seeds is not None:
         overrides["seeds"] = seeds
-    unknown = [k for k in overrides if k not in ExperimentConfig.__dataclass_fields__]
-    if unknown:
-        raise ConfigError(f"unknown experiment option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(ExperimentConfig.__dataclass_fields__)}")
-    cfg = replace(cfg, **overrides).validate()
+    cfg = configure(preset(quick=quick, test=test), config, overrides)
     chosen = resolve_arms(arms)
     if chosen[0].name != "base":
         chosen = [a for a in resolve_arms(["base"])] + [a for a in chosen if a.name != "base"]

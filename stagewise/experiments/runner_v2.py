@@ -21,7 +21,7 @@ from stagewise.curate.errors import ConfigError
 from stagewise.curate.steps import Step
 from stagewise.experiments import testbed_v2
 from stagewise.experiments.arms_v2 import PRIMARY, ArmRunV2, arm_export_key, resolve_arms_v2, run_arm_v2
-from stagewise.experiments.config import ExperimentV2Config, preset_v2
+from stagewise.experiments.config import ExperimentV2Config, configure, preset_v2
 from stagewise.experiments.pretrain import pretrain_v2
 from stagewise.experiments.runner import export_once
 from stagewise.experiments.validity import all_passed, format_checks, validity_checks
@@ -54,21 +54,16 @@ class ExperimentV2Result:
 
 
 def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = None,
-                  config: ExperimentV2Config | None = None, progress: bool = False, log=None,
+                  config: ExperimentV2Config | str | None = None, progress: bool = False, log=None,
                   command: str | None = None, allow_invalid: bool = False, checks_only: bool = False,
                   **overrides) -> ExperimentV2Result:
     """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
     probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
     although a validity check failed; the report then says the table is not a valid test. With
     `jobs` > 1 the arm runs go to spawned processes: call this from under `if __name__ == "__main__":`."""
-    cfg = config or preset_v2(quick=quick)
     if seeds is not None:
         overrides["seeds"] = seeds
-    unknown = [k for k in overrides if k not in ExperimentV2Config.__dataclass_fields__]
-    if unknown:
-        raise ConfigError(f"unknown experiment option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(ExperimentV2Config.__dataclass_fields__)}")
-    cfg = replace(cfg, **overrides).validate()
+    cfg = configure(preset_v2(quick=quick), config, overrides)
     chosen = [] if checks_only else resolve_arms_v2(arms)  # the checks need no arm (nor its method features)
     say = log or (lambda msg: None)
     out = Path(out)
