@@ -21,8 +21,36 @@ from stagewise.experiments.pretrain import PretrainConfig
 PROMPT_TEMPLATE = "{prompt}"
 
 
+class _StepBudget:
+    """What both designs share: every arm gets `total_steps` optimizer steps; two-stage arms give
+    `sft_fraction` of them to SFT and the rest to RL."""
+
+    @property
+    def sft_steps(self) -> int:
+        return max(1, round(self.total_steps * self.sft_fraction))
+
+    @property
+    def rl_steps(self) -> int:
+        return max(1, self.total_steps - self.sft_steps)
+
+    def _budget_problems(self) -> list[str]:
+        problems = []
+        if not 0 < self.sft_fraction < 1:
+            problems.append(f"sft_fraction {self.sft_fraction} must be strictly between 0 and 1")
+        if self.total_steps < 2:
+            problems.append(f"total_steps {self.total_steps} must be at least 2 (one per stage)")
+        if max(self.ks) > self.eval_samples:
+            problems.append(f"pass@{max(self.ks)} needs eval_samples >= {max(self.ks)}")
+        return problems
+
+    def _raise_if(self, problems: list[str]):
+        if problems:
+            raise ConfigError("invalid experiment config: " + "; ".join(problems))
+        return self
+
+
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(_StepBudget):
     levels: tuple = (2, 3, 4, 5)        # digits per operand: the rungs of the ladder
     pool_per_level: int = 32            # probe pool (the candidates routed to SFT / RL) per level
     heldout_per_level: int = 12         # held-out evaluation items per level (never trained on)
@@ -52,30 +80,14 @@ class ExperimentConfig:
         d["ks"] = list(self.ks)
         return d
 
-    @property
-    def sft_steps(self) -> int:
-        return max(1, round(self.total_steps * self.sft_fraction))
-
-    @property
-    def rl_steps(self) -> int:
-        return max(1, self.total_steps - self.sft_steps)
-
     def validate(self) -> ExperimentConfig:
-        problems = []
+        problems = self._budget_problems()
         if self.batch_size % self.num_generations:
             problems.append(f"batch_size {self.batch_size} must be a multiple of num_generations "
                             f"{self.num_generations} (an RL step is batch_size completions in whole groups)")
-        if not 0 < self.sft_fraction < 1:
-            problems.append(f"sft_fraction {self.sft_fraction} must be strictly between 0 and 1")
-        if self.total_steps < 2:
-            problems.append(f"total_steps {self.total_steps} must be at least 2 (one per stage)")
         if self.seeds < 1:
             problems.append(f"seeds {self.seeds} must be at least 1")
-        if max(self.ks) > self.eval_samples:
-            problems.append(f"pass@{max(self.ks)} needs eval_samples >= {max(self.ks)}")
-        if problems:
-            raise ConfigError("invalid experiment config: " + "; ".join(problems))
-        return self
+        return self._raise_if(problems)
 
 
 DEFAULT = ExperimentConfig()
@@ -109,7 +121,7 @@ from stagewise.experiments.pretrain import PretrainV2Config  # noqa: E402
 
 
 @dataclass(frozen=True)
-class ExperimentV2Config:
+class ExperimentV2Config(_StepBudget):
     """The second design. Compute currency as in v1: `total_steps` optimizer steps per arm; an SFT step
     trains on `sft_batch_size` demonstrations, an RL step on `rl_prompts` prompts x `num_generations`
     completions. Both stages warm up for `warmup_fraction` of their steps, then decay (cosine).
@@ -167,14 +179,6 @@ class ExperimentV2Config:
         return all_cells(self.tasks, self.levels)
 
     @property
-    def sft_steps(self) -> int:
-        return max(1, round(self.total_steps * self.sft_fraction))
-
-    @property
-    def rl_steps(self) -> int:
-        return max(1, self.total_steps - self.sft_steps)
-
-    @property
     def rl_batch(self) -> int:
         return self.rl_prompts * self.num_generations
 
@@ -186,17 +190,11 @@ class ExperimentV2Config:
         return max(1, round(steps * self.warmup_fraction)) if steps > 2 else 0
 
     def validate(self) -> ExperimentV2Config:
-        problems = []
+        problems = self._budget_problems()
         if self.num_generations < 8:
             problems.append(f"num_generations {self.num_generations}: the design uses GRPO groups of at least 8")
-        if not 0 < self.sft_fraction < 1:
-            problems.append(f"sft_fraction {self.sft_fraction} must be strictly between 0 and 1")
-        if self.total_steps < 2:
-            problems.append(f"total_steps {self.total_steps} must be at least 2 (one per stage)")
         if self.bases < 1 or self.seeds < 1:
             problems.append(f"bases {self.bases} and seeds {self.seeds} must be at least 1")
-        if max(self.ks) > self.eval_samples:
-            problems.append(f"pass@{max(self.ks)} needs eval_samples >= {max(self.ks)}")
         if self.capability_samples <= self.probe_samples:
             problems.append(f"capability_samples {self.capability_samples} must exceed probe_samples "
                             f"{self.probe_samples}")
@@ -206,9 +204,7 @@ class ExperimentV2Config:
             problems.append(f"jobs {self.jobs} must be at least 1")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
-        if problems:
-            raise ConfigError("invalid experiment config: " + "; ".join(problems))
-        return self
+        return self._raise_if(problems)
 
 
 V2_DEFAULT = ExperimentV2Config()
