@@ -44,9 +44,12 @@ def parse_yaml(text: str, where: str) -> tuple[dict, dict[str, str]]:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
         at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        raise ConfigError(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
+        # An unclosed bracket or quote is found at the end of the file; say where it opened.
+        opened = (f"; {exc.context} at {where}:{context.line + 1}:{context.column + 1}"
+                  if context is not None and getattr(exc, "context", None) else "")
+        raise ConfigError(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc}{opened})",
                           fix="fix the YAML there (a value with ': ' or '#' in it needs quotes)") from None
     finally:
         loader.dispose()
@@ -158,7 +161,7 @@ class Layers:
         if not problems:
             return
         located = []
-        for key, text in problems:
+        for key, text in dict.fromkeys(problems):  # two checks may find the same problem: say it once
             where = self.where(key)
             located.append(f"{where}: {text}" if where else text)
         raise ConfigError(f"{what}: " + "; ".join(located), fix=fix)

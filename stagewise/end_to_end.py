@@ -57,12 +57,10 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         progress: bool = True, echo=print) -> RunResult:
     """Run the whole pipeline; return the run directory, the report path and the headline numbers."""
     if isinstance(config, dict):
-        layers = resolve_config(scale=scale, overrides=merge(config, overrides))
+        cfg = resolve_config(scale=scale, overrides=merge(config, overrides), check=_section_problems).data
     else:
-        layers = resolve_config(config, scale=scale, overrides=overrides)
-    cfg = layers.data
+        cfg = resolve_config(config, scale=scale, overrides=overrides, check=_section_problems).data
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    _check_sections(cfg, layers)
     _open_run_dir(run_dir, cfg, fresh)
     seconds: dict[str, float] = {}
 
@@ -170,27 +168,29 @@ def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> None:
 TRAIN_KEYS = ("reprobe", "reprobe_sample", "rounds")  # the `train` section: options of the loop itself
 
 
-def _check_sections(cfg: dict, layers) -> None:
-    """Check every stage section against its API's keyword names before any work (all at once), each
-    problem at the file:line:column (or override) that set the key."""
+def _section_problems(cfg: dict) -> list[tuple[str, str]]:
+    """Every stage section against its API's keyword names, before any work: (dotted key, problem)."""
     import inspect
 
     import stagewise as sw
     from stagewise.train import config as train_config
 
+    def section(name) -> dict:  # a section that is not a mapping is already reported as such
+        return cfg[name] if isinstance(cfg.get(name), dict) else {}
+
     problems = []
-    for section, fn, reserved in (("probe", sw.probe, {"problems", "model", "store", "backend", "seed",
+    for name, fn, reserved in (("probe", sw.probe, {"problems", "model", "store", "backend", "seed",
                                                         "base_url", "progress"}),
                                   ("route", sw.route, {"store", "out", "seed"}),
                                   ("export", sw.export, {"store", "out", "seed", "overwrite", "policy", "low",
                                                          "high", "keep_mastered", "require_samples", "truncated",
                                                          "heldout"})):
         params = set(inspect.signature(fn).parameters) - reserved
-        for key in cfg.get(section) or {}:
+        for key in section(name):
             if key not in params:
-                problems.append((f"{section}.{key}", (f"{section}.{key} is not an option of `stagewise {section}` "
-                                                      f"(options: {', '.join(sorted(params))})")))
-    args = (cfg.get("probe") or {}).get("backend_args")
+                problems.append((f"{name}.{key}", (f"{name}.{key} is not an option of `stagewise {name}` "
+                                                   f"(options: {', '.join(sorted(params))})")))
+    args = section("probe").get("backend_args")
     if args is not None and not isinstance(args, dict):
         problems.append(("probe.backend_args", ("probe.backend_args must be a mapping of backend settings, e.g. "
                                                 f"{{tensor_parallel_size: 4}} (got {args!r})")))
@@ -201,13 +201,13 @@ def _check_sections(cfg: dict, layers) -> None:
             check_backend_args(cfg.get("backend"), {k: v for k, v in args.items() if k not in ("batch_size", "base_url")})
         except StagewiseError as exc:
             problems.append(("probe.backend_args", f"probe.backend_args: {exc}"))
-    for key in cfg.get("train") or {}:
+    for key in section("train"):
         if key not in TRAIN_KEYS:
             problems.append((f"train.{key}",
                              f"train.{key} is not an option of `stagewise train` (options: {', '.join(TRAIN_KEYS)})"))
     for kind in ("sft", "rl", "eval"):
-        problems += train_config.check(kind, cfg.get(kind) or {}, prefix=f"{kind}.")
-    layers.fail("invalid run config", problems)
+        problems += train_config.check(kind, section(kind), prefix=f"{kind}.")
+    return problems
 
 
 def _load_data(cfg: dict):

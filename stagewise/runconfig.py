@@ -48,9 +48,10 @@ def load_config(path: str | Path | None = None, *, scale: str | None = None,
 
 
 def resolve_config(path: str | Path | None = None, *, scale: str | None = None,
-                   overrides: dict | None = None) -> Layers:
-    """The run config and where each key was set: every unknown key and wrong type reported at once, at the
-    file:line:column that set it. The stage sections are checked by the pipeline against their APIs."""
+                   overrides: dict | None = None, check=None) -> Layers:
+    """The run config and where each key was set: every unknown key and wrong type, and every problem
+    `check(config)` returns as (dotted key, problem) (the pipeline's check of the stage sections against
+    their APIs), reported at once, each at the file:line:column that set it."""
     defaults, _ = read_yaml(DEFAULT_CONFIG)
     layers = Layers(defaults)
     if scale:
@@ -61,8 +62,9 @@ def resolve_config(path: str | Path | None = None, *, scale: str | None = None,
         layers.add(*read_yaml(path, fix=f"`stagewise run --print-config > {path}` writes one"))
     layers.add(overrides, "overrides")
     known = {**dict.fromkeys(TOP_KEYS), **defaults}
-    layers.fail("invalid run config", unknown_keys(layers.data, known, into=("data",))
-                + type_problems(layers.data, defaults), fix="`stagewise run --print-config` shows every key")
+    problems = unknown_keys(layers.data, known, into=("data",)) + type_problems(layers.data, defaults)
+    problems += check(layers.data) if check is not None else []
+    layers.fail("invalid run config", problems, fix="`stagewise run --print-config` shows every key")
     return layers
 
 

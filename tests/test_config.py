@@ -26,6 +26,7 @@ def test_bad_yaml_names_the_file_line_and_column(tmp_path):
         read_yaml(path)
     message = str(err.value)
     assert message.startswith(f"{path}:4:1: not valid YAML") and "fix the YAML there" in message
+    assert f"while parsing a flow sequence at {path}:3:19" in message  # where the bracket opened
 
 
 def test_a_file_that_is_not_a_mapping_or_missing_is_a_config_error_with_the_fix(tmp_path):
