@@ -108,6 +108,12 @@ def parse_sets(pairs, *, option: str = "--set", example: str = "probe.num_sample
     return out
 
 
+def overrides(sets, **flags) -> dict:
+    """A command's overrides: its `--set` values with its own flags laid over them (a flag left out, None,
+    sets nothing), so `--set max_steps=3` and `--max-steps 5` never collide."""
+    return merge(parse_sets(sets), {key: value for key, value in flags.items() if value is not None})
+
+
 def merge(base: dict, update: dict | None) -> dict:
     """`update` laid over `base`, mapping into mapping; neither is changed."""
     out = copy.deepcopy(base)

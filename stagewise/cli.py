@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from stagewise.curate.config import merge, parse_sets
+from stagewise.curate.config import overrides, parse_sets
 from stagewise.curate.errors import StagewiseError
 
 
@@ -1052,9 +1052,10 @@ def train_sft_cmd(data, model, out, config, max_steps, learning_rate, batch_size
     import stagewise as sw
 
     with _quiet_stdout(as_json):
-        res = sw.train_sft(data, model, out, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
-                           batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                           progress=progress and not as_json, verify=not no_verify, **parse_sets(sets))
+        res = sw.train_sft(data, model, out, resume=resume, config=config, dry_run=dry_run,
+                           progress=progress and not as_json, verify=not no_verify,
+                           **overrides(sets, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
+                                       batch_size=batch_size, seed=seed))
     _print_stage(res, as_json)
 
 
@@ -1079,10 +1080,11 @@ def train_rl_cmd(data, model, out, config, max_steps, learning_rate, batch_size,
     import stagewise as sw
 
     with _quiet_stdout(as_json):
-        res = sw.train_rl(data, model, out, loss_type=loss_type, num_generations=num_generations, beta=beta,
-                          max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                          resume=resume, config=config, dry_run=dry_run, progress=progress and not as_json, verify=not no_verify,
-                          **parse_sets(sets))
+        res = sw.train_rl(data, model, out, resume=resume, config=config, dry_run=dry_run,
+                          progress=progress and not as_json, verify=not no_verify,
+                          **overrides(sets, loss_type=loss_type, num_generations=num_generations, beta=beta,
+                                      max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                                      seed=seed))
     _print_stage(res, as_json)
 
 
@@ -1110,10 +1112,12 @@ def train_joint_cmd(data, model, out, config, max_steps, learning_rate, batch_si
     import stagewise as sw
 
     with _quiet_stdout(as_json):
-        res = sw.train_joint(data, model, out, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
-                             batch_size=batch_size, seed=seed, resume=resume, config=config, dry_run=dry_run,
-                             loss_type=loss_type, num_generations=num_generations, sft_weight=sft_weight,
-                             buffer_size=buffer_size, progress=progress and not as_json, verify=not no_verify, **parse_sets(sets))
+        res = sw.train_joint(data, model, out, resume=resume, config=config, dry_run=dry_run,
+                             progress=progress and not as_json, verify=not no_verify,
+                             **overrides(sets, mode=mode, max_steps=max_steps, learning_rate=learning_rate,
+                                         batch_size=batch_size, seed=seed, loss_type=loss_type,
+                                         num_generations=num_generations, sft_weight=sft_weight,
+                                         buffer_size=buffer_size))
     _print_stage(res, as_json)
     if as_json:
         return
@@ -1174,14 +1178,11 @@ def run_cmd(config_path, out, scale, model, backend, base_url, backend_arg, seed
     if print_config:
         click.echo(DEFAULT_CONFIG.read_text(), nl=False)
         return
-    flags = {k: v for k, v in (("model", model), ("backend", backend), ("base_url", base_url), ("seed", seed))
-             if v is not None}
-    if backend_arg:
-        flags["probe"] = {"backend_args": parse_backend_args(backend_arg)}
-    if decontaminate:
-        flags["data"] = {"decontaminate": list(decontaminate)}
+    flags = overrides(sets, model=model, backend=backend, base_url=base_url, seed=seed,
+                      probe={"backend_args": parse_backend_args(backend_arg)} if backend_arg else None,
+                      data={"decontaminate": list(decontaminate)} if decontaminate else None)
     with _quiet_stdout(as_json):
-        result = sw.run(config_path, out=out, scale=scale, overrides=merge(parse_sets(sets), flags), fresh=fresh,
+        result = sw.run(config_path, out=out, scale=scale, overrides=flags, fresh=fresh,
                         echo=lambda line: click.echo(line, err=as_json), progress=progress and not as_json)
     if as_json:
         _echo_warnings(result.notes)
@@ -1233,23 +1234,22 @@ def experiment_cmd(design, out, quick, arms, seeds, total_steps, jobs, checks_on
     """
     import stagewise as sw
 
-    overrides = merge(parse_sets(sets), {k: v for k, v in (("seeds", seeds), ("total_steps", total_steps))
-                                         if v is not None})
+    fields = overrides(sets, seeds=seeds, total_steps=total_steps)
     if jobs is not None:
         if design != "v2":
             raise click.UsageError("--jobs is an option of --design v2")
-        overrides["jobs"] = jobs
+        fields["jobs"] = jobs
     if checks_only:
         if design != "v2":
             raise click.UsageError("--checks-only is an option of --design v2")
-        overrides["checks_only"] = True
+        fields["checks_only"] = True
     argv = " ".join(["stagewise experiment", f"--design {design}", f"--out {out}"] + (["--quick"] if quick else [])
                     + ([f"--arms {arms}"] if arms else []) + ([f"--seeds {seeds}"] if seeds else [])
                     + ([f"--total-steps {total_steps}"] if total_steps else [])
                     + (["--checks-only"] if checks_only else [])
                     + ([f"--config {config_path}"] if config_path else []) + [f"--set {s}" for s in sets])
     result = sw.experiment(out, design=design, quick=quick, arms=arms, config=config_path, log=click.echo,
-                           command=argv, **overrides)
+                           command=argv, **fields)
     click.echo("")
     if design == "v2" and checks_only:
         click.echo(f"Checks: {result.paths['json']}")

@@ -100,3 +100,10 @@ def test_experiment_config_is_a_preset_under_a_file_under_overrides(tmp_path):
     assert f"{path}:1:1: seeds='two' must be a number" in message
     assert f"{path}:3:3: unknown key 'pretrain.stepz' (did you mean pretrain.steps?)" in message
     assert "overrides: unknown key 'total_step' (did you mean total_steps?)" in message
+
+
+def test_a_commands_flags_lie_over_its_sets_and_an_unset_flag_sets_nothing():
+    from stagewise.curate.config import overrides
+
+    assert overrides(["max_steps=3", "loss=dft", "trl.top_k=5"], max_steps=None, loss="nll", seed=1) == {
+        "max_steps": 3, "loss": "nll", "seed": 1, "trl": {"top_k": 5}}

@@ -90,3 +90,17 @@ def test_bad_values_and_types_of_a_stage_file_are_reported_at_once_at_their_plac
     assert f"{path}:3:1: lora='maybe' must be true or false" in message
     assert f"{path}:4:1: unknown key 'warmup_stepz' (did you mean warmup_steps?)" in message
     assert message.endswith("see stagewise/configs/train_sft.yaml for every option")
+
+
+def test_set_of_a_key_that_is_also_a_flag_reaches_the_config_on_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from stagewise.cli import cli
+
+    data = make_export(tmp_path / "export", sft=[("1+1", "2")])
+    res = CliRunner().invoke(cli, ["train", "sft", "--data", data, "--out", str(tmp_path / "sft"),
+                                   "--set", "max_steps=0", "--set", "loss=l2"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # a clean exit, not a TypeError
+    flat = " ".join(res.output.split())
+    assert "overrides: loss='l2' (choose from nll, dft, iw-sft)" in flat
+    assert "overrides: max_steps=0 (must be a positive integer)" in flat
