@@ -73,8 +73,8 @@ class OtherOptionsError(ConfigError):
     remedy may re-raise with its own (`stagewise run` says --fresh where `export` says --overwrite)."""
 
     def __init__(self, made: str, fix: str):
-        self.made, self.fix = made, fix
-        super().__init__(f"{made}; {fix}")
+        self.made = made
+        super().__init__(made, fix=fix)
 
 
 def _shown(value: Any) -> str:

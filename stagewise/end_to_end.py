@@ -29,7 +29,6 @@ from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.runconfig import diff_configs, resolve_config
 
-
 # Throughputs measured on the 2-core reference machine (benchmarks/RESULTS.md), used only for the
 # up-front estimate; the report records the real wall time of every stage.
 # Calibrated on an idle 2-core machine: the default config's estimate equals its measured `stagewise run`
