@@ -88,8 +88,10 @@ def test_relift_runs_one_sft_update_per_full_buffer(toy, tmp_path):
     assert all(u["n_items"] == 4 for u in updates) and res.extra["relift"]["buffer_left"] < 4
 
 
-def test_bridge_shadow_takes_only_rl_gradients(toy, tmp_path):
-    kw = dict(KW, max_steps=1)
+def test_bridge_shadow_is_exactly_the_pure_rl_run_under_a_warmup_and_decay_schedule(toy, tmp_path):
+    # Step 1 is the warmup's rate 0, step 2 the full rate: the shadow must follow the joint model's schedule,
+    # as a pure-RL run with the same settings does (it once stepped at the constant peak rate).
+    kw = dict(KW, max_steps=2, lr_scheduler_type="cosine", warmup_steps=1)
     joint = train_joint(toy["data"], toy["model"], tmp_path / "bridge", mode="bridge", **kw)
     pure = train_rl(toy["data"], toy["model"], tmp_path / "rl", **{k: v for k, v in kw.items()
                                                                      if k not in ("sft_batch_size", "sft_learning_rate")})
@@ -98,10 +100,30 @@ def test_bridge_shadow_takes_only_rl_gradients(toy, tmp_path):
     joint_w = load_file(joint.model_dir + "/model.safetensors")
     start = load_file(toy["model"] + "/model.safetensors")
     assert set(shadow) == set(rl)
-    for k in rl:  # the shadow after one step IS the pure-RL model from the same seed
+    for k in rl:  # the shadow after two steps IS the pure-RL model from the same seed
         assert torch.equal(shadow[k], rl[k]), k
     assert any(not torch.equal(start[k], rl[k]) for k in rl)  # RL moved the weights
     assert max((joint_w[k] - rl[k]).abs().max().item() for k in rl) > 1e-3  # the joint took SFT too
+
+
+def test_relift_resumes_its_buffer_from_the_checkpoint_and_logs_the_resume(toy, tmp_path):
+    out = tmp_path / "relift"
+    kw = dict(KW, batch_size=8, buffer_size=100, save_steps=1)  # all 8 prompts, "zq" among them, every step
+    first = train_joint(toy["data_zz"], toy["model"], out, mode="relift", max_steps=1, **kw)
+    saved = json.loads((out / "checkpoints" / "checkpoint-1" / "relift_buffer.json").read_text())
+    assert first.extra["relift"]["buffer_restored"] is False
+    assert saved["buffer"] and IMPOSSIBLE_ID in saved["moved"]
+    res = train_joint(toy["data_zz"], toy["model"], out, mode="relift", max_steps=2, resume=True, **kw)
+    info = res.extra["relift"]
+    assert res.resumed_from.endswith("checkpoint-1") and info["buffer_restored"] is True
+    # The moved item is not moved a second time (the resumed step's generation runs at global step 1), and
+    # the buffer is the checkpoint's plus this step's moves (no update: buffer_size 100).
+    moves = [r for r in _log(out) if r.get("event") == "relift_move"]
+    assert not any(IMPOSSIBLE_ID in r["ids"] for r in moves if r["step"] >= 1)
+    assert info["moved"] >= saved["counts"]["moved"]
+    assert info["buffer_left"] == len(saved["buffer"]) + info["moved"] - saved["counts"]["moved"]
+    resumes = [r for r in _log(out) if r.get("event") == "resume"]
+    assert [r["stage"] for r in resumes] == ["joint-relift"] and resumes[0]["checkpoint"].endswith("checkpoint-1")
 
 
 def test_weighted_needs_demonstrations(tmp_path, tiny_model_dir):

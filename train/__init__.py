@@ -8,7 +8,7 @@ Imports `curate` and `stages`.
                                                                                -> TrainResult   (rl.py)
     train(data, model, out, *, reprobe=False, eval_data=None, sft={}, rl={}, eval={}, ...)
                                                                                -> PipelineResult (pipeline.py)
-    train_joint(data, model, out, *, mode="weighted"|"relift"|"bridge", ...)  -> TrainResult   (joint.py)
+    train_joint(data, model, out, *, mode="weighted"|"relift"|"bridge", ...)  -> TrainResult   (joint/)
 
 Options and their defaults: stagewise/configs/train_{sft,rl,joint,eval}.yaml (commented). Precedence:
 packaged defaults < --config YAML < flags / keyword arguments; every run writes OUT/config.yaml.

@@ -1,16 +1,22 @@
-"""Pieces both recipes share: model loading, metrics.jsonl and progress callbacks, checkpoint/resume
-decisions, the final save, and the result record."""
+"""Pieces the recipes share: the recipe skeleton (`open_recipe`, `start_run`, `RecipeRun.train`), model
+loading, metrics.jsonl and progress callbacks, checkpoint/resume decisions, the final save, and the result
+record."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.steps import Step
+from stagewise.train import config as C
+from stagewise.train.data import Export, open_export
+from stagewise.train.stage_eval import HeldoutSFTLoss
 from transformers import TrainerCallback
 
 
@@ -257,3 +263,86 @@ def remove_partial_writes(out: Path) -> None:
                 shutil.rmtree(d, ignore_errors=True)
     for d in Path(out).glob(".model.tmp*"):
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ recipe skeleton
+# Every recipe (sft, rl, joint) is: open_recipe -> its own config steps and rows -> start_run -> build its
+# trainer from run.model/run.tokenizer/run.callbacks -> run.train(trainer, extra=...). The steps they
+# share live here once, so a change (a new resolved key, the resume record) reaches all three.
+
+
+def open_recipe(kind: str, config, data, *, verify: bool = True, **options) -> tuple[dict, Export]:
+    """The stage's config (packaged defaults < `config` < `options`, device and precision resolved) and
+    its export, opened (and its files checked against the manifest unless verify=False)."""
+    cfg = C.resolve_device(C.build_config(kind, config, **options))
+    return cfg, open_export(data, verify=verify)
+
+
+@dataclass
+class RecipeRun:
+    """One stage on its way to training: what start_run prepared for the recipe's trainer.
+
+    `finished` is the earlier result when this stage already finished with the same resolved config
+    (the recipe returns it as it is); everything after it is None then."""
+
+    stage: str
+    out: Path
+    resolved: dict          # what OUT/config.yaml and the marker OUT/train.done.json record
+    dry_run: bool
+    finished: TrainResult | None = None
+    resume_from: str | None = None
+    model_path: str | None = None
+    model: Any = None
+    tokenizer: Any = None
+    metrics: MetricsJsonl | None = None
+    callbacks: list = field(default_factory=list)
+
+    def train(self, trainer, extra: Callable[[], dict] = dict) -> TrainResult:
+        """Write OUT/config.yaml; unless a dry run, train (from `resume_from`), save OUT/model, evaluate
+        when the trainer has an eval set, and return the result marked finished. `extra()` is the
+        recipe's own record, read after the save (it may write files: it runs under the storage guard)."""
+        C.write_resolved(self.resolved, self.out)
+        if self.dry_run:
+            return TrainResult(self.stage, str(self.out), None, config=self.resolved, dry_run=True)
+        if self.resume_from:
+            self.metrics.write({"stage": self.stage, "event": "resume", "checkpoint": self.resume_from})
+        with out_storage_guard(self.out):
+            output = trainer.train(resume_from_checkpoint=self.resume_from)
+            model_dir = save_final(trainer, self.tokenizer, self.out)
+            more = extra()
+        metrics = {**self.metrics.last_logs, **output.metrics}
+        if getattr(trainer, "eval_dataset", None) is not None:
+            metrics.update(trainer.evaluate())
+        result = TrainResult(self.stage, str(self.out), model_dir, trainer.state.global_step, metrics,
+                             self.resolved, self.resume_from, self.metrics.mean_step_time(),
+                             extra={"step_times_s": self.metrics.step_times,
+                                    "step_cpu_s": self.metrics.step_cpu_times, **more})
+        mark_finished(self.out, result)
+        return result
+
+
+def start_run(stage: str, data, model, out, cfg: dict, export: Export, counts: dict, *, resume: bool,
+              dry_run: bool, progress: bool, verify: bool, sft_eval_rows: list[dict] | None = None) -> RecipeRun:
+    """The prologue every recipe shares, in this order: the resolved record, the finished-run check, the
+    checkpoint to resume from (refused without --resume), the seed, the model and tokenizer, and the
+    metrics/progress callbacks, plus the held-out SFT loss every `sft_eval_steps` when the stage's
+    config has that key and `sft_eval_rows` are given. `counts` are the stage's row counts (n_train, ...)."""
+    from stagewise.curate.models import resolve_model
+    from transformers import set_seed
+
+    out = Path(out)
+    resolved = {"stage": stage, "data": str(data), "model": resolve_model(model), "out": str(out), **counts,
+                "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe, "verify_export": verify}
+    run = RecipeRun(stage, out, resolved, dry_run)
+    done = finished_run(out, resolved, resume)
+    if done is not None and not dry_run:
+        run.finished = done
+        return run
+    run.resume_from = checkpoint_to_resume(out, resume)
+    set_seed(cfg["seed"])
+    run.model_path, run.model, run.tokenizer = load_model_and_tokenizer(model, cfg)
+    run.metrics, run.callbacks = callbacks_for(out, stage, progress and not dry_run)
+    if sft_eval_rows and cfg.get("sft_eval_steps"):
+        run.callbacks.append(HeldoutSFTLoss(sft_eval_rows, run.tokenizer, every=cfg["sft_eval_steps"],
+                                            sink=run.metrics, stage=stage))
+    return run

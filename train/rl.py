@@ -16,18 +16,8 @@ from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
 from stagewise.train import config as C
-from stagewise.train.common import (
-    TrainResult,
-    callbacks_for,
-    checkpoint_to_resume,
-    finished_run,
-    load_model_and_tokenizer,
-    mark_finished,
-    out_storage_guard,
-    quiet_trainer,
-    save_final,
-)
-from stagewise.train.data import load_rl_rows, open_export, rl_dataset_rows
+from stagewise.train.common import TrainResult, open_recipe, quiet_trainer, start_run
+from stagewise.train.data import load_rl_rows, rl_dataset_rows
 from trl import GRPOConfig, GRPOTrainer
 
 SAMPLING_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256}
@@ -138,54 +128,25 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
     `sft_eval_steps` steps. `ledger` (train/loop.py GroupLedger) records per prompt its groups and the
     all-wrong / all-right ones; the result's extra["groups"] holds its totals. Other options: see
     stagewise/configs/train_rl.yaml."""
-    from stagewise.train.stage_eval import HeldoutSFTLoss
     from stagewise.train.rewards import VerifierReward
-    from transformers import set_seed
 
-    cfg = C.build_config("rl", config, loss_type=loss_type, num_generations=num_generations, beta=beta,
-                         max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                         **overrides)
-    cfg = C.resolve_device(cfg)
-    out = Path(out)
-    export = open_export(data, verify=verify)
+    cfg, export = open_recipe("rl", config, data, verify=verify, loss_type=loss_type,
+                              num_generations=num_generations, beta=beta, max_steps=max_steps,
+                              learning_rate=learning_rate, batch_size=batch_size, seed=seed, **overrides)
     cfg = resolve_sampling(cfg, export.sampling)
-    if rows is None:
-        rows = load_rl_rows(export)
-    from stagewise.curate.models import resolve_model
-
-    resolved = {"stage": "rl", "data": str(data), "model": resolve_model(model), "out": str(out),
-                "n_train": len(rows), "n_sft_eval": len(sft_eval_rows or []), **cfg, "probe": export.probe,
-                "verify_export": verify}
-    done = finished_run(out, resolved, resume)
-    if done is not None and not dry_run:
-        return done
-    resume_from = checkpoint_to_resume(out, resume)
-    set_seed(cfg["seed"])
-    model_path, net, tok = load_model_and_tokenizer(model, cfg)
-    check_rl_model(cfg, model_path)
-    metrics_cb, cbs = callbacks_for(out, "rl", progress and not dry_run)
-    if sft_eval_rows and cfg["sft_eval_steps"]:
-        cbs.append(HeldoutSFTLoss(sft_eval_rows, tok, every=cfg["sft_eval_steps"], sink=metrics_cb))
+    rows = load_rl_rows(export) if rows is None else rows
+    run = start_run("rl", data, model, out, cfg, export, {"n_train": len(rows)}, resume=resume, dry_run=dry_run,
+                    progress=progress, verify=verify, sft_eval_rows=sft_eval_rows)
+    if run.finished:
+        return run.finished
+    check_rl_model(cfg, run.model_path)
     reward = VerifierReward(workers=cfg["verifier_workers"], timeout_s=cfg["verifier_timeout_s"])
     try:
         recording = {} if ledger is None else {"trainer_cls": GroupRecordingTrainer, "ledger": ledger,
                                                "verifier_reward": reward}
-        trainer = build_grpo_trainer(rows, net, tok, cfg, out, reward, callbacks=cbs, **recording)
-        C.write_resolved(resolved, out)
-        if dry_run:
-            return TrainResult("rl", str(out), None, config=resolved, dry_run=True)
-        if resume_from:
-            metrics_cb.write({"stage": "rl", "event": "resume", "checkpoint": resume_from})
-        with out_storage_guard(out):
-            output = trainer.train(resume_from_checkpoint=resume_from)
-            model_dir = save_final(trainer, tok, out)
+        trainer = build_grpo_trainer(rows, run.model, run.tokenizer, cfg, run.out, reward, callbacks=run.callbacks,
+                                     **recording)
+        return run.train(trainer, extra=lambda: {"verifier_status": dict(reward.status_counts),
+                                                 **({"groups": ledger.totals()} if ledger else {})})
     finally:
         reward.close()
-    metrics = {**metrics_cb.last_logs, **output.metrics}
-    result = TrainResult("rl", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                         metrics_cb.mean_step_time(), extra={"verifier_status": dict(reward.status_counts),
-                                                        "step_times_s": metrics_cb.step_times,
-                                                        "step_cpu_s": metrics_cb.step_cpu_times,
-                                                        **({"groups": ledger.totals()} if ledger else {})})
-    mark_finished(out, result)
-    return result

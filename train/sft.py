@@ -10,18 +10,8 @@ from pathlib import Path
 
 import torch
 from stagewise.train import config as C
-from stagewise.train.common import (
-    TrainResult,
-    callbacks_for,
-    checkpoint_to_resume,
-    finished_run,
-    load_model_and_tokenizer,
-    mark_finished,
-    out_storage_guard,
-    quiet_trainer,
-    save_final,
-)
-from stagewise.train.data import load_sft_rows, open_export, sft_dataset_rows
+from stagewise.train.common import TrainResult, open_recipe, quiet_trainer, start_run
+from stagewise.train.data import load_sft_rows, sft_dataset_rows
 from stagewise.train.losses import iw_sft_loss
 from trl import SFTConfig, SFTTrainer
 
@@ -116,49 +106,21 @@ def build_sft_trainer(rows: list[dict], model, tokenizer, cfg: dict, out: Path, 
 def train_sft(data, model, out, *, loss: str | None = None, max_steps: int | None = None,
               learning_rate: float | None = None, batch_size: int | None = None, seed: int | None = None,
               resume: bool = False, config=None, dry_run: bool = False, progress: bool = True,
-              eval_rows: list[dict] | None = None, rows: list[dict] | None = None, verify: bool = True,
+              sft_eval_rows: list[dict] | None = None, rows: list[dict] | None = None, verify: bool = True,
               **overrides) -> TrainResult:
     """Supervised fine-tuning on an export's SFT split (`data`: export dir or sft.parquet).
 
     Options not named here (gradient_accumulation_steps, lora, precision, ...) go through `overrides`
     or `config` (a YAML path or dict); see stagewise/configs/train_sft.yaml. `rows` replaces the
-    export's rows (the pipeline passes the split minus its held-out part)."""
-    cfg = C.build_config("sft", config, loss=loss, max_steps=max_steps, learning_rate=learning_rate,
-                         batch_size=batch_size, seed=seed, **overrides)
-    cfg = C.resolve_device(cfg)
-    out = Path(out)
-    export = open_export(data, verify=verify)
-    if rows is None:
-        rows = load_sft_rows(export)
-    from stagewise.curate.models import resolve_model
-    from transformers import set_seed
-
-    resolved = {"stage": "sft", "data": str(data), "model": resolve_model(model), "out": str(out),
-                "n_train": len(rows), "n_eval": len(eval_rows or []), **cfg, "probe": export.probe,
-                "verify_export": verify}
-    done = finished_run(out, resolved, resume)
-    if done is not None and not dry_run:
-        return done
-    resume_from = checkpoint_to_resume(out, resume)
-    set_seed(cfg["seed"])
-    model_path, net, tok = load_model_and_tokenizer(model, cfg)
-    metrics_cb, cbs = callbacks_for(out, "sft", progress and not dry_run)
-    trainer = build_sft_trainer(rows, net, tok, cfg, out, callbacks=cbs, eval_rows=eval_rows,
-                                model_path=model_path)
-    C.write_resolved(resolved, out)
-    if dry_run:
-        return TrainResult("sft", str(out), None, config=resolved, dry_run=True)
-    if resume_from:
-        metrics_cb.write({"stage": "sft", "event": "resume", "checkpoint": resume_from})
-    with out_storage_guard(out):
-        output = trainer.train(resume_from_checkpoint=resume_from)
-        model_dir = save_final(trainer, tok, out)
-    metrics = {**metrics_cb.last_logs, **output.metrics}
-    if eval_rows:
-        metrics.update(trainer.evaluate())
-    result = TrainResult("sft", str(out), model_dir, trainer.state.global_step, metrics, resolved, resume_from,
-                         metrics_cb.mean_step_time(), extra={"step_times_s": metrics_cb.step_times,
-                                                        "step_cpu_s": metrics_cb.step_cpu_times})
-    mark_finished(out, result)
-    return result
-
+    export's rows (the pipeline passes the split minus its held-out part); `sft_eval_rows` (held-out
+    demonstrations) are evaluated at the end (eval_loss in the result's metrics)."""
+    cfg, export = open_recipe("sft", config, data, verify=verify, loss=loss, max_steps=max_steps,
+                              learning_rate=learning_rate, batch_size=batch_size, seed=seed, **overrides)
+    rows = load_sft_rows(export) if rows is None else rows
+    run = start_run("sft", data, model, out, cfg, export, {"n_train": len(rows)}, resume=resume, dry_run=dry_run,
+                    progress=progress, verify=verify, sft_eval_rows=sft_eval_rows)
+    if run.finished:
+        return run.finished
+    trainer = build_sft_trainer(rows, run.model, run.tokenizer, cfg, run.out, callbacks=run.callbacks,
+                                eval_rows=sft_eval_rows, model_path=run.model_path)
+    return run.train(trainer)

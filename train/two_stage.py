@@ -80,7 +80,7 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `reprobe_sample`: re-probe a random N items instead, and report the estimated bucket shares.
     `rounds`: repeat SFT -> re-probe -> RL; RL's all-wrong prompts and the re-probe's unmastered items
     form the next round's SFT set (train/rounds.py). Step settings apply per stage per round.
-    `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint.py),
+    `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint/),
     evaluated the same way; `joint_options` (or a `joint:` config section) holds its options.
     `verify`: check each split read against the export's manifest (sha256, rows); False for --no-verify."""
     from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
@@ -161,8 +161,8 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
 
         def sft_stage(model_in, stage_out, rows):
             return train_sft(data, model_in, stage_out, config=sections.get("sft"), rows=rows,
-                             eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run, progress=progress,
-                             verify=verify, **sft_over)
+                             sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
+                             progress=progress, verify=verify, **sft_over)
 
         def rl_stage(model_in, stage_out, rows, ledger):
             return train_rl(data, model_in, stage_out, config=sections.get("rl"), rows=rows,
