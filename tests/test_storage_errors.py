@@ -113,9 +113,9 @@ def test_sft_on_a_full_disk_names_out_and_leaves_no_half_written_checkpoint(tiny
         (out_dir / ".model.tmp1").mkdir()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    import stagewise.train.sft as sft_mod
+    import stagewise.train.common as recipe_skeleton  # every recipe saves through RecipeRun.train
 
-    monkeypatch.setattr(sft_mod, "save_final", save_then_fill_the_disk)
+    monkeypatch.setattr(recipe_skeleton, "save_final", save_then_fill_the_disk)
     with pytest.raises(StorageError, match=f"cannot write {out}: no space left on the device.*--out"):
         train_sft(data, tiny_model_dir, out, max_steps=2, batch_size=4, progress=False, save_steps=1000)
     assert not (out / "checkpoints" / "checkpoint-3").exists()

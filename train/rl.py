@@ -18,6 +18,7 @@ from stagewise.curate.errors import ConfigError
 from stagewise.train import config as C
 from stagewise.train.common import TrainResult, open_recipe, quiet_trainer, start_run
 from stagewise.train.data import load_rl_rows, rl_dataset_rows
+from stagewise.train.rewards import VerifierReward
 from trl import GRPOConfig, GRPOTrainer
 
 SAMPLING_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256}
@@ -128,8 +129,6 @@ def train_rl(data, model, out, *, loss_type: str | None = None, num_generations:
     `sft_eval_steps` steps. `ledger` (train/loop.py GroupLedger) records per prompt its groups and the
     all-wrong / all-right ones; the result's extra["groups"] holds its totals. Other options: see
     stagewise/configs/train_rl.yaml."""
-    from stagewise.train.rewards import VerifierReward
-
     cfg, export = open_recipe("rl", config, data, verify=verify, loss_type=loss_type,
                               num_generations=num_generations, beta=beta, max_steps=max_steps,
                               learning_rate=learning_rate, batch_size=batch_size, seed=seed, **overrides)
