@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from stagewise.curate.errors import ConfigError, InputError
 from stagewise.curate.statistics import bucket
@@ -65,13 +66,25 @@ class Router:
 
     name = "base"
     rule = ""
+    # True when `decide_one` looks at n and c only (never the id): `decide` then decides each distinct
+    # (n, c) once. A pool of a million items with 16 samples has at most 153 of them.
+    by_counts = False
 
     def decide_one(self, item: Item) -> Decision:
         """The bucket, stage and reason of one item (policies that need the whole pool override `decide`)."""
         raise TypeError(f"policy {self.name} routes the whole pool at once; call decide(items)")
 
     def decide(self, items: list[Item]) -> list[Decision]:
-        return [self.decide_one(it) for it in items]
+        if not self.by_counts:
+            return [self.decide_one(it) for it in items]
+        seen: dict[tuple[int, int], Decision] = {}
+        out = []
+        for it in items:
+            d = seen.get((it.n, it.c))
+            if d is None:
+                d = seen[(it.n, it.c)] = self.decide_one(it)
+            out.append(d)
+        return out
 
     def config(self) -> dict:
         return {"policy": self.name}
@@ -81,6 +94,7 @@ class StageRouter(Router):
     """The default: c = 0 → SFT, 0 < c < n → RL, c = n → dropped."""
 
     name = "stage"
+    by_counts = True
     rule = ("c = 0 (no sample correct) → SFT, which needs a verified demonstration; 0 < c < n → RL; "
             "c = n (every sample correct) → dropped: an all-0 or all-1 group gives GRPO zero advantage")
 
@@ -96,6 +110,7 @@ class BandRouter(Router):
     """open-r1's pass-rate filter: p̂ strictly inside (low, high) → RL, everything else dropped."""
 
     name = "band"
+    by_counts = True
 
     def __init__(self, low: float | None = None, high: float | None = None):
         self.low = 0.0 if low is None else float(low)
@@ -133,6 +148,7 @@ class AllRouter(Router):
     item without a verified demonstration into `rl` (saying so in the reason)."""
 
     name = "all"
+    by_counts = True
     rule = "every item → RL; every item with a verified demonstration → SFT as well (stage both)"
 
     def decide_one(self, item: Item) -> Decision:
@@ -141,6 +157,7 @@ class AllRouter(Router):
 
 class SftOnlyRouter(Router):
     name = "sft-only"
+    by_counts = True
     rule = "every item → SFT (needs a verified demonstration)"
 
     def decide_one(self, item: Item) -> Decision:
@@ -149,6 +166,7 @@ class SftOnlyRouter(Router):
 
 class RlOnlyRouter(Router):
     name = "rl-only"
+    by_counts = True
     rule = "every item → RL"
 
     def decide_one(self, item: Item) -> Decision:
@@ -179,6 +197,7 @@ class ReliftRouter(Router):
     """ReLIFT's buckets on p̂: hardest (0) → SFT, hard/medium (0, 0.75) → RL, easy (≥ 0.75) dropped."""
 
     name = "relift"
+    by_counts = True
     rule = ("ReLIFT's buckets on p̂: hardest (p̂ = 0) → SFT; hard (0 < p̂ ≤ 0.25) and medium "
             "(0.25 < p̂ < 0.75) → RL; easy (p̂ ≥ 0.75) → dropped")
 
@@ -288,6 +307,11 @@ def open_store(store, read_only: bool = True):
 def resolve_run(store, run_id: str | None = None) -> str:
     """The run to route: the given one, or the only one. Several runs (for example different models
     merged into one store) are never guessed; the error lists them."""
+    # The run ids alone first: `runs()` counts every run's samples, a scan of the whole store, which
+    # only the error messages below need.
+    ids = [str(r[0]) for r in store.con.execute("SELECT run_id FROM runs ORDER BY created_at, run_id").fetchall()]
+    if len(ids) == 1 and (run_id is None or str(run_id) == ids[0]):
+        return ids[0]
     runs = store.runs()
     ids = [str(r) for r in runs["run_id"].to_list()] if len(runs) else []
     where = getattr(store, "path", "the store")
@@ -353,7 +377,7 @@ def route(store, *, run_id: str | None = None, runs=None, policy: str = "stage",
     st, opened = open_store(store)
     try:
         rid, rids, mastery = read_mastery(st, run_id=run_id, runs=runs)
-        problems = {p.id: p for p in st.problems(mastery["problem_id"].to_list())} if len(mastery) else {}
+        problems = _task_and_source(st, mastery["problem_id"].to_list()) if len(mastery) else {}
         if truncated == "exclude" and len(rids) > 1:
             raise ConfigError("--truncated exclude reads one run's finish reasons; route pooled --runs with "
                               "--truncated wrong, or route one run at a time")
@@ -371,6 +395,19 @@ def route(store, *, run_id: str | None = None, runs=None, policy: str = "stage",
     if out is not None:
         write_parquet_atomic(table, out)
     return table
+
+
+class _TaskSource(NamedTuple):
+    task: str | None
+    source: str | None
+
+
+def _task_and_source(store, ids) -> dict:
+    """{id: (task, source)}: all that routing reads of a problem (not its prompt and solution texts)."""
+    cols = store.con.sql("SELECT id, task, source FROM problems WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                         params=[list(ids)]).to_arrow_table().columns
+    pids, tasks, sources = (c.to_pylist() for c in cols)
+    return dict(zip(pids, map(_TaskSource, tasks, sources)))
 
 
 def probe_max_new_tokens(store, run_id: str | None = None) -> int | None:
@@ -536,12 +573,14 @@ def truncation_counts(store, run_id: str) -> dict[str, tuple[int, int, int, int]
     from stagewise.curate.store import VERIFIED
 
     verified = ", ".join(f"'{s}'" for s in VERIFIED)
-    rows = store.con.execute(
-        "SELECT problem_id, count(*), count(*) FILTER (WHERE finish_reason = 'length'), "
+    # Through Arrow, column by column: a million fetched row tuples cost more than the query.
+    cols = store.con.sql(
+        "SELECT problem_id::VARCHAR, count(*), count(*) FILTER (WHERE finish_reason = 'length'), "
         f"count(*) FILTER (WHERE finish_reason = 'length' AND status IN ({verified})), "
         "count(*) FILTER (WHERE finish_reason = 'length' AND status = 'correct') "
-        "FROM samples WHERE run_id = ? GROUP BY problem_id", [run_id]).fetchall()
-    return {str(pid): (int(a), int(b), int(c), int(d)) for pid, a, b, c, d in rows}
+        "FROM samples WHERE run_id = ? GROUP BY problem_id", params=[run_id]).to_arrow_table().columns
+    ids, *counts = (c.to_pylist() for c in cols)
+    return dict(zip(ids, zip(*counts)))
 
 
 def exclude_truncated(mastery, truncation: dict):
@@ -576,16 +615,18 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
     mastery = mastery.sort("problem_id")  # a stable order, so seeded draws repeat across runs
     if truncated == "exclude" and truncation:
         mastery = exclude_truncated(mastery, truncation)
-    items = [Item(id=str(r["problem_id"]), n=int(r["n"]), c=int(r["c"])) for r in mastery.iter_rows(named=True)]
+    items = [Item(id=str(pid), n=int(n), c=int(c)) for pid, n, c in
+             zip(mastery["problem_id"].to_list(), mastery["n"].to_list(), mastery["c"].to_list())]
     decisions = assign(items, router, keep_mastered=keep_mastered, require_samples=require_samples, seed=seed,
                        too_few=_too_few_usable(items, truncation, require_samples)
                        if truncated == "exclude" and truncation else None)
     pass_cols = sorted((c for c in mastery.columns if c.startswith("pass_at_")), key=lambda c: int(c[8:]))
     stats = ["n", "c", "p_hat", "posterior_mean", "ci_low", "ci_high"]
+    found = [problems.get(it.id) for it in items]
     out = pl.DataFrame({
         "id": [it.id for it in items],
-        "task": [getattr(problems.get(it.id), "task", None) for it in items],
-        "source": [getattr(problems.get(it.id), "source", None) for it in items],
+        "task": [getattr(p, "task", None) for p in found],
+        "source": [getattr(p, "source", None) for p in found],
         "bucket": [d.bucket for d in decisions],
         "stage": [d.stage for d in decisions],
         "reason": [d.reason for d in decisions],
@@ -596,9 +637,9 @@ def assignments_from_mastery(mastery, problems: dict, router: Router, *, keep_ma
         *[pl.col(c).cast(pl.Float64) for c in stats[2:] + pass_cols])
     out = pl.concat([out, cols], how="horizontal")
     if truncation is not None:
-        out = out.with_columns(
-            pl.Series("n_samples", [truncation.get(it.id, (0, 0, 0, 0))[0] for it in items], pl.Int64),
-            pl.Series("n_truncated", [truncation.get(it.id, (0, 0, 0, 0))[1] for it in items], pl.Int64))
+        counts = [truncation.get(it.id, (0, 0, 0, 0)) for it in items]
+        out = out.with_columns(pl.Series("n_samples", [t[0] for t in counts], pl.Int64),
+                               pl.Series("n_truncated", [t[1] for t in counts], pl.Int64))
     # Samplers weight by it: 1 - the posterior mean, so an item never probed (n = 0) sits at 0.5.
     out = out.with_columns((1.0 - pl.col("posterior_mean")).alias("difficulty"))
     names = [c for c in out.columns if c != "difficulty"]
