@@ -7,6 +7,7 @@ sees is exactly the one the probe measured mastery with. Templates substitute th
 
 from __future__ import annotations
 
+import functools
 import re
 
 from stagewise.curate.errors import ConfigError
@@ -44,6 +45,7 @@ def _field(problem, name: str, default=None):
     return getattr(problem, name, default)
 
 
+@functools.lru_cache(maxsize=1024)  # called once per exported row with a handful of distinct arguments
 def resolve_prompting(task: str, system_prompt: str | None = None,
                       prompt_template: str | None = None) -> tuple[str | None, str]:
     """The (system prompt, template) used for a task: explicit values win over the family default.

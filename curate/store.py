@@ -316,9 +316,13 @@ class ProbeStore:
         if ids is not None:
             sql += " WHERE id IN (SELECT unnest(?::VARCHAR[]))"  # a hash semi-join, not a scan per id
             params = [list(ids)]
-        rows = self.con.execute(sql + " ORDER BY rowid", params).fetchall()
-        return [Problem(id=r[0], prompt=r[1], answer=r[2], solution=r[3], source=r[4], task=r[5], meta=r[6])
-                for r in rows]
+        # Column-wise through Arrow, a batch at a time: fetching a million row tuples costs more than
+        # building the Problems, and one batch of texts is held twice at most.
+        out = []
+        for batch in self.con.sql(sql + " ORDER BY rowid", params=params or None).to_arrow_reader(100_000):
+            out += [Problem(id=i, prompt=q, answer=a, solution=s, source=src, task=t, meta=m)
+                    for i, q, a, s, src, t, m in zip(*(c.to_pylist() for c in batch.columns))]
+        return out
 
     # -- runs ------------------------------------------------------------------------------------
 

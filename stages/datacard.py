@@ -198,7 +198,7 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
 
     out_dir = Path(out_dir)
     name = name or out_dir.name
-    p_hats = [v for v in assignments["p_hat"].to_list() if v is not None]
+    p_hats = assignments["p_hat"].drop_nulls().to_numpy()  # an array: matplotlib reshapes a list item by item
     # One bar per possible value c/n (edges halfway between), so 0/n and n/n stand out.
     n_max = max(1, int(assignments["n"].max() or 1))
     edges = [(k - 0.5) / n_max for k in range(n_max + 2)]

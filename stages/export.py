@@ -157,8 +157,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                                     teacher=teacher, prompt_template=prompt_template,
                                     system_prompt=system_prompt,
                                     rationalize_model=rationalize_model or probed_model, **teacher_opts)
-    need = [r["id"] for r in assignments.iter_rows(named=True)
-            if r["stage"] in ("sft", "both") and r["id"] in problems]
+    need = [i for i, stage in zip(assignments["id"].to_list(), assignments["stage"].to_list())
+            if stage in ("sft", "both") and i in problems]
     found = demo_mod.find_demonstrations([problems[i] for i in need], sources)
     assignments = _apply_demonstrations(assignments, problems, found)
     replay_demos, sizing, replay_report = {}, None, {}
@@ -178,9 +178,6 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     if sizing is not None and sizing.warning:
         summary.warnings.append(sizing.warning)
 
-    splits = _rows_by_split(fmt, assignments, problems, {**found.demos, **replay_demos},
-                            system_prompt=system_prompt, prompt_template=prompt_template, model=probed_model,
-                            replayed=set(replay_demos), replay_fraction=sft_replay)
     config = {
         "run_id": rid, "format": fmt.name, "sft_style": fmt.sft_style,
         "route": {**router.config(), "rule": router.rule, "keep_mastered": keep_mastered,
@@ -208,6 +205,10 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             if with_samples:
                 run.samples.rename({"problem_id": "id"}).select(EXPORT_SAMPLE_COLUMNS).write_parquet(
                     tmp / "samples.parquet")
+            splits = _rows_by_split(fmt, assignments, problems, {**found.demos, **replay_demos},
+                                    system_prompt=system_prompt, prompt_template=prompt_template,
+                                    model=probed_model, replayed=set(replay_demos), replay_fraction=sft_replay,
+                                    out_dir=tmp)
             manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
                                      extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
             # Written last, inside the directory: it moves into place with the files it vouches for.
@@ -296,19 +297,27 @@ def _read_run(store, run_id, *, runs=None, with_samples: bool, by_model: bool = 
 
 
 def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prompt, prompt_template,
-                   model, replayed=frozenset(), replay_fraction: float = 0.0) -> dict[str, list]:
-    """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them."""
+                   model, replayed=frozenset(), replay_fraction: float = 0.0,
+                   out_dir: Path | None = None) -> dict[str, list]:
+    """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them.
+    With `out_dir`, each split streams into `<split>.parquet` there (a _SplitWriter per split, which
+    holds one chunk of rows at a time); without it, the rows come back as lists."""
     from stagewise.curate.prompts import answer_format, build_messages
 
     targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
                "unrouted": ["unrouted"], replay_mod.REPLAY_STAGE: ["sft"]}
-    splits: dict[str, list] = {s: [] for s in SPLITS}
-    for a in assignments.iter_rows(named=True):
+    splits: dict[str, list] = {s: (_SplitWriter(out_dir / f"{s}.parquet", fmt, s) if out_dir is not None else [])
+                               for s in SPLITS}
+    asked_by_task: dict = {}
+    for a in _row_dicts(assignments):
         p = problems.get(a["id"])
         if p is None:
             continue  # unrouted by _apply_demonstrations: without its problem row there is no prompt
         msgs = build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template)
-        asked = answer_format(p.task, system_prompt=system_prompt, prompt_template=prompt_template)
+        asked = asked_by_task.get(p.task)
+        if asked is None:
+            asked = asked_by_task[p.task] = answer_format(p.task, system_prompt=system_prompt,
+                                                          prompt_template=prompt_template)
         for split in targets.get(a["stage"], []) + (["sft"] if a["stage"] == "rl" and p.id in replayed else []):
             row_a = a if split != "sft" or a["stage"] != "rl" else {
                 **a, "stage": replay_mod.REPLAY_STAGE, "reason": replay_mod.replay_reason(a, replay_fraction)}
@@ -316,6 +325,57 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
                               index=len(splits[split]), answer_format=asked)
             splits[split].append(fmt.row(split, item))
     return splits
+
+
+_CHUNK_ROWS = 25_000  # rows per parquet write (and row group): bounds the memory of a million-item export
+
+
+def _row_dicts(frame, chunk: int | None = None):
+    """The frame's rows as dicts, like `iter_rows(named=True)`, read column-wise a chunk at a time
+    (several times faster, and never every column of a million rows as Python objects at once)."""
+    names = frame.columns
+    for part in frame.iter_slices(chunk or _CHUNK_ROWS):
+        for values in zip(*(col.to_list() for col in part.get_columns())):
+            yield dict(zip(names, values))
+
+
+class _SplitWriter:
+    """A split's rows written to parquet a chunk at a time; the file exists only once a row arrives
+    (a 0-row split gets no file, see `_write_export`). `len()` counts the rows so far, as for a list."""
+
+    def __init__(self, path: Path, fmt, split: str, chunk: int | None = None):
+        self.path, self.fmt, self.split, self.chunk = path, fmt, split, chunk or _CHUNK_ROWS
+        self.buffer: list[dict] = []
+        self.written = 0
+        self.writer = None
+
+    def __len__(self) -> int:
+        return self.written + len(self.buffer)
+
+    def append(self, row: dict) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        if not self.buffer:
+            return
+        table = to_table(self.fmt, self.split, self.buffer)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.written += len(self.buffer)
+        self.buffer = []
+
+    def close(self) -> int:
+        """Write what is left and close the file; the number of rows."""
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.written
 
 
 def _progress(progress):
@@ -352,12 +412,12 @@ def _apply_demonstrations(assignments, problems: dict, found):
     import polars as pl
 
     stages, reasons = [], []
-    for a in assignments.iter_rows(named=True):
-        stage, reason = a["stage"], a["reason"]
-        if a["id"] not in problems:
+    for pid, stage, reason in zip(assignments["id"].to_list(), assignments["stage"].to_list(),
+                                  assignments["reason"].to_list()):
+        if pid not in problems:
             stage, reason = "unrouted", reason + "; the problem row is missing from the store"
-        elif stage in ("sft", "both") and a["id"] not in found.demos:
-            why = found.missing.get(a["id"], NO_DEMO)
+        elif stage in ("sft", "both") and pid not in found.demos:
+            why = found.missing.get(pid, NO_DEMO)
             if stage == "sft":
                 stage, reason = "unrouted", f"{reason}; {why}"
             else:
@@ -374,14 +434,17 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
 
     rows, counts, omitted = dict(extra_rows or {}), {}, {}
     for split, split_rows in splits.items():
-        counts[split] = len(split_rows)
-        if not split_rows:  # `datasets` and verl cannot read a 0-row parquet file: leave it out, say why
+        if isinstance(split_rows, _SplitWriter):  # streamed into tmp already
+            counts[split] = split_rows.close()
+        else:
+            counts[split] = len(split_rows)
+            if split_rows:
+                pq.write_table(to_table(fmt, split, split_rows), tmp / f"{split}.parquet")
+        if not counts[split]:  # `datasets` and verl cannot read a 0-row parquet file: leave it out, say why
             omitted[f"{split}.parquet"] = (f"0 rows: no item went to {split}; the file is left out because "
                                            "`datasets` and verl cannot read a 0-row parquet file")
             continue
-        table = to_table(fmt, split, split_rows)
-        pq.write_table(table, tmp / f"{split}.parquet")
-        rows[f"{split}.parquet"] = table.num_rows
+        rows[f"{split}.parquet"] = counts[split]
     assignments.write_parquet(tmp / "assignments.parquet")
     rows["assignments.parquet"] = len(assignments)
     reward_file = {"verl": "reward.py", "openrlhf": "reward_func.py"}.get(fmt.name)
@@ -406,11 +469,21 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), omitted=omitted,
     ).to_dict()
 
+    known: dict = {}  # (name, size, mtime) -> sha256, arrow bytes: the card's table reuses them, not rereads
+
     def file_table():
-        table = {f.name: {"rows": rows.get(f.name), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                 for f in sorted(tmp.iterdir()) if f.is_file()}
-        for fname in rows:  # the in-memory (Arrow) size, which dataset cards report as a split's num_bytes
-            table[fname]["arrow_bytes"] = pq.read_table(tmp / fname).nbytes
+        table = {}
+        for f in sorted(tmp.iterdir()):
+            if not f.is_file():
+                continue
+            stat = f.stat()
+            key = (f.name, stat.st_size, stat.st_mtime_ns)
+            if key not in known:
+                # the in-memory (Arrow) size, which dataset cards report as a split's num_bytes
+                known[key] = (sha256_file(f), _arrow_bytes(f) if f.name in rows else None)
+            table[f.name] = {"rows": rows.get(f.name), "bytes": stat.st_size, "sha256": known[key][0]}
+            if f.name in rows:
+                table[f.name]["arrow_bytes"] = known[key][1]
         return table
 
     if card:
@@ -422,6 +495,17 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
     text = json.dumps(manifest, indent=2, sort_keys=False, default=str, ensure_ascii=False)
     (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")
     return manifest
+
+
+def _arrow_bytes(path: Path) -> int:
+    """`pq.read_table(path).nbytes`, read one row group at a time (a million rows need not fit at once)."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    try:
+        return sum(f.read_row_group(i).nbytes for i in range(f.num_row_groups))
+    finally:
+        f.close()
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:

@@ -481,3 +481,25 @@ def test_cli_export_decontaminates_and_writes_samples(store, tmp_path):
                                    "--with-samples", "--order", "p_hat-asc"])
     assert res.exit_code == 0, res.output
     assert "left out 1 items overlapping" in res.output and (out / "samples.parquet").exists()
+
+
+@pytest.mark.parametrize("fmt", ["trl", "verl"])
+def test_splits_streamed_in_small_chunks_hold_the_same_rows_as_one_write(store, tmp_path, monkeypatch, fmt):
+    from stagewise.stages import export as export_mod
+
+    whole = sw.export(store, tmp_path / "whole", format=fmt, keep_mastered=2)
+    monkeypatch.setattr(export_mod, "_CHUNK_ROWS", 2)  # every split of this store spans several writes
+    chunked = sw.export(store, tmp_path / "chunked", format=fmt, keep_mastered=2)
+    written = [s for s in SPLITS if (tmp_path / "whole" / f"{s}.parquet").exists()]
+    assert {"sft", "rl", "replay"} <= set(written)
+    for split in written:
+        a = pq.read_table(tmp_path / "whole" / f"{split}.parquet")
+        b = pq.read_table(tmp_path / "chunked" / f"{split}.parquet")
+        assert a.schema == b.schema and a.to_pylist() == b.to_pylist()  # verl's extra_info.index included
+        assert pq.ParquetFile(tmp_path / "chunked" / f"{split}.parquet").num_row_groups == -(-a.num_rows // 2)
+        for result, folder in ((whole, "whole"), (chunked, "chunked")):
+            entry = result.manifest["files"][f"{split}.parquet"]
+            assert entry["rows"] == a.num_rows
+            assert entry["arrow_bytes"] == pq.read_table(tmp_path / folder / f"{split}.parquet").nbytes
+    assert whole.manifest["counts"] == chunked.manifest["counts"]
+    assert whole.assignments.equals(chunked.assignments)

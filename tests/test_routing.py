@@ -271,3 +271,13 @@ def test_cli_route_json_holds_only_json_with_the_assignments_and_warnings(tmp_pa
     assert data["warnings"] and all(f"warning: {w}" in res.stderr for w in data["warnings"])
     bad = CliRunner().invoke(cli, ["route", "--store", str(path), "--runs", "nope", "--json"])
     assert bad.exit_code == 1 and bad.stdout == "" and "nope not in" in bad.stderr
+
+
+@pytest.mark.parametrize("policy", ["stage", "band", "all", "sft-only", "rl-only", "relift"])
+def test_a_per_item_policy_decides_a_pool_as_it_decides_each_item_alone(policy):
+    from stagewise.stages.routing import Item, make_router
+
+    router = make_router(policy, **({"low": 0.2, "high": 0.8} if policy == "band" else {}))
+    items = [Item(id=f"q{i}", n=n, c=c) for i, (n, c) in enumerate(
+        [(4, 0), (4, 2), (4, 4), (4, 2), (8, 1), (8, 7), (1, 0), (4, 0), (16, 16), (8, 1)])]
+    assert router.decide(items) == [router.decide_one(it) for it in items]
