@@ -333,7 +333,7 @@ def main(argv=None) -> int:
              f"{json.dumps(vllm_row.get('engine', {}), sort_keys=True)}, VLLM_CPU_OMP_THREADS_BIND="
              f"{vllm_row.get('omp_bind', _vllm_env(args.threads).get('VLLM_CPU_OMP_THREADS_BIND', 'auto'))} "
              "(as many compute threads as the hf side's torch threads); its CPU seconds include the engine's "
-             "scheduler and worker processes."),
+             "scheduler and worker processes, its peak RSS is the driver process's only."),
         ]
     body = [
         ("`python -m benchmarks.bench_generation` — useful generated tokens/s (up to and including the end "
@@ -341,10 +341,11 @@ def main(argv=None) -> int:
         f"SmolLM2-135M-Instruct fp32, temperature 1.0, {args.threads} torch thread(s) per process, each method "
         f"in its own subprocess at nice {args.nice}; model loading not timed. Rates are per CPU-second of the generating "
         "process (primary: the cores were oversubscribed by other jobs, so a niced process's wall-clock share "
-        "varied from minute to minute); wall-clock rates are listed too. naive = one `generate` per sample "
-        f"({args.naive_samples} samples); padded = `generate` on {args.padded_batch} left-padded rows "
-        f"({args.padded_batches} batches); hf backend = `curate.backends.hf` on all "
-        f"{args.prompts * args.k} samples."),
+        "varied from minute to minute); wall-clock rates are listed too. "
+        + (f"naive = one `generate` per sample ({args.naive_samples} samples); " if "naive" in methods else "")
+        + (f"padded = `generate` on {args.padded_batch} left-padded rows ({args.padded_batches} batches); "
+           if "padded" in methods else "")
+        + f"hf backend = `curate.backends.hf` on all {args.prompts * args.k} samples."),
         *vllm_note,
         "",
         (f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
