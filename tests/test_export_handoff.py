@@ -154,7 +154,7 @@ def test_stagewise_train_uses_the_exports_validation_file_as_its_held_out_sft_ro
     res = train(str(out), tiny_model_dir, tmp_path / "run", stages=("sft",), dry_run=True, progress=False,
                 eval={"enabled": False, "sft_holdout": 0.1})
     # every row of sft.parquet trains; sft_val.parquet's 3 rows are the held-out ones (no second hold-out)
-    assert res.sft.config["n_train"] == 57 and res.sft.config["n_eval"] == 3
+    assert res.sft.config["n_train"] == 57 and res.sft.config["n_sft_eval"] == 3
     table = pq.read_table(out / "sft_val.parquet")
     pq.write_table(table.slice(0, 2), out / "sft_val.parquet")
     with pytest.raises(InputError, match="sft_val.parquet was modified after export"):
