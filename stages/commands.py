@@ -4,7 +4,9 @@ TRL. The data card prints them; tests/consumers run them against the real traine
 Batch sizes come from the split sizes, so a command runs as written on a small export: verl drops the
 last partial batch (`drop_last`), so a `train_batch_size` above the split's rows leaves an empty
 dataloader ("Train dataloader is empty!"); its micro-batch sizes must be set and divide the mini-batch;
-TRL needs the generation batch to hold whole groups of `num_generations`. Commands assume one GPU
+TRL needs the generation batch to hold whole groups of `num_generations`. Each trainer validates on the
+export's held-out files (sft_val.parquet, rl_val.parquet; stages/validation.py), never on its training
+file. Commands assume one GPU
 (`trainer.n_gpus_per_node=1`); for N GPUs keep each batch a multiple of N.
 """
 
@@ -43,8 +45,8 @@ def has_file(manifest: dict, name: str) -> bool:
 
 
 def rl_validation_file(manifest: dict) -> str | None:
-    """verl validates PPO on a file of RL-layout rows other than the training file: the replay split
-    (mastered items, which RL must not forget) when there is one."""
+    """verl validates PPO on a file of RL-layout rows other than the training file: the held-out RL items,
+    else the replay split (mastered items, which RL must not forget) when there is one."""
     for name in ("rl_val.parquet", "replay.parquet"):
         if has_file(manifest, name):
             return name
@@ -53,6 +55,12 @@ def rl_validation_file(manifest: dict) -> str | None:
 
 def sft_validation_file(manifest: dict) -> str | None:
     return "sft_val.parquet" if has_file(manifest, "sft_val.parquet") else None
+
+
+def no_validation_reason(manifest: dict, name: str) -> str:
+    """Why the export has no validation file `name` (from manifest.omitted), for the card."""
+    why = (manifest.get("omitted") or {}).get(name) or "it was not written"
+    return why.removeprefix("0 rows: ")
 
 
 def verl_ppo_overrides(manifest: dict, dirname: str = "DIR", model: str = "MODEL") -> list[str]:
@@ -95,8 +103,8 @@ def verl_sft_overrides(manifest: dict, dirname: str = "DIR", model: str = "MODEL
     rows = split_rows(manifest, "sft")
     val = sft_validation_file(manifest)
     batch = batch_for(rows)
-    if val:  # verl drops the last partial batch of the validation set too
-        batch = min(batch, split_rows(manifest, "sft_val") or int(manifest["files"][val]["rows"]))
+    if val:  # verl batches the validation set like the training set and drops its last partial batch too
+        batch = min(batch, int(manifest["files"][val]["rows"]))
     micro = micro_for(batch)
     return [
         f"data.train_files={dirname}/sft.parquet",
@@ -117,9 +125,11 @@ def openrlhf_ppo_args(manifest: dict, dirname: str = "DIR", model: str = "MODEL"
     s, k = sampling(manifest), num_samples(manifest)
     n = max(2, k)
     batch = batch_for(split_rows(manifest, "rl"))
+    val = rl_validation_file(manifest)
     return [
         f"--actor.model_name_or_path {model}",
         f"--data.prompt_dataset {dirname}/rl.parquet",
+        *([f"--eval.dataset {dirname}/{val}"] if val else []),
         "--data.input_key input",
         "--data.label_key label",
         "--data.apply_chat_template",
@@ -175,7 +185,9 @@ def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "
             "RL (GRPO) with verl, scored by the shipped `reward.py` (the stagewise verifier, run in killable "
             "worker processes, so no answer can stall a step):", "", "```bash",
             *_shell("python3 -m verl.trainer.main_ppo", verl_ppo_overrides(manifest, dirname, model)), "```", "",
-            (f"Validation runs on `{val}`." if val else
+            (f"Validation runs on `{val}`"
+             + (" (RL items held out of `rl.parquet`)." if val == "rl_val.parquet" else
+                " (mastered items: it measures forgetting).") if val else
              "The export has no second RL-layout file to validate on: verl's loader is given `rl.parquet` "
              "and validation is switched off (`trainer.test_freq=-1`), so it never validates on its "
              "training data."),
@@ -185,8 +197,12 @@ def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "
             "SFT with verl's multi-turn SFT trainer:", "", "```bash",
             *_shell("torchrun --nproc_per_node=1 -m verl.trainer.sft_trainer",
                     verl_sft_overrides(manifest, dirname, model)), "```", "",
-            (f"Validation runs on `{sft_val}`." if sft_val else
-             "The export has no held-out SFT file, so `data.val_files=null` (never the training file)."),
+            (f"Validation runs on `{sft_val}` ({manifest['files'][sft_val]['rows']} demonstrations held out "
+             "of `sft.parquet`); the batch size is at most its rows, since verl drops a partial validation "
+             "batch."
+             if sft_val else
+             "The export has no held-out SFT file (" + no_validation_reason(manifest, "sft_val.parquet")
+             + "), so `data.val_files=null`: verl never validates on the training file."),
             "", _reward_env_note()])
     if fmt == "openrlhf":
         return "\n".join([
@@ -200,6 +216,7 @@ def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "
             "verifier the probe used and returns OpenRLHF's `rewards` / `scores` / `extra_logs`.", "",
             _reward_env_note()])
     g = trl_grpo_settings(manifest)
+    sft_val = sft_validation_file(manifest)
     style = manifest.get("sft_style", "prompt-completion")
     cols = "`messages`" if style == "messages" else "`prompt` / `completion`"
     return "\n".join([
@@ -209,12 +226,16 @@ def card_markdown(manifest: dict, dirname: str, *, model: str, py_setup: str = "
         "from stagewise.curate.verifiers.safe import score_many_safely",
         *([py_setup] if py_setup else []), "",
         f'sft = load_dataset("{dirname}", "sft", split="train")',
+        *([f'sft_val = load_dataset("{dirname}", "sft", split="validation")  # {sft_val}']
+          if sft_val else []),
         f'rl = load_dataset("{dirname}", "rl", split="train")', "",
         "def reward(completions, solution, task, meta, **kw):",
         "    verdicts = score_many_safely([(c[0][\"content\"], {\"answer\": a, \"task\": t, \"meta\": m})",
         "                                  for c, a, t, m in zip(completions, solution, task, meta)])",
         "    return [v.score for v in verdicts]", "",
-        f'SFTTrainer(model={py_model}, train_dataset=sft, args=SFTConfig(output_dir="sft")).train()',
+        (f'SFTTrainer(model={py_model}, train_dataset=sft, eval_dataset=sft_val,\n'
+         '           args=SFTConfig(output_dir="sft", eval_strategy="epoch")).train()' if sft_val else
+         f'SFTTrainer(model={py_model}, train_dataset=sft, args=SFTConfig(output_dir="sft")).train()'),
         f'GRPOTrainer(model={py_model}, reward_funcs=reward, train_dataset=rl,',
         (f'            args=GRPOConfig(output_dir="rl", num_generations={g["num_generations"]}, '
          f'per_device_train_batch_size={g["per_device_train_batch_size"]},'),

@@ -22,10 +22,20 @@ from stagewise.curate.paths import absolute_paths, portable, portable_name  # no
 
 EXPORT_VERSION = 2
 SPLITS = ("sft", "rl", "replay", "unrouted")
-SPLIT_FILES = {s: f"{s}.parquet" for s in SPLITS}
+# Validation files, each written beside the training split whose row layout it shares: a seeded slice of
+# that split's items, held out of its training file (stages/validation.py sizes and draws it).
+VALIDATION_SPLITS = {"sft_val": "sft", "rl_val": "rl"}
+ALL_SPLITS = ("sft", "sft_val", "rl", "rl_val", "replay", "unrouted")
+SPLIT_FILES = {s: f"{s}.parquet" for s in ALL_SPLITS}
 # What every exported row carries, whatever the format (verl: inside extra_info).
 ITEM_FIELDS = ("id", "task", "question", "answer", "answer_format", "meta")
 ANSWER_FORMATS = ("boxed", "tags")
+
+
+def layout_of(split: str) -> str:
+    """The split whose row layout a file has: a validation file's training split, else the split itself."""
+    return VALIDATION_SPLITS.get(split, split)
+
 
 @dataclass
 class ExportManifest:
@@ -43,8 +53,8 @@ class ExportManifest:
     warnings: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
-    # Splits with no rows are not written (`datasets` and verl cannot read a 0-row parquet file):
-    # file name -> why it is absent.
+    # Splits with no rows are not written (`datasets` and verl cannot read a 0-row parquet file), nor a
+    # validation file for a split too small to spare one: file name -> why it is absent.
     omitted: dict = field(default_factory=dict)
     created_at: str = ""
     stagewise_export: int = EXPORT_VERSION
@@ -98,7 +108,7 @@ def read_split(path: str | Path, *, format: str = "trl", split: str | None = Non
     from stagewise.stages.formats import make_format
 
     path = Path(path)
-    split = split or path.stem
+    split = layout_of(split or path.stem)  # sft_val.parquet is read as SFT rows
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
@@ -136,7 +146,7 @@ def item_problem(row: dict, *, format: str = "trl", split: str = "rl", sft_style
     from stagewise.stages.formats import make_format
 
     fmt = make_format(format, sft_style=sft_style or _sft_style_of(list(row), format))
-    item = fmt.item_fields(row, split)
+    item = fmt.item_fields(row, layout_of(split))
     return Problem(prompt=item["question"] or "", answer=str(item["answer"]), id=str(item["id"]),
                    task=item["task"], meta=item["meta"] if item["meta"] is not None else "{}",
                    messages=[dict(m) for m in item["messages"]])

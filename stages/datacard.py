@@ -11,41 +11,56 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stagewise.stages.contract import SPLITS
+from stagewise.stages.contract import ALL_SPLITS, SPLITS, VALIDATION_SPLITS
 
 MASTERY_PNG = "mastery.png"
 SOURCE_PNG = "pass_rate_by_source.png"
 SPLIT_HELP = {
     "sft": "SFT items with a verified demonstration",
+    "sft_val": "SFT items held out for validation (never in `sft.parquet`)",
     "rl": "RL items (prompt + gold answer)",
+    "rl_val": "RL items held out for validation (never in `rl.parquet`)",
     "replay": "mastered items kept to measure forgetting (never RL)",
     "unrouted": "items that could not be routed, with the reason",
     "assignments": "every probed item: bucket, stage, reason, statistics",
 }
 
 
+def _config_files(name: str, splits: dict) -> dict[str, str]:
+    """A config's `datasets` splits and their files: `train`, plus `validation` (sft_val.parquet beside
+    sft.parquet) when the export holds one out."""
+    files = {"train": f"{name}.parquet"}
+    if splits.get(f"{name}_val"):
+        files["validation"] = f"{name}_val.parquet"
+    return files
+
+
 def front_matter(manifest: dict) -> dict:
-    """HF dataset-card metadata: one config per split (each a `train` split of one parquet file)."""
+    """HF dataset-card metadata: one config per split, each a `train` split of one parquet file and, for
+    sft and rl when the export holds items out, a `validation` split of sft_val / rl_val.parquet."""
     from stagewise.curate.cards import size_category
 
     size = size_category(manifest["counts"]["items"])
     # `datasets` cannot read a 0-row parquet file, so an empty split has no file (the manifest says why
     # under `omitted`) and no `configs` entry.
     splits = manifest["counts"]["splits"]
-    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}.parquet"}]}
-               for name in ("assignments", *SPLITS) if name == "assignments" or splits.get(name)]
+    names = [name for name in ("assignments", *SPLITS) if name == "assignments" or splits.get(name)]
+    configs = [{"config_name": name, "data_files": [{"split": split, "path": path}
+                                                    for split, path in _config_files(name, splits).items()]}
+               for name in names]
     configs[0]["default"] = True
     # `datasets` keys its cache on this metadata, not on the files' paths or contents: without per-export
     # sizes, two exports into folders of the same name (or a re-export with --overwrite) would load the
     # first one's cached rows.
     files = manifest.get("files") or {}
     infos = []
-    for c in configs:
-        info = files.get(f"{c['config_name']}.parquet")
-        if info:
-            infos.append({"config_name": c["config_name"], "download_size": info["bytes"],
-                          "splits": [{"name": "train", "num_examples": info["rows"],
-                                      "num_bytes": info.get("arrow_bytes", info["bytes"])}]})
+    for name in names:
+        parts = [(split, files[path]) for split, path in _config_files(name, splits).items() if path in files]
+        if parts:
+            infos.append({"config_name": name, "download_size": sum(info["bytes"] for _, info in parts),
+                          "splits": [{"name": split, "num_examples": info["rows"],
+                                      "num_bytes": info.get("arrow_bytes", info["bytes"])}
+                                     for split, info in parts]})
     return {"pretty_name": f"stagewise export ({manifest['format']}) of {_model(manifest)}",
             "tags": ["stagewise", "reasoning", "post-training", manifest["format"]],
             "task_categories": ["text-generation"], "size_categories": [size], "configs": configs,
@@ -164,7 +179,19 @@ def _contamination_note(counts: dict, route: dict) -> str:
 
 
 def _split_counts(counts: dict) -> str:
-    return ", ".join(f"{s} {counts['splits'][s]}" for s in SPLITS)
+    return ", ".join(f"{s} {counts['splits'].get(s, 0)}" for s in ALL_SPLITS)
+
+
+def _split_row(split: str, rows: int, omitted: dict) -> list:
+    """One row of the card's split table; a validation file is its training config's `validation` split."""
+    if split in SPLITS:
+        empty = (" (empty: no file and no `configs` entry, since `datasets` and verl cannot read a 0-row "
+                 "parquet file; `manifest.json` lists it under `omitted`)")
+        return [f"`{split}`", rows, SPLIT_HELP[split] + ("" if rows else empty)]
+    layout = VALIDATION_SPLITS[split]
+    why = omitted.get(f"{split}.parquet", "0 rows").removeprefix("0 rows: ")
+    return [f"`{layout}` split `validation` (`{split}.parquet`)", rows,
+            SPLIT_HELP[split] + ("" if rows else f" (none: {why})")]
 
 
 def _truncation_text(truncation: dict, mode: str | None) -> str:
@@ -221,10 +248,8 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     bucket_rows = [[b, *[row.get(s, 0) for s in stages], sum(row.values())]
                    for b, row in counts["buckets_by_stage"].items() if sum(row.values())]
     bucket_rows.append(["**total**", *[counts["stages"].get(s, 0) for s in stages], counts["items"]])
-    empty = (" (empty: no file and no `configs` entry, since `datasets` and verl cannot read a 0-row parquet "
-             "file; `manifest.json` lists it under `omitted`)")
-    split_rows = [[f"`{s}`", counts["splits"][s], SPLIT_HELP[s] + ("" if counts["splits"][s] else empty)]
-                  for s in SPLITS]
+    omitted = manifest.get("omitted") or {}
+    split_rows = [_split_row(s, counts["splits"].get(s, 0), omitted) for s in ALL_SPLITS]
     split_rows.append(["`assignments`", counts["items"], SPLIT_HELP["assignments"]])
     source_rows = [[r["source"], r["items"],
                     f"{r['mean_p_hat']:.3f}" if r["mean_p_hat"] is not None else "–",

@@ -21,7 +21,15 @@ from stagewise.curate.errors import ConfigError, InputError, writing
 from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.stages import demonstrations as demo_mod
 from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
-from stagewise.stages.contract import SPLITS, ExportManifest, portable, portable_name, read_manifest, sha256_file
+from stagewise.stages.contract import (
+    ALL_SPLITS,
+    ExportManifest,
+    layout_of,
+    portable,
+    portable_name,
+    read_manifest,
+    sha256_file,
+)
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
@@ -41,6 +49,7 @@ from stagewise.stages.routing import (
     truncation_counts,
 )
 from stagewise.stages import replay as replay_mod
+from stagewise.stages import validation as val_mod
 
 _LIBRARIES = ("stagewise", "polars", "pyarrow", "duckdb", "datasets", "transformers", "trl", "torch",
               "math-verify", "reasoning-gym")
@@ -63,7 +72,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
            sft_style: str = "prompt-completion", overwrite: bool = False, card: bool = True,
            progress=False, truncated: str = "wrong", sft_replay: float = 0.0, sft_replay_from="mastered",
            heldout=(), rationalize_model: str | None = None, runs=None, by_model: bool = False,
-           order: str | None = None, with_samples: bool = False, decontaminate=None, ngram: int = 8) -> ExportResult:
+           order: str | None = None, with_samples: bool = False, decontaminate=None, ngram: int = 8,
+           validation: bool = True) -> ExportResult:
     """Route one probe run and write the export directory `out`; return ExportResult(out, manifest, ...).
 
     Example: `sw.export("run.duckdb", "export/", format="verl", policy="band", low=0.1, high=0.9)`.
@@ -73,7 +83,10 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     `truncated`: "wrong" (default) or "exclude" (samples cut at max_new_tokens leave n; routing.py).
     `sft_replay` F: replay rows (verified demonstrations of mastered items, or of `sft_replay_from`
     buckets) make up the fraction F of sft.parquet, marked stage = replay-sft (stages/replay.py); never
-    items in `heldout` (ids) nor the `keep_mastered` forgetting split.
+    items in `heldout` (ids), the `keep_mastered` forgetting split nor a validation file.
+    `validation`: sft_val.parquet and rl_val.parquet hold a seeded slice (one item in twenty, `seed`) of
+    the items routed to SFT or RL alone, left out of sft.parquet / rl.parquet (stages/validation.py);
+    False keeps every item in its training file (for callers that hold their own items out).
     `rationalize_model`: the model the `rationalize` source samples (default: the probed model's name).
     `runs`, `by_model` and `order` are route's (pooled runs, per-model p̂ columns, row order of every
     split); `with_samples` also writes samples.parquet (every sample of the run, whatever the item's
@@ -111,7 +124,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                "card": card, "truncated": truncated, "sft_replay": sft_replay, "sft_replay_from": sft_replay_from,
                "heldout": _ids_digest(heldout), "rationalize_model": rationalize_model, "runs": runs,
                "by_model": by_model, "order": order, "with_samples": with_samples,
-               "decontaminate": list(decontaminate) if decontaminate else None, "ngram": ngram}
+               "decontaminate": list(decontaminate) if decontaminate else None, "ngram": ngram,
+               "validation": validation}
     step = Step(out, "export", portable(options))  # the marker may be shared with the directory: no paths
     if out.exists() and not overwrite:
         if step.done():
@@ -161,16 +175,21 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             if stage in ("sft", "both") and i in problems]
     found = demo_mod.find_demonstrations([problems[i] for i in need], sources)
     assignments = _apply_demonstrations(assignments, problems, found)
+    # Validation slices are drawn among items with a verified demonstration, before replay, which then
+    # sizes its share against the rows left in sft.parquet and never replays a held-out item.
+    held_out, val_omitted = val_mod.draw_validation(assignments.to_dicts(), seed=seed, enabled=validation)
+    assignments = val_mod.mark_validation(assignments, held_out)
     replay_demos, sizing, replay_report = {}, None, {}
     if sft_replay > 0:
-        n_sft = sum(s in ("sft", "both") for s in assignments["stage"].to_list())
+        n_sft = sum(s in ("sft", "both") for s in assignments["stage"].to_list()) - \
+            sum(v == "sft_val" for v in held_out.values())
         replay_sources = demo_mod.make_sources(replay_mod.replay_source_names(run.samples),
                                                store_samples=run.samples, run_id=rid,
                                                probe_model=probed_model, prompt_template=prompt_template,
                                                system_prompt=system_prompt)
         replay_demos, sizing, replay_report = replay_mod.draw_replay(
             assignments.to_dicts(), problems, replay_sources, fraction=sft_replay, n_sft=n_sft,
-            replay_from=replay_from, heldout=heldout_ids, seed=seed)
+            replay_from=replay_from, heldout=heldout_ids | set(held_out), seed=seed)
         assignments = _mark_replay(assignments, replay_demos, sft_replay)
     assignments = order_assignments(assignments, order)
     summary = route_summary(assignments, router.name, keep_mastered=keep_mastered,
@@ -208,9 +227,10 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
             splits = _rows_by_split(fmt, assignments, problems, {**found.demos, **replay_demos},
                                     system_prompt=system_prompt, prompt_template=prompt_template,
                                     model=probed_model, replayed=set(replay_demos), replay_fraction=sft_replay,
-                                    out_dir=tmp)
+                                    validation=held_out, out_dir=tmp)
+            extra_rows = {"samples.parquet": len(run.samples)} if with_samples else None
             manifest = _write_export(tmp, fmt, splits, assignments, run_cfg, config, summary, card, out.name,
-                                     extra_rows={"samples.parquet": len(run.samples)} if with_samples else None)
+                                     extra_rows=extra_rows, omitted=val_omitted)
             # Written last, inside the directory: it moves into place with the files it vouches for.
             Step(tmp, step.name, step.config).mark({"run_id": rid, "counts": manifest["counts"]})
             _move_into_place(tmp, out.resolve(), overwrite)
@@ -299,16 +319,18 @@ def _read_run(store, run_id, *, runs=None, with_samples: bool, by_model: bool = 
 
 def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prompt, prompt_template,
                    model, replayed=frozenset(), replay_fraction: float = 0.0,
-                   out_dir: Path | None = None) -> dict[str, list]:
+                   validation: dict | None = None, out_dir: Path | None = None) -> dict[str, list]:
     """Format each routed item for its split(s); prompts rebuilt exactly as the probe built them.
+    `validation` ({id: "sft_val" | "rl_val"}) sends an item's row to that file instead of the training one.
     With `out_dir`, each split streams into `<split>.parquet` there (a _SplitWriter per split, which
     holds one chunk of rows at a time); without it, the rows come back as lists."""
     from stagewise.curate.prompts import answer_format, build_messages
 
     targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
                "unrouted": ["unrouted"], replay_mod.REPLAY_STAGE: ["sft"]}
+    held = {(i, layout_of(v)): v for i, v in (validation or {}).items()}
     splits: dict[str, list] = {s: (_SplitWriter(out_dir / f"{s}.parquet", fmt, s) if out_dir is not None else [])
-                               for s in SPLITS}
+                               for s in ALL_SPLITS}
     asked_by_task: dict = {}
     for a in _row_dicts(assignments):
         p = problems.get(a["id"])
@@ -322,7 +344,8 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
         for split in targets.get(a["stage"], []) + (["sft"] if a["stage"] == "rl" and p.id in replayed else []):
             row_a = a if split != "sft" or a["stage"] != "rl" else {
                 **a, "stage": replay_mod.REPLAY_STAGE, "reason": replay_mod.replay_reason(a, replay_fraction)}
-            item = ExportItem(row_a, p, msgs, model, demos.get(p.id) if split == "sft" else None,
+            split = held.get((p.id, split), split)
+            item = ExportItem(row_a, p, msgs, model, demos.get(p.id) if layout_of(split) == "sft" else None,
                               index=len(splits[split]), answer_format=asked)
             splits[split].append(fmt.row(split, item))
     return splits
@@ -430,10 +453,11 @@ def _apply_demonstrations(assignments, problems: dict, found):
 
 
 def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary, card: bool,
-                  name: str, extra_rows: dict | None = None) -> dict:
+                  name: str, extra_rows: dict | None = None, omitted: dict | None = None) -> dict:
+    """`omitted`: files left out on purpose (a validation slice too small to draw), with the reason."""
     import pyarrow.parquet as pq
 
-    rows, counts, omitted = dict(extra_rows or {}), {}, {}
+    rows, counts, omitted = dict(extra_rows or {}), {}, dict(omitted or {})
     for split, split_rows in splits.items():
         if isinstance(split_rows, _SplitWriter):  # streamed into tmp already
             counts[split] = split_rows.close()
@@ -442,8 +466,9 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
             if split_rows:
                 pq.write_table(to_table(fmt, split, split_rows), tmp / f"{split}.parquet")
         if not counts[split]:  # `datasets` and verl cannot read a 0-row parquet file: leave it out, say why
-            omitted[f"{split}.parquet"] = (f"0 rows: no item went to {split}; the file is left out because "
-                                           "`datasets` and verl cannot read a 0-row parquet file")
+            omitted.setdefault(f"{split}.parquet",
+                               f"0 rows: no item went to {split}; the file is left out because `datasets` "
+                               "and verl cannot read a 0-row parquet file")
             continue
         rows[f"{split}.parquet"] = counts[split]
     assignments.write_parquet(tmp / "assignments.parquet")
@@ -462,7 +487,7 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         format=config["format"], sft_style=config["sft_style"], run_id=config["run_id"], probe=probe,
         model=model, route=config["route"], demonstrations=portable(config["demonstrations"]),
         counts={"items": len(assignments), "buckets": summary.bucket_totals, "stages": summary.stage_totals,
-                "buckets_by_stage": summary.counts, "splits": {s: counts[s] for s in SPLITS},
+                "buckets_by_stage": summary.counts, "splits": {s: counts[s] for s in ALL_SPLITS},
                 "sft_replay": int(config["demonstrations"]["sft_replay"].get("taken") or 0),
                 "truncation": summary.truncation, "contaminated": config["contaminated"],
                 **({"samples": rows["samples.parquet"]} if "samples.parquet" in rows else {})},

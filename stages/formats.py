@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from stagewise.curate.verifiers.safe import label_json, problem_from_label
+from stagewise.stages.contract import layout_of
 
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -69,25 +70,28 @@ def _assistant(text: str) -> list:
 
 
 class ExportFormat:
-    """Base class: `row(split, item)` and `schema(split)` for split in SPLITS."""
+    """Base class: `row(split, item)` and `schema(split)` for split in ALL_SPLITS (a validation file has
+    its training split's layout)."""
 
     name = "base"
     sft_style = "prompt-completion"
     sft_head = 2  # how many leading SFT fields hold the conversation
 
     def row(self, split: str, item: ExportItem) -> dict:
-        if split == "sft":
+        layout = layout_of(split)
+        if layout == "sft":
             return self.sft_row(item)
         row = self.rl_row(item, split)
-        if split == "unrouted":
+        if layout == "unrouted":
             row.update(self.unrouted_extra(item))
         return row
 
     def schema(self, split: str) -> pa.Schema:
-        if split == "sft":
+        layout = layout_of(split)
+        if layout == "sft":
             return pa.schema(self.sft_fields())
         fields = self.rl_fields()
-        if split == "unrouted":
+        if layout == "unrouted":
             have = {name for name, _ in fields}
             fields = fields + [f for f in self.unrouted_fields() if f[0] not in have]
         return pa.schema(fields)

@@ -111,7 +111,8 @@ def test_export_with_a_teacher_that_never_solves_reports_and_finishes(tmp_path, 
     a = result.assignments.filter(pl.col("id") == "q00").row(0, named=True)
     assert a["stage"] == "unrouted"
     assert "no reference solution" in a["reason"] and "no verified answer in 2 samples" in a["reason"]
-    assert result.manifest["counts"]["splits"] == {"sft": 0, "rl": 1, "replay": 0, "unrouted": 1}
+    assert result.manifest["counts"]["splits"] == {"sft": 0, "sft_val": 0, "rl": 1, "rl_val": 0, "replay": 0,
+                                                   "unrouted": 1}
     assert result.manifest["demonstrations"]["report"]["teacher"] == {"tried": 1, "verified": 0}
     assert any("have no verified demonstration" in w and "--teacher" in w for w in result.summary.warnings)
 

@@ -1,6 +1,6 @@
 """Reading an export (docs/DESIGN.md, "Export directory"; TRL format) for training: the splits and the manifest.
 
-`data` is an export directory (sft.parquet, rl.parquet, replay.parquet, assignments.parquet,
+`data` is an export directory (sft.parquet, sft_val.parquet, rl.parquet, replay.parquet, assignments.parquet,
 manifest.json) or one parquet file; next to a single file the manifest is looked up in the same folder.
 Every problem a trainer cannot use raises an InputError naming the file, the row, the column and the fix,
 before any model is loaded.
@@ -16,7 +16,8 @@ from stagewise.curate.errors import EmptySplitError, InputError
 from stagewise.stages.contract import SPLIT_FILES as _ALL_SPLIT_FILES
 from stagewise.stages.contract import ExportManifest, item_problem, read_manifest, read_split, verify_file
 
-SPLIT_FILES = {s: _ALL_SPLIT_FILES[s] for s in ("sft", "rl", "replay")}
+# sft_val: the export's held-out demonstrations, read as the held-out SFT rows (train/two_stage.py).
+SPLIT_FILES = {s: _ALL_SPLIT_FILES[s] for s in ("sft", "rl", "replay", "sft_val")}
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Export:
         if self.manifest is None or self.single_file is not None:
             return None
         return (self.manifest.omitted or {}).get(SPLIT_FILES[split])
+
+    def has_file(self, split: str) -> bool:
+        """Whether this export directory holds the split's file (never true for a lone parquet file)."""
+        return self.single_file is None and self.path(split).exists()
 
     def raise_if_omitted(self, split: str) -> None:
         """EmptySplitError when the exporter left this split out for having no rows."""

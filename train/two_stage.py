@@ -125,8 +125,12 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         raise InputError("neither an SFT nor an RL split to train on", path=str(export.root),
                          fix="check the export's counts (manifest.json): " + "; ".join(result.skipped.values()))
     heldout_sft = []
-    if sft_rows:
-        sft_rows, heldout_sft = split_holdout(sft_rows, ecfg["sft_holdout"], ecfg["seed"])
+    if sft_rows and ecfg["sft_holdout"] > 0:
+        # The export's own held-out demonstrations (sft_val.parquet) when it has them, else a seeded share
+        # of sft.parquet: no row is held out twice.
+        heldout_sft = load_sft_rows(export, "sft_val") if export.has_file("sft_val") else []
+        if not heldout_sft:
+            sft_rows, heldout_sft = split_holdout(sft_rows, ecfg["sft_holdout"], ecfg["seed"])
 
     heldout = _heldout_problems(eval_data)
     do_eval = ecfg["enabled"] and not dry_run

@@ -165,13 +165,14 @@ def _exports(pool_store: str, held_store: str, root: Path, chosen, cfg: Experime
 
 def export_once(store: str, target: Path, **options) -> Path:
     """A trl export of `store` in `target`: reused when it was made with the same options and probe run,
-    replaced when with others (the experiment owns the directory and its settings changed)."""
+    replaced when with others (the experiment owns the directory and its settings changed). Validation
+    is off: the experiment holds its own items out, and every exported row trains or measures."""
     from stagewise.stages.export import export
 
     try:
-        export(store, target, format="trl", card=False, **options)
+        export(store, target, format="trl", card=False, validation=False, **options)
     except OtherOptionsError:
-        export(store, target, format="trl", card=False, overwrite=True, **options)
+        export(store, target, format="trl", card=False, overwrite=True, validation=False, **options)
     return target
 
 

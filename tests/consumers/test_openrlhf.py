@@ -68,6 +68,23 @@ def test_openrlhfs_sft_dataset_reads_input_and_output(export_dir, tokenizer):
     assert all(r.strip() for r in ds.responses)
 
 
+def test_openrlhfs_datasets_read_the_validation_files_the_card_passes_as_eval_dataset(export_dir, tokenizer):
+    from openrlhf.datasets import PromptDataset, SFTDataset
+    from openrlhf.datasets.utils import blending_datasets
+
+    m = manifest(export_dir)
+    assert f"--eval.dataset {export_dir}/sft_val.parquet" in commands.openrlhf_sft_args(m, str(export_dir))
+    assert f"--eval.dataset {export_dir}/rl_val.parquet" in commands.openrlhf_ppo_args(m, str(export_dir))
+    sft = _strategy(input_key="input", output_key="output", apply_chat_template=True)
+    ds = SFTDataset(blending_datasets(str(export_dir / "sft_val.parquet"), None, sft), tokenizer, 4096, sft,
+                    num_processors=1)
+    assert len(ds) == m["counts"]["splits"]["sft_val"] >= 2
+    rl = _strategy(input_key="input", label_key="label", apply_chat_template=True)
+    prompts = PromptDataset(blending_datasets(str(export_dir / "rl_val.parquet"), None, rl), tokenizer, rl)
+    assert len(prompts) == m["counts"]["splits"]["rl_val"] >= 2
+    assert json.loads(prompts[0][2])["task"]
+
+
 def test_openrlhfs_executor_loads_and_calls_the_shipped_reward_func(export_dir, tokenizer):
     from openrlhf.datasets import PromptDataset
     from openrlhf.datasets.utils import blending_datasets
