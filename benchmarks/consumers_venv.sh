@@ -104,9 +104,10 @@ case "$MODE" in
             "${MAIN_PYTHON:-$ROOT/.venv/bin/python}" -m pytest -p no:cacheprovider -q \
             tests/consumers/test_reward_only_env.py -rs || status=1
         # Each consumer runs even when another failed; the exit code says whether all passed.
-        HF_HUB_OFFLINE=1 "$BASE/verl/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_verl.py -rs \
+        # The venvs' editable install points at the checkout that built them; PYTHONPATH makes this one win.
+        HF_HUB_OFFLINE=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$BASE/verl/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_verl.py -rs \
             || status=1
-        HF_HUB_OFFLINE=1 "$BASE/openrlhf/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_openrlhf.py \
+        HF_HUB_OFFLINE=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$BASE/openrlhf/bin/python" -m pytest -p no:cacheprovider -q tests/consumers/test_openrlhf.py \
             -rs || status=1
         exit "$status"
         ;;
