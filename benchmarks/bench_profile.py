@@ -5,7 +5,7 @@
 
 Both run as subprocesses on the same generated JSONL, so each peak RSS is the process's own. The
 baseline is the straightforward pandas version a curator would write (read_json(lines=True) and `.str`
-methods, no row-wise apply). Targets (issue 2): >= 3x faster at 1M rows, peak RSS <= 2 GB, and peak
+methods, no row-wise apply). Targets: >= 3x faster at 1M rows, peak RSS <= 2 GB, and peak
 RSS growing by <= 200 MB from 100k to 1M rows. Both tools' statistics are compared for agreement.
 """
 

@@ -11,7 +11,7 @@ Each side runs in its own subprocess on the same model, data and TrainingArgumen
   user writes, so the verifier pool's cost is part of our overhead.
 Timed: wall time per optimizer step (a TrainerCallback around each step, the same on both sides; the
 first step, which warms caches, is dropped; the median of the rest). Sides alternate, best of
-`--repeats`. Target (issue 5): overhead <= 5% of step time.
+`--repeats`. Target: overhead <= 5% of step time.
 
 Data: GSM8K rows shipped with the package; SFT targets are the worked solutions, RL prompts the
 questions (task gsm8k). SmolLM2 sizes follow the issue's reference: SFT batch 8 x 256 tokens; RL 8 prompts

@@ -17,7 +17,7 @@ Pathological answers, scored by a warmed pool on their own (target: each costs n
 Plus, for information, the 2000 answers with the tower mixed in against the 2000 alone: the extra wall
 time (one worker is busy with the tower while the other goes on; on a loaded machine this is noisy).
 
-Target (issue 3): pool >= 1.7x the single process.
+Target: pool >= 1.7x the single process.
 """
 
 from __future__ import annotations

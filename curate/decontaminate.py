@@ -32,7 +32,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+# The pool is read by profile's streaming reader; profile imports this module too, so both import the
+# other as a module.
+from stagewise.curate import profile as profiling
+from stagewise.curate.atomic import atomic_target
 from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.schema import stable_id
+from stagewise.curate.sources import expand, load_problems, parse_spec, write_jsonl
 
 DEFAULT_NGRAM = 8
 DEFAULT_MAX_SHARE = 0.5
@@ -182,7 +188,6 @@ class NgramIndex:
         """Load every benchmark spec (each file of a directory is its own set) and index its n-grams."""
         import numpy as np
         import polars as pl
-        from stagewise.curate.sources import load_problems
 
         check_ngram(ngram)
         if not 0 < max_share <= 1:
@@ -333,9 +338,6 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     `progress(rows_so_far)` after each chunk.
     """
     import polars as pl
-    from stagewise.curate.profile import _profile_source
-    from stagewise.curate.schema import stable_id
-    from stagewise.curate.sources import expand, parse_spec
 
     if len(data) == 1 and isinstance(data[0], (list, tuple)):
         data = tuple(data[0])
@@ -353,7 +355,7 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     rejected: list[dict] = []
     done = 0
     for sub in subs:
-        sink, _ = _profile_source(sub, cols, 0, None, skip_bad,
+        sink, _ = profiling._profile_source(sub, cols, 0, None, skip_bad,
                                   make_acc=lambda label=sub.label, d=done: _MatchSink(index, label, d, progress))
         done += sink.rows
         entry = sources.setdefault(sub.label, {"rows": 0, "contaminated": 0, "by_set": {}})
@@ -377,8 +379,6 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
     if rejected:
         result.warnings.append(f"skipped {len(rejected):,} bad rows" + (f" (written to {rejects})" if rejects else ""))
     if rejects is not None:
-        from stagewise.curate.sources import write_jsonl
-
         write_jsonl(rejects, rejected)
     if out is not None:
         result.out = write_matches(matches, out)
@@ -386,8 +386,6 @@ def decontaminate(*data, against, ngram: int = DEFAULT_NGRAM, max_share: float =
 
 
 def write_matches(matches, path) -> str:
-    from stagewise.curate.atomic import atomic_target
-
     path, tmp = atomic_target(path)
     matches.write_parquet(tmp)
     os.replace(tmp, path)

@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass, field
 
 from stagewise.curate.errors import ConfigError, InputError
-from stagewise.curate.statistics import Z_95
+from stagewise.curate.probe import probe
+from stagewise.curate.statistics import Z_95, pass_at_k, wilson_interval
+from stagewise.curate.store import ProbeStore
 
 
 @dataclass
@@ -73,7 +75,6 @@ def _interval(values: list[float]) -> tuple[float, float]:
 def group_table(per_item: list[dict], ks, groups: dict[str, list[str]]):
     """Rows of (group, n_items, n_samples, pass@1, ci_low, ci_high, pass@k, pass@k_ci_low, pass@k_ci_high)."""
     import polars as pl
-    from stagewise.curate.statistics import pass_at_k, wilson_interval
 
     by_id = {r["id"]: r for r in per_item}
     rows = []
@@ -106,9 +107,6 @@ def evaluate(model, problems, *, buckets=None, num_samples: int = 8, ks=(1, 4, 8
              source_options: dict | None = None) -> EvalResult:
     """Sample `model` `num_samples` times per problem and report pass@1 / pass@k with 95% intervals
     per source, task and bucket (`buckets`: an assignments parquet path or a frame with id, bucket)."""
-    from stagewise.curate.probe import probe
-    from stagewise.curate.store import ProbeStore
-
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be at least 1 (got {num_samples})")
     ks = tuple(sorted({int(k) for k in (ks or (1,))} | {1}))

@@ -20,9 +20,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate import adaptive as adaptive_rule
+
+# ray_probe runs this module's sampling loop on each shard: the two import each other as modules.
+from stagewise.curate import ray_probe
+from stagewise.curate.backends import SAMPLING_ARGS, make_backend
 from stagewise.curate.backends.base import Backend, GenerationRequest, SamplingParams, sample_seed
+from stagewise.curate.decontaminate import left_out
 from stagewise.curate.errors import ConfigError, StagewiseError, storage_error, writing
+from stagewise.curate.paths import portable_name
+from stagewise.curate.prompts import build_messages, prompting_record
 from stagewise.curate.schema import Problem
+from stagewise.curate.sources import load_problems
+from stagewise.curate.statistics import bucket
+from stagewise.curate.store import ProbeStore
+from stagewise.curate.verifiers import VerifierPool
 
 
 @dataclass
@@ -39,8 +51,6 @@ class ProbeResult:
     @property
     def store(self):
         if self._store is None:
-            from stagewise.curate.store import ProbeStore
-
             self._store = ProbeStore(self.store_path, read_only=True)
         return self._store
 
@@ -57,6 +67,13 @@ class ProbeResult:
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "store": self.store_path, "summary": self.summary}
+
+    @property
+    def warnings(self) -> list[str]:
+        """Samples the verifier could not judge: stored, but not counted in an item's n."""
+        vf = self.summary.get("verifier_failures") or {}
+        return [f"{vf[k]:,} samples ended in verifier {k} (stored, not counted in n)"
+                for k in ("timeout", "error") if vf.get(k)]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -90,8 +107,6 @@ def resolve_problems(problems, *, task: str | None = None, limit: int | None = N
                      source_options: dict | None = None) -> list[Problem]:
     """Spec strings (or a list of them), a ProblemSet or a list of Problem -> a list of Problem.
     `source_options` (prompt_col, answer_col, skip_bad, ...) go to `load_problems` for spec strings."""
-    from stagewise.curate.sources import load_problems
-
     if isinstance(problems, (str, Path)):
         problems = [problems]
     items = list(problems)
@@ -117,8 +132,6 @@ def resolve_problems(problems, *, task: str | None = None, limit: int | None = N
 
 
 def _open_store(store):
-    from stagewise.curate.store import ProbeStore
-
     if isinstance(store, ProbeStore):
         return store, False
     if store is None:
@@ -130,8 +143,6 @@ def _open_store(store):
 
 
 def _model_identity(backend: Backend, model: str) -> dict:
-    from stagewise.curate.paths import portable_name
-
     try:
         ident = dict(backend.identity())
     except NotImplementedError:
@@ -210,9 +221,6 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     out before sampling and listed in `summary["contamination"]` with their reason.
     Returns a ProbeResult with the run id and a summary.
     """
-    from stagewise.curate import adaptive as adaptive_rule
-    from stagewise.curate.prompts import build_messages, prompting_record
-
     errors = []
     if not adaptive and num_samples < 1:
         errors.append(f"--num-samples must be at least 1 (got {num_samples})")
@@ -237,8 +245,6 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     items = resolve_problems(problems, task=task, limit=limit, source_options=source_options)
     contamination = None
     if decontaminate:
-        from stagewise.curate.decontaminate import left_out
-
         items, contamination = left_out(items, decontaminate, ngram=ngram)
         if not items:
             raise ConfigError(f"every one of the {contamination['contaminated']} problems overlaps "
@@ -253,15 +259,11 @@ def probe(problems, *, model: str, store, backend="hf", num_samples: int = 8, ad
     messages = {p.id: build_messages(p, system_prompt=system_prompt, prompt_template=prompt_template) for p in items}
     params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
 
-    from stagewise.curate.backends import SAMPLING_ARGS, make_backend
-
     by_id = {p.id: p for p in items}
     use_ray = ray is not None and ray is not False
     owned_backend = use_ray or (not isinstance(backend, Backend) and not hasattr(backend, "generate"))
     if use_ray:
-        from stagewise.curate.ray_probe import RayShards
-
-        engine = RayShards(ray, shards=ray_shards, backend=backend, model=model,
+        engine = ray_probe.RayShards(ray, shards=ray_shards, backend=backend, model=model,
                            backend_args={"batch_size": batch_size, "base_url": base_url, **(backend_args or {})},
                            problems=by_id, batch_size=batch_size, keep_completions=keep_completions,
                            verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout_s)
@@ -346,8 +348,6 @@ def _plan(st, run_id: str, ids: list[str], *, adaptive: bool, num_samples: int, 
           round_size: int) -> dict[str, list[int]]:
     """{item: sample indices to draw now}. Always the lowest indices not stored yet, so an interrupted
     round is completed with exactly the samples it would have drawn."""
-    from stagewise.curate import adaptive as adaptive_rule
-
     stored = st.sample_indices(run_id)
     if adaptive:
         outcomes = st.outcomes(run_id)
@@ -404,8 +404,6 @@ class _LocalSampler:
     """Samples on this process's backend; verification in a local VerifierPool."""
 
     def __init__(self, engine, problems, *, batch_size, keep_completions, verifier_workers, verifier_timeout_s):
-        from stagewise.curate.verifiers import VerifierPool
-
         self.engine, self.problems = engine, problems
         self.batch_size, self.keep_completions = batch_size, keep_completions
         self.pool = VerifierPool(workers=verifier_workers, timeout_s=verifier_timeout_s)
@@ -517,8 +515,6 @@ def store_size(st) -> dict:
 
 def probe_summary(st, run_id: str, ids: list[str], stats: dict | None = None) -> dict:
     """Items per bucket, mean pass@1, sample statuses, tokens and throughput of one run (these items)."""
-    from stagewise.curate.statistics import bucket
-
     counts = st.sample_counts(run_id)
     wanted = set(ids)
     buckets = {"unmastered": 0, "partial": 0, "mastered": 0, "unverified": 0}

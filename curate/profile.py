@@ -22,7 +22,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+# decontaminate streams its pool through this module's reader: each imports the other as a module.
+from stagewise.curate import decontaminate as decontamination
+from stagewise.curate.cards import histogram_png, markdown_table, size_category, write_card
 from stagewise.curate.errors import InputError, require
+from stagewise.curate.models import resolve_model
 from stagewise.curate.presets import ANSWER_TYPES, RowError, _scalar_text, answer_type_expr
 from stagewise.curate.readers import BadRow
 from stagewise.curate.schema import stable_id
@@ -46,6 +50,11 @@ class ProfileResult:
 
     def to_dict(self) -> dict:
         return dict(self.stats, card=self.card, plots=list(self.plots))
+
+    @property
+    def warnings(self) -> list[str]:
+        bad = self.stats.get("bad_rows")
+        return [f"skipped {bad:,} bad rows"] if bad else []
 
 
 
@@ -72,9 +81,7 @@ def profile(*specs, prompt_col=None, answer_col=None, solution_col=None, id_col=
     tok = _load_tokenizer(tokenizer) if tokenizer else None
     index = None
     if decontaminate:  # a bad benchmark spec fails before the pool is read
-        from stagewise.curate.decontaminate import NgramIndex
-
-        index = NgramIndex.build(decontaminate, ngram=ngram)
+        index = decontamination.NgramIndex.build(decontaminate, ngram=ngram)
     total = _Accumulator(samples, tok)
     columns, rejected = [], []
     for sub in subs:
@@ -98,9 +105,7 @@ def profile(*specs, prompt_col=None, answer_col=None, solution_col=None, id_col=
         stats["lengths"]["tokenizer"] = str(tokenizer)
     stats["contamination"] = None
     if index is not None:
-        from stagewise.curate.decontaminate import decontaminate as find
-
-        found = find(*specs, against=index, **cols, skip_bad=skip_bad)
+        found = decontamination.decontaminate(*specs, against=index, **cols, skip_bad=skip_bad)
         stats["contamination"] = found.to_dict(max_matches=samples)
     result = ProfileResult(stats)
     if card:
@@ -358,8 +363,6 @@ def _load_tokenizer(path):
     transformers = require("transformers", "dev")
     name = os.path.expanduser(str(path))
     if not os.path.exists(name) and "/" not in name:
-        from stagewise.curate.models import resolve_model
-
         name = resolve_model(name)  # the embedded default, e.g. smollm2-135m
     try:
         return transformers.AutoTokenizer.from_pretrained(name)
@@ -375,8 +378,6 @@ def _count_tokens(tok, texts: list[str]) -> list[int]:
 
 
 def _write_card(result: ProfileResult, per_row, card_path) -> None:
-    from stagewise.curate.cards import histogram_png, markdown_table, size_category, write_card
-
     s = result.stats
     card_path = os.fspath(card_path)
     png = os.path.splitext(card_path)[0] + "_lengths.png"
@@ -422,8 +423,6 @@ def _write_card(result: ProfileResult, per_row, card_path) -> None:
 
 
 def _contamination_md(c: dict) -> str:
-    from stagewise.curate.cards import markdown_table
-
     sets = [x["set"] for x in c["sets"]]
     table = markdown_table(["source", "rows", "contaminated", *(f"vs {n}" for n in sets)],
                            [[src, e["rows"], e["contaminated"], *(e["by_set"].get(n, 0) for n in sets)]

@@ -24,7 +24,11 @@ import queue
 import threading
 import time
 
+# probe.py starts the shards and they run its sampling loop: the two import each other as modules.
+from stagewise.curate import probe as probing
+from stagewise.curate.backends import BACKENDS, check_backend_args, make_backend
 from stagewise.curate.errors import ConfigError, StagewiseError, require
+from stagewise.curate.verifiers import VerifierPool
 
 
 class _ProbeShard:
@@ -32,9 +36,6 @@ class _ProbeShard:
 
     def __init__(self, index, backend, model, backend_args, problems, batch_size, keep_completions,
                  verifier_workers, verifier_timeout_s):
-        from stagewise.curate.backends import make_backend
-        from stagewise.curate.verifiers import VerifierPool
-
         t0 = time.monotonic()
         self.index, self.model = index, model
         self.problems = problems
@@ -48,17 +49,13 @@ class _ProbeShard:
     def describe(self) -> dict:
         import socket
 
-        from stagewise.curate.probe import _model_identity
-
         return {"shard": self.index, "node": socket.gethostname(), "pid": os.getpid(),
-                "backend": getattr(self.engine, "name", "?"), "model": _model_identity(self.engine, self.model),
+                "backend": getattr(self.engine, "name", "?"), "model": probing._model_identity(self.engine, self.model),
                 "items": len(self.problems), "load_seconds": round(self.load_seconds, 2)}
 
     def run(self, requests):
         """A Ray streaming generator: one list of store rows per verified batch."""
-        from stagewise.curate.probe import sample_rows
-
-        for rows in sample_rows(self.engine, self.pool, requests, self.problems, batch_size=self.batch_size,
+        for rows in probing.sample_rows(self.engine, self.pool, requests, self.problems, batch_size=self.batch_size,
                                 keep_completions=self.keep_completions):
             self.samples += len(rows)
             yield rows
@@ -90,9 +87,6 @@ class RayShards:
     def __init__(self, address, *, shards: int | None, backend: str, model: str, backend_args: dict,
                  problems: dict, batch_size: int, keep_completions: str, verifier_workers: int,
                  verifier_timeout_s: float):
-        from stagewise.curate.backends import BACKENDS, check_backend_args
-        from stagewise.curate.probe import in_shard
-
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ConfigError(f"--ray needs a backend name ({', '.join(BACKENDS)}), not {backend!r}")
         args = {k: v for k, v in backend_args.items() if v is not None}
@@ -128,7 +122,7 @@ class RayShards:
             groups = [{} for _ in range(n)]
             for pid, p in problems.items():
                 for i in range(n):
-                    if in_shard(pid, (i, n)):
+                    if probing.in_shard(pid, (i, n)):
                         groups[i][pid] = p
                         break
             self.shard_of = {pid: i for i, g in enumerate(groups) for pid in g}

@@ -34,6 +34,7 @@ from stagewise.curate.readers import (
     load_hf_disk,
     load_hf_hub,
     parse_value,
+    sniff_columns,
 )
 from stagewise.curate.schema import Problem, normalise_text
 
@@ -186,8 +187,6 @@ def plan_for(spec: SourceSpec, first: dict | None, *, columns=None, prompt_col=N
              solution_col=None, id_col=None, task=None):
     columns = list(columns or (first or []))
     if first is None and spec.kind == "file":
-        from stagewise.curate.readers import sniff_columns
-
         columns = sniff_columns(spec.target)
     if first is None and not columns:
         return None  # no usable record at all: the caller reports the bad rows, or an empty dataset

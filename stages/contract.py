@@ -19,6 +19,10 @@ from pathlib import Path
 
 from stagewise.curate.errors import InputError
 from stagewise.curate.paths import absolute_paths, portable, portable_name  # noqa: F401 - re-exported
+from stagewise.curate.schema import Problem
+
+# formats.py names splits through this module's layout_of: each imports the other as a module.
+from stagewise.stages import formats
 
 EXPORT_VERSION = 2
 SPLITS = ("sft", "rl", "replay", "unrouted")
@@ -105,8 +109,6 @@ def read_split(path: str | Path, *, format: str = "trl", split: str | None = Non
     there, and every row must name its verifier (`task`). Nothing is filled in."""
     import pyarrow.parquet as pq
 
-    from stagewise.stages.formats import make_format
-
     path = Path(path)
     split = layout_of(split or path.stem)  # sft_val.parquet is read as SFT rows
     try:
@@ -114,7 +116,7 @@ def read_split(path: str | Path, *, format: str = "trl", split: str | None = Non
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise InputError(f"cannot read parquet ({type(exc).__name__}: {exc})", path=str(path),
                          fix="re-run `stagewise export`") from None
-    fmt = make_format(format, sft_style=sft_style or _sft_style_of(table.column_names, format))
+    fmt = formats.make_format(format, sft_style=sft_style or _sft_style_of(table.column_names, format))
     if split in SPLITS:
         expected = fmt.required_columns(split)
         missing = [c for c in expected if c not in table.column_names]
@@ -142,10 +144,7 @@ def _sft_style_of(columns: list[str], format: str) -> str:
 def item_problem(row: dict, *, format: str = "trl", split: str = "rl", sft_style: str | None = None):
     """The curate Problem of an exported row, carrying the exact prompt messages the probe sent
     (so evaluation and the re-probe ask exactly what the probe asked, item by item)."""
-    from stagewise.curate.schema import Problem
-    from stagewise.stages.formats import make_format
-
-    fmt = make_format(format, sft_style=sft_style or _sft_style_of(list(row), format))
+    fmt = formats.make_format(format, sft_style=sft_style or _sft_style_of(list(row), format))
     item = fmt.item_fields(row, layout_of(split))
     return Problem(prompt=item["question"] or "", answer=str(item["answer"]), id=str(item["id"]),
                    task=item["task"], meta=item["meta"] if item["meta"] is not None else "{}",

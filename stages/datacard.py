@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stagewise.curate.cards import bar_png, histogram_png, markdown_table, size_category, write_card
+from stagewise.curate.statistics import wilson_interval
+from stagewise.stages.commands import card_markdown
 from stagewise.stages.contract import ALL_SPLITS, SPLITS, VALIDATION_SPLITS
 
 MASTERY_PNG = "mastery.png"
@@ -38,8 +41,6 @@ def _config_files(name: str, splits: dict) -> dict[str, str]:
 def front_matter(manifest: dict) -> dict:
     """HF dataset-card metadata: one config per split, each a `train` split of one parquet file and, for
     sft and rl when the export holds items out, a `validation` split of sft_val / rl_val.parquet."""
-    from stagewise.curate.cards import size_category
-
     size = size_category(manifest["counts"]["items"])
     # `datasets` cannot read a 0-row parquet file, so an empty split has no file (the manifest says why
     # under `omitted`) and no `configs` entry.
@@ -95,8 +96,6 @@ def _model_refs(manifest: dict) -> tuple[str, str, str]:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    from stagewise.curate.cards import markdown_table
-
     return markdown_table(header, rows)
 
 
@@ -106,8 +105,6 @@ def _sampling(manifest: dict) -> dict:
 
 def limitations(assignments) -> str:
     """Known limitations, with numbers for this export's sample counts."""
-    from stagewise.curate.statistics import wilson_interval
-
     ns = sorted({int(n) for n in assignments["n"].to_list() if n}) or [0]
     n = ns[0]
     lines = []
@@ -136,8 +133,6 @@ def limitations(assignments) -> str:
 
 def _commands(manifest: dict, dirname: str = "DIR") -> str:
     """Trainer commands generated from this export's sizes and settings (stages/commands.py)."""
-    from stagewise.stages.commands import card_markdown
-
     model, py_setup, py_model = _model_refs(manifest)
     text = card_markdown(manifest, dirname, model=model, py_setup=py_setup, py_model=py_model)
     if manifest["format"] == "trl":
@@ -221,7 +216,6 @@ def write_export_card(out_dir, *, manifest: dict, assignments, name: str | None 
     """Write README.md (+ mastery.png, pass_rate_by_source.png) into `out_dir`; return the README path.
     `name` is the folder name the commands in the card use (the export is built in a temporary folder)."""
     import polars as pl
-    from stagewise.curate.cards import bar_png, histogram_png, write_card
 
     out_dir = Path(out_dir)
     name = name or out_dir.name

@@ -22,7 +22,11 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from stagewise.curate.backends import make_backend
+from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.prompts import answer_format, build_messages, format_target
+from stagewise.curate.verifiers import VerifierPool
 from stagewise.stages.routing import NO_DEMO
 
 SOURCES = ("solution", "samples", "teacher", "rationalize", "critique")
@@ -57,7 +61,6 @@ def _verify(pairs):
     """Score (completion, problem) pairs with the items' own verifiers, math-verify in worker processes."""
     if not pairs:
         return []
-    from stagewise.curate.verifiers import VerifierPool
 
     # A demonstration is checked once, so it gets a generous budget: a worker's first reasoning-gym or
     # sympy scoring call imports a lot, and on a loaded machine that alone can outlast the probe's 5 s.
@@ -91,8 +94,6 @@ class ReferenceSolutionSource(DemoSource):
         self.prompt_template, self.system_prompt = prompt_template, system_prompt
 
     def find(self, problems):
-        from stagewise.curate.prompts import format_target
-
         have = [p for p in problems if (p.solution or "").strip()]
         missing = {p.id: "no reference solution" for p in problems if not (p.solution or "").strip()}
         targets = [format_target(p.solution, p.answer, p, self.prompt_template,
@@ -173,10 +174,6 @@ class TeacherSource(DemoSource):
         self.identity = None
 
     def find(self, problems):
-        from stagewise.curate.backends import make_backend
-        from stagewise.curate.backends.base import GenerationRequest, SamplingParams, sample_seed
-        from stagewise.curate.prompts import build_messages
-
         params = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
         messages = {p.id: self.messages_for(p, build_messages(p, system_prompt=self.system_prompt,
                                                              prompt_template=self.prompt_template))
@@ -298,8 +295,6 @@ class CritiqueSource(DemoSource):
         return out
 
     def verdict(self, attempt: dict, problem) -> str:
-        from stagewise.curate.prompts import answer_format
-
         fmt = answer_format(problem.task, system_prompt=self.system_prompt, prompt_template=self.prompt_template)
         if attempt["status"] == "wrong" and attempt.get("extracted") not in (None, ""):
             return (f"Verdict: the attempt above answers {attempt['extracted']}, which the {problem.task} "
@@ -308,8 +303,6 @@ class CritiqueSource(DemoSource):
         return f"Verdict: the attempt above gives no final answer in {where}, so the {problem.task} verifier cannot accept it."
 
     def find(self, problems):
-        from stagewise.curate.prompts import format_target
-
         attempts = self._attempts([p.id for p in problems])
         missing, have, targets = {}, [], []
         for p in problems:

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from stagewise.curate.backends import check_backend_args
+from stagewise.curate.decontaminate import NgramIndex
 from stagewise.curate.errors import ConfigError, InputError, writing
+from stagewise.curate.prompts import answer_format, build_messages
 from stagewise.curate.steps import OtherOptionsError, Step
 from stagewise.stages import demonstrations as demo_mod
+from stagewise.stages import replay as replay_mod
+from stagewise.stages import validation as val_mod
 from stagewise.stages.browse import EXPORT_SAMPLE_COLUMNS, samples_of_runs
 from stagewise.stages.contract import (
     ALL_SPLITS,
@@ -30,6 +34,7 @@ from stagewise.stages.contract import (
     read_manifest,
     sha256_file,
 )
+from stagewise.stages.datacard import write_export_card
 from stagewise.stages.formats import ExportItem, make_format, to_table
 from stagewise.stages.routing import (
     NO_DEMO,
@@ -48,8 +53,6 @@ from stagewise.stages.routing import (
     route_summary,
     truncation_counts,
 )
-from stagewise.stages import replay as replay_mod
-from stagewise.stages import validation as val_mod
 
 _LIBRARIES = ("stagewise", "polars", "pyarrow", "duckdb", "datasets", "transformers", "trl", "torch",
               "math-verify", "reasoning-gym")
@@ -63,6 +66,13 @@ class ExportResult:
     summary: object = None  # routing.RouteSummary
     demos: dict = field(default_factory=dict)  # demonstration report per source
     reused: bool = False  # True: `out` already held an export made with the same options
+    decontaminated: list = field(default_factory=list)  # the benchmark specs overlapping items were checked against
+
+    def to_dict(self) -> dict:
+        m = self.manifest
+        return {"out": str(self.out), "format": m.get("format"), "counts": m.get("counts"), "files": m.get("files"),
+                "summary": self.summary.to_dict(), "demos": self.demos, "reused": self.reused,
+                "warnings": list(self.summary.warnings)}
 
 
 def export(store, out, *, format: str = "trl", run_id: str | None = None, policy: str = "stage",
@@ -105,7 +115,8 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
                   lambda: replay_mod.check_fraction(sft_replay),
                   lambda: replay_mod.parse_replay_from(sft_replay_from),
                   lambda: demo_mod.validate_sources(demos, teacher=teacher, budget=teacher_budget),
-                  lambda: check_order(order)):
+                  lambda: check_order(order),
+                  lambda: _check_teacher_args(teacher_backend, teacher_options)):
         try:
             check()
         except ConfigError as exc:
@@ -129,7 +140,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     step = Step(out, "export", portable(options))  # the marker may be shared with the directory: no paths
     if out.exists() and not overwrite:
         if step.done():
-            return _reuse(out, policy, keep_mastered)
+            return _reuse(out, policy, keep_mastered, decontaminate)
         step.refuse_other_options(f"{out}/ was exported", "pass --overwrite to replace it")
         raise OtherOptionsError(f"output directory {out} already exists and has no export.done.json (it was not "
                                 "made by `stagewise export`, or by an older version)",
@@ -142,8 +153,6 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     heldout_ids = {str(getattr(h, "id", h)) for h in (heldout or ())}
     index = None
     if decontaminate:  # a bad benchmark spec fails here, before anything is written
-        from stagewise.curate.decontaminate import NgramIndex
-
         index = NgramIndex.build(decontaminate, ngram=ngram)
 
     need_text = bool({"samples", "critique"} & set(demos)) or sft_replay > 0 or with_samples
@@ -215,7 +224,7 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     config["demonstrations"]["sft_replay"] = ({**sizing.to_dict(), "report": replay_report}
                                               if sizing is not None else {"fraction": 0.0, "taken": 0})
     parent = out.resolve().parent
-    tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = parent / f".{out.name}.tmp-{os.urandom(4).hex()}"
     with writing(out, option="--out"):
         parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -237,7 +246,16 @@ def export(store, out, *, format: str = "trl", run_id: str | None = None, policy
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing partial is left behind
         raise
-    return ExportResult(out, manifest, assignments, summary, found.report)
+    return ExportResult(out, manifest, assignments, summary, found.report,
+                        decontaminated=list(decontaminate or ()))
+
+
+def _check_teacher_args(backend: str, teacher_options: dict | None) -> None:
+    """The teacher's backend arguments are checked now: the teacher may only load late, or never. vLLM's
+    are checked when it loads (they include every field of the installed vLLM's EngineArgs)."""
+    args = {k: v for k, v in ((teacher_options or {}).get("backend_options") or {}).items() if k != "base_url"}
+    if args and backend != "vllm":
+        check_backend_args(backend, args)
 
 
 def _store_identity(store, run_id, runs) -> dict:
@@ -266,7 +284,7 @@ def _ids_digest(ids) -> str | None:
     return f"{len(ids)} ids, sha256 {hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:12]}"
 
 
-def _reuse(out: Path, policy: str, keep_mastered: int) -> ExportResult:
+def _reuse(out: Path, policy: str, keep_mastered: int, decontaminate) -> ExportResult:
     """The ExportResult of an export already in `out` (made with the same options), read back from it."""
     import polars as pl
 
@@ -280,7 +298,8 @@ def _reuse(out: Path, policy: str, keep_mastered: int) -> ExportResult:
     summary = route_summary(assignments, policy, keep_mastered=keep_mastered, max_new_tokens=max_new_tokens)
     summary.warnings = list(manifest.get("warnings") or [])  # as written then (replay sizing included)
     demos = (manifest.get("demonstrations") or {}).get("report") or {}
-    return ExportResult(out, manifest, assignments, summary, demos, reused=True)
+    return ExportResult(out, manifest, assignments, summary, demos, reused=True,
+                        decontaminated=list(decontaminate or ()))
 
 
 @dataclass
@@ -324,8 +343,6 @@ def _rows_by_split(fmt, assignments, problems: dict, demos: dict, *, system_prom
     `validation` ({id: "sft_val" | "rl_val"}) sends an item's row to that file instead of the training one.
     With `out_dir`, each split streams into `<split>.parquet` there (a _SplitWriter per split, which
     holds one chunk of rows at a time); without it, the rows come back as lists."""
-    from stagewise.curate.prompts import answer_format, build_messages
-
     targets = {"sft": ["sft"], "rl": ["rl"], "both": ["sft", "rl"], "replay": ["replay"],
                "unrouted": ["unrouted"], replay_mod.REPLAY_STAGE: ["sft"]}
     held = {(i, layout_of(v)): v for i, v in (validation or {}).items()}
@@ -513,8 +530,6 @@ def _write_export(tmp: Path, fmt, splits, assignments, run_cfg, config, summary,
         return table
 
     if card:
-        from stagewise.stages.datacard import write_export_card
-
         manifest["files"] = file_table()  # the card lists the data files' sizes
         write_export_card(tmp, manifest=manifest, assignments=assignments, name=name)
     manifest["files"] = file_table()
@@ -539,7 +554,7 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
     if out.exists():
         if not overwrite:  # it appeared while we worked
             raise ConfigError(f"output directory {out} already exists; pass --overwrite to replace it")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = out.parent / f".{out.name}.old-{os.urandom(4).hex()}"
         os.replace(out, old)
         try:
             os.replace(tmp, out)

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
+from stagewise.curate.errors import ConfigError
 from stagewise.curate.verifiers.safe import label_json, problem_from_label
-from stagewise.stages.contract import layout_of
 
+# contract.py reads splits through make_format and this module names splits through contract's
+# layout_of: each imports the other as a module.
+from stagewise.stages import contract
 
-MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-STATS = [("n", pa.int64()), ("c", pa.int64()), ("p_hat", pa.float64()), ("posterior_mean", pa.float64()),
-         ("ci_low", pa.float64()), ("ci_high", pa.float64())]
-ROUTING = [("bucket", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
-DEMO = [("demo_source", pa.string()), ("demo_provenance", pa.string())]
-IDENT = [("id", pa.string()), ("task", pa.string())]
+# Column types as plain data: a type name, a list of (name, type) for a struct, or ("list", type).
+# `arrow_type` builds the pyarrow type when a schema is needed, so importing this module does not load
+# pyarrow (the exported reward files import stagewise where only the verifiers are installed).
+S, I, F = "string", "int64", "float64"
+MESSAGES = ("list", [("role", S), ("content", S)])
+STATS = [("n", I), ("c", I), ("p_hat", F), ("posterior_mean", F),
+         ("ci_low", F), ("ci_high", F)]
+ROUTING = [("bucket", S), ("stage", S), ("reason", S)]
+DEMO = [("demo_source", S), ("demo_provenance", S)]
+IDENT = [("id", S), ("task", S)]
 # The raw question and the answer format the prompt asked for (stages/contract.py ITEM_FIELDS).
-ASKED = [("question", pa.string()), ("answer_format", pa.string())]
+ASKED = [("question", S), ("answer_format", S)]
 
 
 @dataclass
@@ -78,7 +84,7 @@ class ExportFormat:
     sft_head = 2  # how many leading SFT fields hold the conversation
 
     def row(self, split: str, item: ExportItem) -> dict:
-        layout = layout_of(split)
+        layout = contract.layout_of(split)
         if layout == "sft":
             return self.sft_row(item)
         row = self.rl_row(item, split)
@@ -86,15 +92,16 @@ class ExportFormat:
             row.update(self.unrouted_extra(item))
         return row
 
-    def schema(self, split: str) -> pa.Schema:
-        layout = layout_of(split)
+    def schema(self, split: str):
+        """The split's pyarrow schema."""
+        layout = contract.layout_of(split)
         if layout == "sft":
-            return pa.schema(self.sft_fields())
+            return arrow_schema(self.sft_fields())
         fields = self.rl_fields()
         if layout == "unrouted":
             have = {name for name, _ in fields}
             fields = fields + [f for f in self.unrouted_fields() if f[0] not in have]
-        return pa.schema(fields)
+        return arrow_schema(fields)
 
     def unrouted_fields(self):
         return ROUTING
@@ -138,7 +145,7 @@ class TRLFormat(ExportFormat):
     def sft_fields(self):
         head = ([("messages", MESSAGES)] if self.sft_style == "messages"
                 else [("prompt", MESSAGES), ("completion", MESSAGES)])
-        return head + IDENT + ASKED + [("answer", pa.string()), ("meta", pa.string())] + DEMO + ROUTING
+        return head + IDENT + ASKED + [("answer", S), ("meta", S)] + DEMO + ROUTING
 
     def sft_row(self, item):
         p, a = item.problem, item.assignment
@@ -153,7 +160,7 @@ class TRLFormat(ExportFormat):
         return _prompt_part(row.get("messages")) if self.sft_style == "messages" else row.get("prompt")
 
     def rl_fields(self):
-        return [("prompt", MESSAGES), ("solution", pa.string())] + IDENT + ASKED + [("meta", pa.string())] + \
+        return [("prompt", MESSAGES), ("solution", S)] + IDENT + ASKED + [("meta", S)] + \
             ROUTING + STATS
 
     def rl_row(self, item, split):
@@ -162,16 +169,16 @@ class TRLFormat(ExportFormat):
                 "meta": p.meta, **_routing(a), **_stats(a)}
 
 
-VERL_EXTRA_INFO = pa.struct([
-    ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("task", pa.string()),
-    ("p_hat", pa.float64()), ("n", pa.int64()), ("c", pa.int64()), ("model", pa.string()),
-    ("meta", pa.string()), ("question", pa.string()), ("answer_format", pa.string()),
-])
+VERL_EXTRA_INFO = [
+    ("split", S), ("index", I), ("id", S), ("task", S),
+    ("p_hat", F), ("n", I), ("c", I), ("model", S),
+    ("meta", S), ("question", S), ("answer_format", S),
+]
 VERL_RL_FIELDS = [
-    ("data_source", pa.string()),
+    ("data_source", S),
     ("prompt", MESSAGES),
-    ("ability", pa.string()),
-    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+    ("ability", S),
+    ("reward_model", [("style", S), ("ground_truth", S)]),
     ("extra_info", VERL_EXTRA_INFO),
 ]
 
@@ -196,7 +203,7 @@ class VerlFormat(ExportFormat):
         return super().required_columns(split) if split == "sft" else [f for f, _ in VERL_RL_FIELDS]
 
     def sft_fields(self):
-        return [("messages", MESSAGES)] + IDENT + ASKED + [("answer", pa.string()), ("meta", pa.string())] + DEMO
+        return [("messages", MESSAGES)] + IDENT + ASKED + [("answer", S), ("meta", S)] + DEMO
 
     def sft_row(self, item):
         p = item.problem
@@ -239,8 +246,8 @@ class OpenRLHFFormat(ExportFormat):
     name = "openrlhf"
 
     def sft_fields(self):
-        return [("input", MESSAGES), ("output", MESSAGES)] + IDENT + ASKED + [("answer", pa.string()),
-                                                                              ("meta", pa.string())] + DEMO
+        return [("input", MESSAGES), ("output", MESSAGES)] + IDENT + ASKED + [("answer", S),
+                                                                              ("meta", S)] + DEMO
 
     def sft_row(self, item):
         p = item.problem
@@ -251,7 +258,7 @@ class OpenRLHFFormat(ExportFormat):
         return row.get("input")
 
     def rl_fields(self):
-        return [("input", MESSAGES), ("label", pa.string())] + IDENT + ASKED + [("meta", pa.string())] + STATS
+        return [("input", MESSAGES), ("label", S)] + IDENT + ASKED + [("meta", S)] + STATS
 
     def rl_row(self, item, split):
         p, a = item.problem, item.assignment
@@ -273,8 +280,6 @@ SFT_STYLES = ("prompt-completion", "messages")
 
 
 def make_format(name: str, *, sft_style: str = "prompt-completion") -> ExportFormat:
-    from stagewise.curate.errors import ConfigError
-
     if name not in FORMATS:
         raise ConfigError(f"unknown --format {name!r}; choose one of: {', '.join(FORMATS)}")
     if sft_style not in SFT_STYLES:
@@ -284,7 +289,25 @@ def make_format(name: str, *, sft_style: str = "prompt-completion") -> ExportFor
     return TRLFormat(sft_style) if name == "trl" else FORMATS[name]()
 
 
-def to_table(fmt: ExportFormat, split: str, rows: list[dict]) -> pa.Table:
-    """Rows as a table with the format's explicit schema (an empty split keeps its columns)."""
-    schema = fmt.schema(split)
-    return pa.Table.from_pylist(rows, schema=schema)
+def arrow_type(spec):
+    """A column type of this module as a pyarrow type."""
+    import pyarrow as pa
+
+    if isinstance(spec, str):
+        return getattr(pa, spec)()
+    if isinstance(spec, tuple) and spec[0] == "list":
+        return pa.list_(arrow_type(spec[1]))
+    return pa.struct([(name, arrow_type(t)) for name, t in spec])
+
+
+def arrow_schema(fields):
+    import pyarrow as pa
+
+    return pa.schema([(name, arrow_type(t)) for name, t in fields])
+
+
+def to_table(fmt: ExportFormat, split: str, rows: list[dict]):
+    """Rows as a pyarrow table with the format's explicit schema (an empty split keeps its columns)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=fmt.schema(split))

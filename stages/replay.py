@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 
 from stagewise.curate.errors import ConfigError
+from stagewise.stages.demonstrations import find_demonstrations
 
 REPLAY_STAGE = "replay-sft"
 REPLAY_BUCKETS = ("mastered", "partial")
@@ -145,8 +146,6 @@ def draw_replay(assignments: list[dict], problems: dict, sources, *, fraction: f
     Candidates are tried in a seeded random order, in chunks of what is still missing, so no more
     demonstrations are verified than needed. Returns ({id: Demonstration}, ReplaySizing, report) where
     report counts tried / verified per source."""
-    from stagewise.stages.demonstrations import find_demonstrations
-
     order = [i for i in replay_order(replay_candidates(assignments, replay_from, heldout), seed) if i in problems]
     wanted = replay_rows_wanted(n_sft, fraction)
     chosen: dict = {}

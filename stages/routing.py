@@ -13,8 +13,10 @@ import random
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from stagewise.curate import statistics as S
 from stagewise.curate.errors import ConfigError, InputError
-from stagewise.curate.statistics import bucket
+from stagewise.curate.statistics import bucket, mastery_row, pass_at_ks
+from stagewise.curate.store import VERIFIED, ProbeStore, canonical_config
 
 BUCKETS = ("unmastered", "partial", "mastered")
 STAGES = ("sft", "rl", "both", "replay", "replay-sft", "drop", "unrouted")  # replay-sft: stages/replay.py
@@ -293,8 +295,6 @@ def open_store(store, read_only: bool = True):
     """A ProbeStore from a path, or the store itself; a missing file is an InputError, not a new store."""
     from pathlib import Path
 
-    from stagewise.curate.store import ProbeStore
-
     if isinstance(store, ProbeStore):
         return store, False
     path = Path(store)
@@ -408,6 +408,30 @@ def _task_and_source(store, ids) -> dict:
                          params=[list(ids)]).to_arrow_table().columns
     pids, tasks, sources = (c.to_pylist() for c in cols)
     return dict(zip(pids, map(_TaskSource, tasks, sources)))
+@dataclass
+class Routed:
+    """`route`'s assignments with their summary (buckets x stages, warnings), as `stagewise route` shows them."""
+
+    assignments: object  # polars DataFrame, see `route`
+    summary: RouteSummary
+    run_id: str | None
+    policy: str
+    out: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "policy": self.policy, "summary": self.summary.to_dict(),
+                "assignments": self.assignments.to_dicts(), "out": self.out, "warnings": self.summary.warnings}
+
+
+def route_with_summary(store, *, run_id: str | None = None, runs=None, policy: str = "stage",
+                       keep_mastered: int = 0, out=None, **options) -> Routed:
+    """`route`, plus its summary; the truncation warnings name the probe's --max-new-tokens (one run)."""
+    assignments = route(store, run_id=run_id, runs=runs, policy=policy, keep_mastered=keep_mastered, out=out,
+                        **options)
+    max_new_tokens = probe_max_new_tokens(store, run_id) if not runs else None
+    summary = route_summary(assignments, policy, keep_mastered=keep_mastered, max_new_tokens=max_new_tokens)
+    rid = assignments["run_id"][0] if len(assignments) and "run_id" in assignments.columns else run_id
+    return Routed(assignments, summary, rid, policy, out)
 
 
 def probe_max_new_tokens(store, run_id: str | None = None) -> int | None:
@@ -468,8 +492,6 @@ def resolve_runs(store, runs) -> list[str]:
     """The runs to pool, checked: each in the store, same model and sampling, different seeds."""
     import json
 
-    from stagewise.curate.store import canonical_config
-
     wanted = _parse_runs(runs)
     table = store.runs()
     known = {str(r) for r in table["run_id"].to_list()} if len(table) else set()
@@ -509,8 +531,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def pooled_mastery(store, run_ids: list[str]):
     """The mastery view's columns for the samples of several runs counted together (n and c summed)."""
     import polars as pl
-    from stagewise.curate.statistics import mastery_row, pass_at_ks
-    from stagewise.curate.store import VERIFIED
 
     verified = ", ".join(f"'{s}'" for s in VERIFIED)
     rows = store.con.execute(f"""
@@ -570,8 +590,6 @@ def write_parquet_atomic(frame, path) -> None:
 def truncation_counts(store, run_id: str) -> dict[str, tuple[int, int, int, int]]:
     """{problem_id: (samples, truncated, truncated and verified, truncated and correct)} of one run;
     truncated = cut off at max_new_tokens (finish_reason = length)."""
-    from stagewise.curate.store import VERIFIED
-
     verified = ", ".join(f"'{s}'" for s in VERIFIED)
     # Through Arrow, column by column: a million fetched row tuples cost more than the query.
     cols = store.con.sql(
@@ -587,7 +605,6 @@ def exclude_truncated(mastery, truncation: dict):
     """The mastery frame with samples cut at max_new_tokens taken out of n and c, and every statistic
     (p̂, posterior mean, Wilson interval, pass@k) recomputed on what is left."""
     import polars as pl
-    from stagewise.curate import statistics as S
 
     pass_cols = [c for c in mastery.columns if c.startswith("pass_at_")]
     rows = []

@@ -6,12 +6,13 @@
     assignments = sw.route(store="run.duckdb", policy="stage")
     sw.export(store="run.duckdb", out="export/", format="trl")
 
-The public API is resolved lazily so `import stagewise` stays fast and the CLI starts quickly.
+Every name below is imported from the module that defines it. None of those modules imports polars,
+duckdb, torch or TRL when it loads (they are imported where they are used), so `import stagewise` and
+`import stagewise.curate.verifiers` stay light: a reward worker installed with --no-deps can score.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 __version__ = "0.1.0"
@@ -24,36 +25,42 @@ _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_root, "curate", "__init__.py")) and _root not in __path__:
     __path__.append(_root)
 
-_API = {
-    "load_problems": "stagewise.curate.sources",
-    "profile": "stagewise.curate.profile",
-    "probe": "stagewise.curate.probe",
-    "evaluate": "stagewise.curate.evaluate",
-    "merge": "stagewise.curate.store",
-    "decontaminate": "stagewise.curate.decontaminate",
-    "route": "stagewise.stages.routing",
-    "export": "stagewise.stages.export",
-    "show": "stagewise.stages.browse",
-    "samples": "stagewise.stages.browse",
-    "train_sft": "stagewise.train.sft",
-    "train_rl": "stagewise.train.rl",
-    "train_joint": "stagewise.train.joint",
-    # `sw.train` would be the stagewise.train sub-package itself, so the two-stage trainer is train_pipeline.
-    "train_pipeline": "stagewise.train.two_stage:train",
-    "run": "stagewise.end_to_end",
-    "experiment": "stagewise.experiments.runner",
-    "StagewiseError": "stagewise.curate.errors",
-    "InputError": "stagewise.curate.errors",
-    "ConfigError": "stagewise.curate.errors",
-}
+from stagewise.curate.decontaminate import decontaminate
+from stagewise.curate.errors import ConfigError, InputError, StagewiseError
+from stagewise.curate.evaluate import evaluate
+from stagewise.curate.probe import probe
+from stagewise.curate.profile import profile
+from stagewise.curate.sources import load_problems
+from stagewise.curate.store import merge
+from stagewise.end_to_end import run
+from stagewise.experiments.runner import experiment
+from stagewise.stages.browse import samples, show
+from stagewise.stages.export import export
+from stagewise.stages.routing import route
+from stagewise.train import train_joint, train_rl, train_sft
 
-__all__ = sorted(_API) + ["__version__"]
+# `sw.train` is the stagewise.train sub-package itself, so the two-stage trainer is train_pipeline.
+from stagewise.train.two_stage import train as train_pipeline
 
-
-def __getattr__(name: str):
-    if name in _API:
-        module, _, attr = _API[name].partition(":")
-        value = getattr(importlib.import_module(module), attr or name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'stagewise' has no attribute {name!r}")
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "StagewiseError",
+    "__version__",
+    "decontaminate",
+    "evaluate",
+    "experiment",
+    "export",
+    "load_problems",
+    "merge",
+    "probe",
+    "profile",
+    "route",
+    "run",
+    "samples",
+    "show",
+    "train_joint",
+    "train_pipeline",
+    "train_rl",
+    "train_sft",
+]

@@ -23,11 +23,18 @@ from pathlib import Path
 
 import yaml
 
+import stagewise as sw
 from stagewise.curate.atomic import write_text_atomic
+from stagewise.curate.backends import check_backend_args
 from stagewise.curate.config import merge
 from stagewise.curate.errors import ConfigError, StagewiseError
+from stagewise.curate.sources import ProblemSet
 from stagewise.curate.steps import OtherOptionsError, Step
+from stagewise.gain import paired_gain, status_split
+from stagewise.run_report import write_run_report
 from stagewise.runconfig import diff_configs, resolve_config
+from stagewise.train import config as train_config
+from stagewise.train.stage_eval import StageEval, value_of
 
 # Throughputs measured on the 2-core reference machine (benchmarks/RESULTS.md), used only for the
 # up-front estimate; the report records the real wall time of every stage.
@@ -83,8 +90,6 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
         echo(f"  [{name}] {seconds[name]:.0f} s")
         return value
 
-    import stagewise as sw
-
     def do_profile():
         prof = sw.profile(*data["sources"], card=str(run_dir / "profile" / "README.md"))
         return prof.to_dict()
@@ -133,8 +138,6 @@ def run(config: str | os.PathLike | dict | None = None, *, out: str | os.PathLik
 
     trained = stage("train", do_train)
 
-    from stagewise.run_report import write_run_report
-
     summary = run_summary(trained, seconds, probed=probed, exported=exported, heldout_items=len(heldout),
                           seed=cfg["seed"])
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
@@ -171,9 +174,6 @@ def _section_problems(cfg: dict) -> list[tuple[str, str]]:
     """Every stage section against its API's keyword names, before any work: (dotted key, problem)."""
     import inspect
 
-    import stagewise as sw
-    from stagewise.train import config as train_config
-
     def section(name) -> dict:  # a section that is not a mapping is already reported as such
         return cfg[name] if isinstance(cfg.get(name), dict) else {}
 
@@ -194,8 +194,6 @@ def _section_problems(cfg: dict) -> list[tuple[str, str]]:
         problems.append(("probe.backend_args", ("probe.backend_args must be a mapping of backend settings, e.g. "
                                                 f"{{tensor_parallel_size: 4}} (got {args!r})")))
     elif args and cfg.get("backend") != "vllm":  # vLLM's keys are checked against the installed vLLM at load
-        from stagewise.curate.backends import check_backend_args
-
         try:
             check_backend_args(cfg.get("backend"), {k: v for k, v in args.items() if k not in ("batch_size", "base_url")})
         except StagewiseError as exc:
@@ -211,9 +209,6 @@ def _section_problems(cfg: dict) -> list[tuple[str, str]]:
 
 def _load_data(cfg: dict):
     """The candidate pool and the held-out set, made disjoint (held-out items seen in the pool are removed)."""
-    import stagewise as sw
-    from stagewise.curate.sources import ProblemSet
-
     data = cfg["data"]
 
     def load(specs, limit):
@@ -273,9 +268,6 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
     minus before as a paired difference over held-out items, with a seeded paired bootstrap interval over
     items (stagewise.gain.paired_gain), not an interval built from two independent means.
     `wall_seconds`: per stage and the total."""
-    from stagewise.gain import paired_gain, status_split
-    from stagewise.train.stage_eval import StageEval, value_of
-
     evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
     evals = [ev for ev in evals if any(i.set == "heldout" for i in ev.items)]
     heldout: dict = {"items": heldout_items, "before": None, "after": None, "gain": None}
@@ -314,8 +306,6 @@ def run_summary(trained: dict, seconds: dict, *, probed: dict | None = None, exp
 def headline(trained: dict, summary: dict | None = None) -> dict:
     """The numbers that matter: held-out pass@1 before and after, the paired gain with its interval,
     and the bucket that moved most."""
-    from stagewise.train.stage_eval import StageEval, value_of
-
     evals = [StageEval.from_dict(e) for e in (trained or {}).get("evaluation") or []]
     if not evals:
         return {}

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
+from stagewise.curate.errors import ConfigError, InputError, StagewiseError
+from stagewise.curate.models import cache_dir
+from stagewise.curate.store import SAMPLE_COLUMNS, ProbeStore
+from stagewise.train.stage_eval import StageEval, display_table, pass_at_1_by_checkpoint, read_metrics
 
 BUCKET_ORDER = ("unmastered", "partial", "mastered")
 STATUS_ORDER = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -213,8 +217,6 @@ def path_scrubber(run_dir: Path, cfg: dict):
     """A function that rewrites every absolute path of this machine in a text: files of the run become
     relative to the run directory, a model given as a local directory becomes its folder name, the
     stagewise and Hugging Face caches and the home directory become placeholders."""
-    from stagewise.curate.models import cache_dir
-
     replacements: list[tuple[str, str]] = []
     run_abs = Path(run_dir).resolve()
     for prefix in {str(run_abs), os.path.abspath(run_dir), str(run_dir)}:
@@ -382,15 +384,11 @@ def _status_split(before: dict | None, after: dict | None, label: str) -> tuple[
 
 
 def _evaluations(trained: dict) -> list:
-    from stagewise.train.stage_eval import StageEval
-
     return [StageEval.from_dict(e) for e in trained.get("evaluation") or []]
 
 
 def _moves(trained: dict) -> list[str]:
     """Sentences on the exported items' pass@1 per bucket across checkpoints, largest move first."""
-    from stagewise.train.stage_eval import pass_at_1_by_checkpoint
-
     out = []
     for rec in pass_at_1_by_checkpoint(_evaluations(trained)):
         if rec["set"] == "heldout" or rec["group"] not in BUCKET_ORDER:
@@ -599,8 +597,6 @@ def _loop_section(rep: Report, trained: dict) -> None:
 
 def _curve_sentences(train_dir: Path) -> list[str]:
     """What the curves show, read from the metrics the plot was drawn from."""
-    from stagewise.train.stage_eval import read_metrics
-
     sft = read_metrics(train_dir / "sft" / "metrics.jsonl")
     rl = read_metrics(train_dir / "rl" / "metrics.jsonl")
     out = []
@@ -626,8 +622,6 @@ def _curve_sentences(train_dir: Path) -> list[str]:
 
 
 def _evaluation_section(rep: Report, trained: dict) -> None:
-    from stagewise.train.stage_eval import display_table
-
     evals = _evaluations(trained)
     rep.heading("Evaluation")
     if not evals:
@@ -699,9 +693,6 @@ def _buckets_present(assignments) -> list[str]:
 def _read_store(store_path: Path, run_id: str | None, ids: list[str]) -> tuple[dict, dict, str | None]:
     """({id: Problem}, {id: [sample dicts]}, why not) for these items, from the run's probe store opened
     read-only; only the shown items' samples are read, however large the run."""
-    from stagewise.curate.errors import StagewiseError
-    from stagewise.curate.store import SAMPLE_COLUMNS, ProbeStore
-
     if not store_path.exists():
         return {}, {}, "probe.duckdb is missing"
     try:
@@ -742,16 +733,12 @@ def _chromium(html_path, *args: str, timeout: float = 120) -> str:
     import subprocess
     import tempfile
 
-    from stagewise.curate.errors import ConfigError
-
     exe = find_chromium()
     if exe is None:
         raise ConfigError("Chromium is not installed; install it (Debian: `apt-get install -y chromium`) "
                           "to render the report")
     page = Path(html_path).resolve()
     if not page.exists():
-        from stagewise.curate.errors import InputError
-
         raise InputError("report not found", path=str(html_path), fix="pass the report.html of a run directory")
     with tempfile.TemporaryDirectory(prefix="stagewise-chromium-") as profile:
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -32,7 +32,7 @@ def repo_data_dir() -> str:
 # processes nor draws a plot.
 FAST_MODULES = {"test_statistics", "test_routing", "test_docs", "test_cli_docs", "test_verifiers", "test_sources",
                 "test_store", "test_contract", "test_cards", "test_config", "test_decontaminate", "test_reroute",
-                "test_train_loop", "test_steps"}
+                "test_train_loop", "test_steps", "test_imports"}
 NEEDS_PROCESSES = ("pool", "hung", "hang", "kill_9", "another_process", "across_processes", "reruns", "workers",
                    "merge", "second_writer", "png")
 

@@ -1,4 +1,4 @@
-"""Problem sources: every format, preset, column rule and bad input of issue 2."""
+"""Problem sources: every format, preset, column rule and bad input."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from stagewise.curate.errors import InputError
-from stagewise.train.stage_eval import sft_loss, sft_token_batches
+from stagewise.train.heldout_loss import sft_loss, sft_token_batches
 from stagewise.train.joint import train_joint
 from stagewise.train.rl import train_rl
 from stagewise.train.sft import train_sft

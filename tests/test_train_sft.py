@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from stagewise.curate.errors import ConfigError, InputError
-from stagewise.train.stage_eval import sft_loss, sft_token_batches
+from stagewise.train.heldout_loss import sft_loss, sft_token_batches
 from stagewise.train.sft import train_sft
 from train_helpers import MEMO, make_export, sft_row
 

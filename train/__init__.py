@@ -30,4 +30,32 @@ config (TRL ships ready ones in trl/accelerate_configs/: multi_gpu, zero1-3, fsd
 Only rank 0 writes metrics.jsonl, configs, the completion marker (train.done.json) and the final model.
 The `bridge` joint mode is single-process (it writes per-level gradients itself); `weighted` and
 `relift` run under accelerate like the plain recipes.
+
+The recipes import torch, transformers and TRL when their module loads. The three entry points below
+load a recipe when it is called, so `import stagewise` and `stagewise --help` stay fast.
 """
+
+from __future__ import annotations
+
+from stagewise.train.result import TrainResult
+
+
+def train_sft(data, model, out, **options) -> TrainResult:
+    """SFT on an export's SFT split: `stagewise.train.sft.train_sft`, whose options are documented there."""
+    from stagewise.train.sft import train_sft as recipe  # torch and TRL load here
+
+    return recipe(data, model, out, **options)
+
+
+def train_rl(data, model, out, **options) -> TrainResult:
+    """GRPO-family RL on an export's RL split: `stagewise.train.rl.train_rl`, whose options are documented there."""
+    from stagewise.train.rl import train_rl as recipe  # torch and TRL load here
+
+    return recipe(data, model, out, **options)
+
+
+def train_joint(data, model, out, **options) -> TrainResult:
+    """Single-stage SFT+RL on both splits: `stagewise.train.joint.train_joint`, whose options are documented there."""
+    from stagewise.train.joint import train_joint as recipe  # torch and TRL load here
+
+    return recipe(data, model, out, **options)

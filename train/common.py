@@ -8,50 +8,23 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.curate.errors import ConfigError, InputError
+from stagewise.curate.errors import ConfigError, InputError, StagewiseError, storage_error
+from stagewise.curate.models import resolve_model
 from stagewise.curate.steps import Step
 from stagewise.train import config as C
 from stagewise.train.data import Export, open_export
-from stagewise.train.stage_eval import HeldoutSFTLoss
+from stagewise.train.heldout_loss import HeldoutSFTLoss
+from stagewise.train.result import TrainResult, is_main_process
 from transformers import TrainerCallback
-
-
-def is_main_process() -> bool:
-    """Rank 0 under `accelerate launch`/torchrun (RANK is set there), or a plain single process. Only it
-    writes metrics, configs, markers and the final model, so ranks never race on one file."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@dataclass
-class TrainResult:
-    """What one stage produced. `model_dir` loads with from_pretrained; `metrics` holds the last logs."""
-
-    stage: str
-    out: str
-    model_dir: str | None
-    global_step: int = 0
-    metrics: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    resumed_from: str | None = None
-    step_time_s: float | None = None  # mean wall time of an optimizer step (first step excluded when > 1)
-    dry_run: bool = False
-    extra: dict = field(default_factory=dict)
-    # Processes that trained together (WORLD_SIZE under accelerate launch / torchrun); the result and its
-    # files are written by rank 0 only.
-    processes: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", "1")))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_model_and_tokenizer(model: str, cfg: dict):
     """Resolve `model` (alias, directory, hub id) and load it at the resolved precision."""
     import torch
-    from stagewise.curate.models import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(model)
@@ -242,8 +215,6 @@ class out_storage_guard:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        from stagewise.curate.errors import StagewiseError, storage_error
-
         if exc is None or isinstance(exc, StagewiseError) or not isinstance(exc, Exception):
             return False
         err = storage_error(exc, self.out, option="--out")  # torch.save's has no errno: the disk is asked
@@ -327,7 +298,6 @@ def start_run(stage: str, data, model, out, cfg: dict, export: Export, counts: d
     checkpoint to resume from (refused without --resume), the seed, the model and tokenizer, and the
     metrics/progress callbacks, plus the held-out SFT loss every `sft_eval_steps` when the stage's
     config has that key and `sft_eval_rows` are given. `counts` are the stage's row counts (n_train, ...)."""
-    from stagewise.curate.models import resolve_model
     from transformers import set_seed
 
     out = Path(out)

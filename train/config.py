@@ -14,20 +14,23 @@ from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.config import Layers, merge, parse_yaml, read_yaml, section, type_problems, unknown_keys
-from stagewise.curate.errors import ConfigError
+from stagewise.curate.errors import ConfigError, require
 
 KINDS = ("sft", "rl", "joint", "eval")
+SFT_LOSSES = ("nll", "dft", "iw-sft")  # train/losses.py
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo")  # TRL's GRPO-family losses
+JOINT_MODES = ("weighted", "relift", "bridge")  # train/joint.py
 _CHOICES = {
-    "loss": ("nll", "dft", "iw-sft"),
-    "loss_type": ("grpo", "dr_grpo", "dapo"),
+    "loss": SFT_LOSSES,
+    "loss_type": LOSS_TYPES,
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "scale_rewards": ("group", "batch", "none"),
     "use_vllm": ("auto", True, False),
     "vllm_mode": ("colocate", "server"),
     "report_to": ("none", "tensorboard", "wandb"),
-    "mode": ("weighted", "relift", "bridge"),
+    "mode": JOINT_MODES,
     "lambda_schedule": ("constant", "linear"),
-    "sft_loss": ("nll", "dft", "iw-sft"),
+    "sft_loss": SFT_LOSSES,
 }
 _POSITIVE = ("max_steps", "batch_size", "gradient_accumulation_steps", "num_generations", "logging_steps",
              "save_steps", "max_length", "buffer_size", "lora_r", "sft_batch_size")
@@ -224,7 +227,6 @@ def peft_config(cfg: dict):
     """A peft LoraConfig when `lora: true`, else None."""
     if not cfg.get("lora"):
         return None
-    from stagewise.curate.errors import require
 
     peft = require("peft", "peft")
     targets = cfg["lora_target_modules"]

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stagewise.curate.prompts import format_target
+from stagewise.curate.verifiers import score
+from stagewise.train.data import answer_of
+
 CORRECT = 1.0  # a completion is right when the verifier scores it 1 (its score for "correct")
 
 
@@ -90,10 +94,6 @@ def answer_demonstration(row: dict, prompting: dict | None = None) -> dict | Non
     """An SFT row written from an RL row's gold answer, in the answer format the probe's prompt asked for
     (curate/prompts.py `format_target` with the manifest's system prompt and template, as the exporter
     writes demonstrations), kept only if the item's verifier accepts it; None otherwise."""
-    from stagewise.curate.prompts import format_target
-    from stagewise.curate.verifiers import score
-    from stagewise.train.data import answer_of
-
     prompting = prompting or {}
     answer = answer_of(row)
     problem = {"answer": answer, "task": row["task"], "meta": row.get("meta") or "{}"}
@@ -109,8 +109,6 @@ def answer_demonstration(row: dict, prompting: dict | None = None) -> dict | Non
 
 def rl_row_from_sft(row: dict) -> dict:
     """An RL row (prompt, solution, id, task, meta) for an item known from its SFT row."""
-    from stagewise.train.data import answer_of
-
     return {"prompt": row["prompt"], "solution": answer_of(row), "id": str(row["id"]),
             "task": row["task"], "meta": row.get("meta") or "{}",
             "question": row.get("question"), "answer_format": row.get("answer_format")}

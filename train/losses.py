@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import torch
 
-SFT_LOSSES = ("nll", "dft", "iw-sft")
-
 
 def token_loss(logps: torch.Tensor, mask: torch.Tensor, loss: str = "nll", *,
                num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:

@@ -13,6 +13,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate.probe import probe
+from stagewise.stages.reroute import reroute, router_from_route_config, transition_counts
+from stagewise.stages.routing import truncation_counts
+
 
 @dataclass
 class ReprobeResult:
@@ -75,10 +79,6 @@ def full_reprobe(problems: dict, before: dict, model_dir: str, out: Path, *, rou
     `before`: {id: (bucket, stage)} for every item; `has_demo`: ids with a verified demonstration (an
     item the router now sends to SFT needs one). The probe store is OUT/reprobe.duckdb: an interrupted
     re-probe resumes. The export's `--truncated exclude` applies here too."""
-    from stagewise.curate.probe import probe
-    from stagewise.stages.reroute import reroute, router_from_route_config, transition_counts
-    from stagewise.stages.routing import truncation_counts
-
     router = router_from_route_config(route)
     ids = sample_ids([i for i in before if i in problems], sample, seed=int(probe_cfg.get("seed") or 0) + round_)
     result = ReprobeResult(round_, items=len(before), probed=len(ids))

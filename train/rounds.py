@@ -19,6 +19,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate.errors import ConfigError
+from stagewise.stages.contract import item_problem
+from stagewise.train.loop import GroupLedger, ItemPool, PromptGroups
+from stagewise.train.reprobe import full_reprobe
+
 
 @dataclass
 class RoundsResult:
@@ -43,12 +48,7 @@ def run_rounds(export, model, out, *, sft_rows: list[dict], rl_rows: list[dict],
     """Run the rounds. `train_sft_stage(model, out, rows)` and `train_rl_stage(model, out, rows, ledger)`
     train one stage and return its TrainResult; `evaluate(model_dir, label)` (optional) evaluates a
     checkpoint. `sft_rows` / `rl_rows`: the export's SFT rows (held-out ones already removed) and RL rows."""
-    from stagewise.train.loop import GroupLedger, ItemPool
-    from stagewise.train.reprobe import full_reprobe
-
     if rounds < 1:
-        from stagewise.curate.errors import ConfigError
-
         raise ConfigError(f"--rounds {rounds} must be at least 1")
     out = Path(out)
     manifest = export.manifest
@@ -136,7 +136,6 @@ def _keep_groups(ledger, rl_out: Path, round_: int) -> None:
         write_rows(ledger.rows(round_), path, GROUP_COLUMNS)
     elif path.exists():
         import pyarrow.parquet as pq
-        from stagewise.train.loop import PromptGroups
 
         for row in pq.read_table(path).to_pylist():
             ledger.by_id[row["id"]] = PromptGroups(row["groups"], row["zero_variance"], row["all_wrong"],
@@ -145,8 +144,6 @@ def _keep_groups(ledger, rl_out: Path, round_: int) -> None:
 
 def _problems(pool) -> dict:
     """{id: Problem} for every pool item, each carrying its row's exact prompt messages."""
-    from stagewise.stages.contract import item_problem
-
     return {i: item_problem(it.rl_row, format="trl", split="rl") for i, it in pool.items.items()}
 
 

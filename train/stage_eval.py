@@ -3,8 +3,9 @@
 For each checkpoint it reports pass@1 / pass@k with Wilson intervals on the held-out problems (when
 given), and accuracy per bucket on the export's own items (unmastered = the SFT items, partial = the
 RL items, mastered = the replay items, which are never trained on, so a drop there is forgetting).
-During RL a callback tracks the held-out SFT loss (SFT and RL do not decouple: RL tends to raise the
-SFT loss while it raises the reward); `plot_curves` draws both against the step.
+During RL a callback tracks the held-out SFT loss (train/heldout_loss.py; SFT and RL do not decouple:
+RL tends to raise the SFT loss while it raises the reward); `plot_curves` draws both against the step.
+Imports nothing heavy, so reports and the command line read evaluations without loading torch.
 """
 
 from __future__ import annotations
@@ -14,80 +15,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from stagewise.curate.evaluate import evaluate
 from stagewise.train.data import Export
-from transformers import TrainerCallback
 
 BUCKETS = ("unmastered", "partial", "mastered")
-
-
-# --------------------------------------------------------------------------- held-out SFT loss in RL
-
-
-def sft_token_batches(rows: list[dict], tokenizer, max_length: int = 1024) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + demonstration, index where the demonstration starts) per SFT row."""
-    out = []
-    for row in rows:
-        prompt, completion = row["prompt"], row["completion"]
-        if isinstance(prompt, str):
-            p_text, full = prompt, prompt + (completion if isinstance(completion, str)
-                                             else completion[0]["content"])
-        else:
-            p_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            full = tokenizer.apply_chat_template(prompt + list(completion), tokenize=False)
-        p_ids = tokenizer(p_text, add_special_tokens=False)["input_ids"]
-        ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
-        if len(ids) > len(p_ids):
-            out.append((ids, len(p_ids)))
-    return out
-
-
-@torch.no_grad()
-def sft_loss(model, batches: list[tuple[list[int], int]]) -> float:
-    """Mean NLL per demonstration token (completion-only, like SFT's nll), one sequence at a time."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    device = next(model.parameters()).device
-    for ids, start in batches:
-        x = torch.tensor([ids], device=device)
-        logits = model(input_ids=x).logits[0, :-1].float()  # (T-1, V)
-        targets = x[0, 1:]
-        nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (T-1,)
-        total += nll[start - 1:].sum().item()
-        count += len(ids) - start
-    if was_training:
-        model.train()
-    return total / max(count, 1)
-
-
-class HeldoutSFTLoss(TrainerCallback):
-    """Logs `heldout_sft_loss` at the start of RL, every `every` steps and at the end (to metrics.jsonl
-    via `sink`)."""
-
-    def __init__(self, rows: list[dict], tokenizer, every: int = 5, sink=None, stage: str = "rl"):
-        self.batches = sft_token_batches(rows, tokenizer)
-        self.every, self.sink, self.stage = every, sink, stage
-        self.history: list[tuple[int, float]] = []
-
-    def _record(self, step: int, model) -> None:
-        value = sft_loss(model, self.batches)
-        self.history.append((step, value))
-        if self.sink is not None:
-            self.sink.write({"stage": self.stage, "step": step, "heldout_sft_loss": value})
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        if model is not None and self.batches:
-            self._record(state.global_step, model)
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if model is not None and self.batches and state.global_step % self.every == 0:
-            self._record(state.global_step, model)
-
-    def on_train_end(self, args, state, control, model=None, **kw):
-        # The last step too, so a short run still shows where RL left the SFT loss.
-        if model is not None and self.batches and (not self.history or self.history[-1][0] != state.global_step):
-            self._record(state.global_step, model)
 
 
 # --------------------------------------------------------------------------- before / after evaluation
@@ -181,8 +112,6 @@ def evaluate_checkpoint(model: str, label: str, *, export: Export, heldout=None,
                         ks=(1, 4), max_new_tokens: int | None = None, max_per_bucket: int | None = 32,
                         seed: int = 0, backend: str = "hf") -> StageEval:
     """Evaluate one checkpoint on the held-out problems (if any) and on the export's items per bucket."""
-    from stagewise.curate.evaluate import evaluate
-
     probe = export.probe
     sampling = export.sampling
     common = dict(num_samples=num_samples, ks=tuple(k for k in ks if k <= num_samples) or (1,), backend=backend,

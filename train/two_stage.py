@@ -18,11 +18,23 @@ from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.config import read_yaml
-from stagewise.curate.errors import EmptySplitError, InputError
+from stagewise.curate.errors import ConfigError, EmptySplitError, InputError
+from stagewise.curate.models import model_identity, resolve_model
+from stagewise.curate.sources import load_problems
 from stagewise.curate.steps import Step
 from stagewise.train import config as C
-from stagewise.train.common import TrainResult
+from stagewise.train import train_joint, train_rl, train_sft
 from stagewise.train.data import load_rl_rows, load_sft_rows, open_export, split_holdout
+from stagewise.train.result import TrainResult
+from stagewise.train.rounds import run_rounds
+from stagewise.train.stage_eval import (
+    StageEval,
+    display_table,
+    evaluate_checkpoint,
+    forgetting,
+    plot_curves,
+    read_metrics,
+)
 
 
 @dataclass
@@ -83,9 +95,6 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     `joint`: weighted | relift | bridge replaces the two stages by one cooperative stage (train/joint/),
     evaluated the same way; `joint_options` (or a `joint:` config section) holds its options.
     `verify`: check each split read against the export's manifest (sha256, rows); False for --no-verify."""
-    from stagewise.train.stage_eval import forgetting, plot_curves, read_metrics
-    from stagewise.train.rl import train_rl
-    from stagewise.train.sft import train_sft
 
     out = Path(out)
     export = open_export(data, verify=verify)
@@ -111,8 +120,6 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
     if joint and int(rounds) > 1:
         problems.append("--rounds applies to SFT -> RL; a --joint mode is one cooperative stage")
     if problems:
-        from stagewise.curate.errors import ConfigError
-
         raise ConfigError("; ".join(problems))
     result = PipelineResult(str(out))
     sft_rows, why = _split_rows(export, "sft", load_sft_rows) if "sft" in stages else (None, "not requested")
@@ -139,13 +146,9 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
                    seed=ecfg["seed"], backend=ecfg["backend"])
     current = model
     if do_eval:
-        from stagewise.curate.models import resolve_model
-
         result.evals.append(_cached_eval(out, resolve_model(model), "before", eval_kw))
 
     if joint:
-        from stagewise.train.joint import train_joint
-
         if rl_rows is None:
             raise InputError("joint training needs an RL split", path=str(export.root),
                              fix="; ".join(result.skipped.values()))
@@ -161,8 +164,6 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
         sft_rows = rl_rows = None  # the joint stage replaces both
 
     if sft_rows or rl_rows:
-        from stagewise.train.rounds import run_rounds
-
         def sft_stage(model_in, stage_out, rows):
             return train_sft(data, model_in, stage_out, config=sections.get("sft"), rows=rows,
                              sft_eval_rows=heldout_sft or None, resume=resume, dry_run=dry_run,
@@ -212,9 +213,6 @@ def train(data, model, out, *, reprobe: bool = False, eval_data=None, config=Non
 def _cached_eval(out: Path, model_dir: str, label: str, kw: dict):
     """Evaluate one checkpoint, or reuse its completion marker OUT/eval/<label>.done.json when the same
     model (weights hash) was evaluated with the same settings: a resumed run does not pay twice."""
-    from stagewise.curate.models import model_identity
-    from stagewise.train.stage_eval import StageEval, evaluate_checkpoint
-
     settings = {k: v for k, v in kw.items() if k not in ("export", "heldout")}
     settings["heldout"] = sorted(p.id for p in kw.get("heldout") or [])
     settings["export"] = str(kw["export"].root)
@@ -242,8 +240,6 @@ def _heldout_problems(eval_data):
     if isinstance(eval_data, (str, os.PathLike)):
         eval_data = [str(eval_data)]
     if all(isinstance(x, str) for x in eval_data):
-        from stagewise.curate.sources import load_problems
-
         return list(load_problems(*eval_data))
     return list(eval_data)
 
@@ -314,8 +310,6 @@ def _loop_lines(loop) -> list[str]:
 
 def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None:
     """report.md (table per bucket, forgetting, curves) and summary.json, written atomically."""
-    from stagewise.train.stage_eval import display_table
-
     lines = ["# stagewise train", ""]
     for name, res in (("SFT", result.sft), ("RL", result.rl), ("joint", result.joint)):
         if res is not None:

@@ -21,6 +21,9 @@ from stagewise.curate.backends.base import (
     SamplingParams,
     sample_seed,
 )
+from stagewise.curate.backends.hf import HFBackend
+from stagewise.curate.backends.openai_backend import OpenAIBackend
+from stagewise.curate.backends.vllm_backend import VLLMBackend
 from stagewise.curate.config import parse_sets
 from stagewise.curate.errors import ConfigError
 
@@ -57,17 +60,12 @@ def make_backend(name: str, model: str, **opts) -> Backend:
     own = {k: v for k, v in opts.items() if k in BACKEND_ARGS[name]}
     rest = {k: v for k, v in opts.items() if k not in _SHARED and k not in own}
     if name == "vllm":
-        from stagewise.curate.backends.vllm_backend import VLLMBackend
-
         # Other keys are vllm.EngineArgs fields; VLLMBackend checks them against the installed vLLM.
         own["engine_options"] = {**rest, **(own.get("engine_options") or {})}
         return VLLMBackend(model, **own)
     check_backend_args(name, rest)
     if name == "hf":
-        from stagewise.curate.backends.hf import HFBackend
-
         return HFBackend(model, **own)
-    from stagewise.curate.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(model, **own)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.models import model_identity, resolve_model
 
 
 @dataclass
@@ -134,7 +135,6 @@ class HFBackend(Backend):
                  dtype: str | None = None, trust_remote_code: bool = False, threads: int | None = None,
                  device_map=None, attn_implementation: str | None = None, revision: str | None = None):
         import torch
-        from stagewise.curate.models import resolve_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:
@@ -204,8 +204,6 @@ class HFBackend(Backend):
 
     def identity(self) -> dict:
         if self._identity is None:
-            from stagewise.curate.models import model_identity
-
             ident = model_identity(self.path)
             ident.update({"name": self.model_name, "backend": self.name, "dtype": str(self.dtype).replace("torch.", ""),
                           "chat_template": self.has_chat_template})

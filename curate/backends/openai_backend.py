@@ -16,8 +16,7 @@ trade throughput for per-sample seeds.
 
 from __future__ import annotations
 
-import asyncio
-import queue
+import queue  # asyncio is imported where it is used: it is a noticeable share of `stagewise --help`
 import random
 import threading
 from collections.abc import Iterator
@@ -84,6 +83,7 @@ class OpenAIBackend(Backend):
         done = object()
 
         def runner():
+            import asyncio
             try:
                 asyncio.run(self._run_all(requests, out.put))
             except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
@@ -105,6 +105,8 @@ class OpenAIBackend(Backend):
     # ------------------------------------------------------------------------------------ internals
 
     async def _run_all(self, requests, emit) -> None:
+        import asyncio
+
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout_s)
@@ -123,6 +125,7 @@ class OpenAIBackend(Backend):
             await client.close()
 
     async def _one_request(self, client, sem, req: GenerationRequest, emit) -> None:
+        import asyncio
         todo = list(zip(req.sample_indices, req.seeds))
         if self.use_n and len(todo) > 1 and self.n_supported is not False:
             choices = await self._call(client, sem, req, n=len(todo), seed=todo[0][1])
@@ -148,6 +151,8 @@ class OpenAIBackend(Backend):
         return GenerationResult(key=req.key, sample_idx=idx, text=text, n_tokens=n_tokens, finish_reason=finish)
 
     async def _call(self, client, sem, req: GenerationRequest, *, n: int, seed: int) -> list[tuple]:
+        import asyncio
+
         import openai
 
         params = req.params

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+# This package's __init__ imports this module, so the package is imported as a module (it is only
+# partly initialised while this module loads).
+from stagewise.curate import backends
 from stagewise.curate.backends.base import Backend, GenerationRequest, GenerationResult
 from stagewise.curate.errors import require
+from stagewise.curate.models import model_identity, resolve_model
 
 
 class VLLMBackend(Backend):
@@ -34,7 +38,6 @@ class VLLMBackend(Backend):
                  dtype: str = "auto", gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
                  trust_remote_code: bool = False, engine_options: dict | None = None, chunk_size: int = 256):
         vllm = require("vllm", "vllm")
-        from stagewise.curate.models import resolve_model
 
         self.model_name = model
         self.path = resolve_model(model)
@@ -60,8 +63,6 @@ class VLLMBackend(Backend):
 
     def identity(self) -> dict:
         if self._identity is None:
-            from stagewise.curate.models import model_identity
-
             ident = model_identity(self.path)
             ident.update({"name": self.model_name, "backend": self.name, "vllm": self._vllm.__version__})
             self._identity = ident
@@ -130,10 +131,8 @@ def _check_engine_options(vllm, options: dict) -> None:
     """Every extra key must be a field of the installed vLLM's EngineArgs (what `vllm.LLM` forwards)."""
     import dataclasses
 
-    from stagewise.curate.backends import check_backend_args
-
     engine_args = getattr(vllm, "EngineArgs", None)
     if engine_args is None or not dataclasses.is_dataclass(engine_args):
         return  # an unusual vLLM build: let vllm.LLM report what it does not accept
     fields = tuple(f.name for f in dataclasses.fields(engine_args))
-    check_backend_args("vllm", options, extra_keys=fields)
+    backends.check_backend_args("vllm", options, extra_keys=fields)

@@ -36,8 +36,8 @@ import time
 import weakref
 import zlib
 
-from stagewise.curate.verifiers import ProblemView, as_problem, get_verifier, run_verifier
 from stagewise.curate.verifiers.base import Verdict
+from stagewise.curate.verifiers.registry import ProblemView, as_problem, get_verifier, run_verifier
 
 _SOFT_FRACTION = 0.9  # worker-side alarm, as a fraction of timeout_s
 _STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core machine can take a while

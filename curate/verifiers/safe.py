@@ -24,7 +24,9 @@ import json
 import os
 import threading
 
+from stagewise.curate.errors import InputError
 from stagewise.curate.verifiers.base import Verdict
+from stagewise.curate.verifiers.pool import VerifierPool
 
 DEFAULT_TIMEOUT_S = 5.0
 WORKERS_ENV = "STAGEWISE_VERIFIER_WORKERS"
@@ -49,7 +51,6 @@ def default_workers() -> int:
 def shared_pool(timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None):
     """The process-wide VerifierPool for this time limit and size, created on first use."""
     global _atexit_registered
-    from stagewise.curate.verifiers.pool import VerifierPool
 
     key = (float(timeout_s), int(workers or default_workers()))
     with _pools_lock:
@@ -105,8 +106,6 @@ def problem_from_label(label) -> dict:
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or "answer" not in data or not data.get("task"):
-        from stagewise.curate.errors import InputError
-
         raise InputError(f"label {str(label)[:80]!r} is not a stagewise label (a JSON object with answer, task "
                          "and meta)", column="label",
                          fix="train on the rl.parquet of a current `stagewise export --format openrlhf`")

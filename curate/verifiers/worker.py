@@ -13,6 +13,10 @@ import json
 import os
 import sys
 
+from stagewise.curate.verifiers.base import Verdict
+from stagewise.curate.verifiers.registry import ProblemView, get_verifier, run_verifier
+from stagewise.curate.verifiers.rg import _scorer
+
 # One answer of each common shape: the first parse of each shape builds parsers and caches (~0.2 s),
 # which belongs to start-up, not to the first real answer's time limit.
 _WARMUP = {"math": [
@@ -43,8 +47,6 @@ def main(argv=None) -> int:
         except (ImportError, ValueError, OSError):  # pragma: no cover - platform dependent
             pass
 
-    from stagewise.curate.verifiers import ProblemView, Verdict, get_verifier, run_verifier
-
     def warm(tasks):
         # The heavy imports, done before saying "ready", so no answer's time limit is spent on them.
         for task in tasks:
@@ -53,8 +55,6 @@ def main(argv=None) -> int:
                 for completion, answer in _WARMUP.get(task, ()):
                     run_verifier(verifier, completion, ProblemView(answer=answer, task=task), None)
                 if task.startswith("rg:"):
-                    from stagewise.curate.verifiers.rg import _scorer
-
                     _scorer(task[3:], "{}")  # imports reasoning-gym and builds the dataset's scorer
             except Exception as exc:  # noqa: BLE001 - reported per request later
                 print(f"verifier worker: preloading {task!r} failed: {exc}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Every arm trains through the toolkit: its data is a `stages.export` directory of the base probe
 (policy `stage`, `all` or `random`), and its stages are `train.sft.train_sft` and `train.rl.train_rl`
-(or `train.joint.train_joint` for the cooperative modes of issue 8). The only thing an arm decides
+(or `train.joint.train_joint` for the cooperative modes). The only thing an arm decides
 here is *which exported rows* go to which stage: the anti-routed control needs demonstrations for
 partial items, so it takes the `all` export's rows and keeps those of one bucket.
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
+from stagewise.train import train_joint, train_rl, train_sft
+from stagewise.train.data import load_rl_rows, load_sft_rows, open_export
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
         "routed pool sizes, items assigned at random (the control)"),
     _routed("routed-dft", "dft", "routed, with DFT as the SFT loss"),
     _routed("routed-iw-sft", "iw-sft", "routed, with importance-weighted SFT"),
-    # Issue 8: single-stage cooperative SFT+RL on the routed export, all steps in one stage.
+    # Single-stage cooperative SFT+RL on the routed export, all steps in one stage.
     Arm("joint-weighted", "stage", (Stage("joint", loss="weighted"),), "RL loss + lambda x SFT loss each step"),
     Arm("joint-relift", "stage", (Stage("joint", loss="relift"),), "RL with all-wrong prompts moved to SFT"),
     Arm("joint-bridge", "stage", (Stage("joint", loss="bridge"),), "BRIDGE cooperative bilevel SFT+RL (its RL-only shadow's rollouts are not in the token count)"),
@@ -76,8 +78,8 @@ def joint_available() -> bool:
 
 
 def resolve_arms(names) -> list[Arm]:
-    """Arm objects for a list or comma-separated string of names; default: the nine arms of issue 7
-    (the joint-* arms of issue 8 are opt-in: bridge alone samples twice the rollouts of an RL step)."""
+    """Arm objects for a list or comma-separated string of names; default: the nine arms of the first
+    design (the joint-* arms are opt-in: bridge alone samples twice the rollouts of an RL step)."""
     if names is None:
         names = list(DEFAULT_ARMS)
     elif isinstance(names, str):
@@ -86,7 +88,7 @@ def resolve_arms(names) -> list[Arm]:
     if unknown:
         raise ConfigError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     if any(n in JOINT_ARMS for n in names) and not joint_available():
-        raise ConfigError("the joint-* arms need stagewise.train.joint (issue 8), which is not installed in "
+        raise ConfigError("the joint-* arms need stagewise.train.joint, which is not installed in "
                           "this checkout; drop them from --arms")
     if len(set(names)) != len(names):
         raise ConfigError(f"--arms lists an arm twice: {names}")
@@ -124,7 +126,6 @@ def stage_rows(export_dir: Path, stage: Stage, bucket_of: dict) -> list[dict] | 
     """The exported rows of one stage (None = the whole split, as exported)."""
     if stage.bucket is None:
         return None
-    from stagewise.train.data import load_rl_rows, load_sft_rows, open_export
 
     export = open_export(export_dir)
     rows = load_sft_rows(export) if stage.split == "sft" else load_rl_rows(export)
@@ -159,20 +160,15 @@ def run_arm(arm: Arm, *, seed: int, base_model: str, exports: dict, bucket_of: d
 def _train_stage(stage: Stage, export_dir: Path, model: str, out: Path, rows, n_steps: int, seed: int, cfg,
                  progress: bool):
     if stage.kind == "sft":
-        from stagewise.train.sft import train_sft
-
         return train_sft(export_dir, model, out, loss=stage.loss, max_steps=n_steps,
                          learning_rate=cfg.sft_learning_rate, batch_size=cfg.batch_size, seed=seed,
                          rows=rows, progress=progress, save_steps=10_000)
     if stage.kind == "rl":
-        from stagewise.train.rl import train_rl
-
         return train_rl(export_dir, model, out, loss_type=cfg.rl_loss_type, num_generations=cfg.num_generations,
                         max_steps=n_steps, learning_rate=cfg.rl_learning_rate,
                         batch_size=cfg.batch_size // cfg.num_generations, seed=seed, rows=rows,
                         progress=progress, max_new_tokens=cfg.max_new_tokens, save_steps=10_000,
                         sft_eval_steps=0, verifier_workers=1)
-    from stagewise.train.joint import train_joint
 
     # Same step count and RL batch as the other arms; the SFT term's batch is the SFT stage's batch, and
     # the relift buffer is one SFT batch so that it fills within a short run.

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
+from stagewise.stages.export import export
+from stagewise.train import config as C
+from stagewise.train import train_joint, train_rl, train_sft
+from stagewise.train.data import load_rl_rows, load_sft_rows, open_export
+from stagewise.train.two_stage import train
 
 BUCKETS = ("unmastered", "partial", "mastered")
 
@@ -82,10 +87,6 @@ PRIMARY = "sft-all-rl-all"
 def available_features() -> dict[str, bool]:
     """Which method features this checkout has: SFT replay in export, the full re-probe and the loop in
     the two-stage trainer, an explicit SFT rate in the joint trainer."""
-    from stagewise.stages.export import export
-    from stagewise.train import config as C
-    from stagewise.train.two_stage import train
-
     export_params = inspect.signature(export).parameters
     train_params = inspect.signature(train).parameters
     joint_keys = set(C.default_config("joint"))
@@ -227,8 +228,6 @@ def _rl_kwargs(cfg, lrs, steps, seed):
 
 def _rows_for(arm: ArmV2, stage: str, export_dir: Path, exports: dict, pool_info: dict, cfg, seed: int):
     """The rows one stage trains on, or None for the export's split as written."""
-    from stagewise.train.data import load_rl_rows, load_sft_rows, open_export
-
     choice = arm.sft_rows if stage == "sft" else arm.rl_rows
     if choice == "split":
         return None
@@ -259,9 +258,6 @@ def _rows_for(arm: ArmV2, stage: str, export_dir: Path, exports: dict, pool_info
 
 
 def _run_stages(arm, run, export_dir, exports, base_model, seed, cfg, lrs, pool_info, out, progress):
-    from stagewise.train.rl import train_rl
-    from stagewise.train.sft import train_sft
-
     model = base_model
     for i, (stage, n_steps) in enumerate(zip(arm.stages, run.steps)):
         rows = _rows_for(arm, stage, export_dir, exports, pool_info, cfg, seed)
@@ -282,8 +278,6 @@ def _run_stages(arm, run, export_dir, exports, base_model, seed, cfg, lrs, pool_
 
 
 def _run_joint(arm, run, export_dir, base_model, seed, cfg, lrs, out, progress):
-    from stagewise.train.joint import train_joint
-
     n_steps = run.steps[0]
     stage_out = out / "1-joint"
     res = train_joint(export_dir, base_model, stage_out, mode=arm.joint_mode, max_steps=n_steps, seed=seed,
@@ -301,8 +295,6 @@ def _run_joint(arm, run, export_dir, base_model, seed, cfg, lrs, out, progress):
 
 def _run_pipeline(arm, run, export_dir, base_model, seed, cfg, lrs, out, progress):
     """Re-probe and loop arms: the toolkit's two-stage trainer runs the rounds and the re-probe."""
-    from stagewise.train.two_stage import train
-
     sft_steps, rl_steps = run.steps
     sft = _sft_kwargs(cfg, lrs, sft_steps, seed)
     rl = _rl_kwargs(cfg, lrs, rl_steps, seed)

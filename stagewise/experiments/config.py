@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from stagewise.curate.config import build_dataclass
 from stagewise.curate.errors import ConfigError
 from stagewise.experiments.pretrain import PretrainConfig
+from stagewise.experiments.testbed_v2 import all_cells
 
 # The prompt the probe sends (through the tiny model's chat template). Short on purpose: a 0.7M
 # character model reads every character. The answer format is the numeric verifier's \boxed{}.
@@ -174,8 +175,6 @@ class ExperimentV2Config(_StepBudget):
 
     @property
     def cells(self) -> list[str]:
-        from stagewise.experiments.testbed_v2 import all_cells
-
         return all_cells(self.tasks, self.levels)
 
     @property

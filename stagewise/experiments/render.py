@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from stagewise.curate.models import build_char_tokenizer
+from stagewise.curate.prompts import build_messages, format_target
+
 
 @lru_cache(maxsize=1)
 def _tokenizer():
     # The experiment's model is built with this tokenizer, so its chat template is the one the probe uses.
-    from stagewise.curate.models import build_char_tokenizer
 
     return build_char_tokenizer()
 
 
 def messages_for(problem, prompt_template: str | None) -> list[dict]:
-    from stagewise.curate.prompts import build_messages
-
     return build_messages(problem, prompt_template=prompt_template)
 
 
@@ -31,6 +31,4 @@ def render_prompt(problem, prompt_template: str | None) -> str:
 
 def render_target(problem, prompt_template: str | None) -> str:
     """The worked solution formatted the way the prompt asks for the answer (the SFT target)."""
-    from stagewise.curate.prompts import format_target
-
     return format_target(problem.solution, problem.answer, problem, prompt_template)

@@ -142,7 +142,7 @@ def render_markdown(records: list[dict], context: dict) -> str:
         cost,
         "",
         ("Held-out SFT loss: mean NLL per demonstration token of the held-out worked solutions "
-        "(train.stage_eval.sft_loss). Before RL = the model entering the RL stage; after RL = the final model."),
+        "(train.heldout_loss.sft_loss). Before RL = the model entering the RL stage; after RL = the final model."),
         "",
         "![accuracy per bucket per arm](accuracy_by_bucket.png)",
         "",

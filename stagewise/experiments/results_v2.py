@@ -14,6 +14,7 @@ import os
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.cards import _figure, _save, markdown_table
+from stagewise.curate.statistics import pass_at_k
 from stagewise.experiments.arms_v2 import PRIMARY
 from stagewise.experiments.stats import hierarchical_bootstrap, paired_item_diffs
 
@@ -22,8 +23,6 @@ BUCKETS = ("unmastered", "partial", "mastered")
 
 def _item_values(runs: list[dict], k: int, ids=None) -> dict:
     """{(base, seed): {item: pass@k of the item}} from the runs' per-item correct counts."""
-    from stagewise.curate.statistics import pass_at_k
-
     out = {}
     for r in runs:
         n = r["n_samples"]

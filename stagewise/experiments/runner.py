@@ -2,7 +2,7 @@
 train every arm at every seed -> evaluate on held-out items -> report.
 
 Everything after pretraining goes through the toolkit (curate.probe, stages.routing, stages.export,
-train.sft / train.rl, curate.evaluate, train.stage_eval.sft_loss); this module only decides what to
+train.sft / train.rl, curate.evaluate, train.heldout_loss.sft_loss); this module only decides what to
 call with which inputs and collects the numbers. Each (arm, seed) writes its completion marker
 `arm.done.json` (curate/steps.py) when it finishes, so an interrupted run, re-run with the same command,
 continues where it stopped; an arm finished with other settings runs again.
@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.evaluate import evaluate
+from stagewise.curate.probe import probe
 from stagewise.curate.steps import OtherOptionsError, Step
-from stagewise.experiments import testbed
+from stagewise.curate.store import ProbeStore
+
+# runner_v2 reuses export_once from here: each imports the other as a module.
+from stagewise.experiments import runner_v2, testbed
 from stagewise.experiments.arms import ArmRun, resolve_arms, run_arm
 from stagewise.experiments.config import ExperimentConfig, configure, preset
 from stagewise.experiments.pretrain import PretrainResult, pretrain
 from stagewise.experiments.results import BUCKETS, arm_record, write_report
+from stagewise.stages.export import export
+from stagewise.stages.routing import route
+from stagewise.train.data import load_sft_rows, open_export
 
 POOL_PROBE_SEED = 0
 HELDOUT_PROBE_SEED = 1  # an independent probe: held-out buckets are not chosen on the evaluation's samples
@@ -37,20 +45,24 @@ class ExperimentResult:
 
 
 DESIGNS = ("v2", "v1")
+_UNSET_MEANS_DEFAULT = ("total_steps", "jobs", "checks_only", "seeds", "arms")
 
 
 def experiment(out, *, design: str = "v2", **kwargs):
     """Run the stage-specific experiment into `out`. `design="v2"` (the default): three tasks x four levels,
     three base models, validity checks, a learning-rate sweep and the arms of the second design
     (runner_v2.experiment_v2); `design="v1"`: the first design, the addition ladder (experiment_v1)."""
+    # Options left unset (None, or False for a flag) take the design's default.
+    kwargs = {k: v for k, v in kwargs.items() if not (k in _UNSET_MEANS_DEFAULT and (v is None or v is False))}
     if design == "v1":
+        only_v2 = [k for k in ("jobs", "checks_only") if k in kwargs]
+        if only_v2:
+            raise ConfigError(f"--{only_v2[0].replace('_', '-')} is an option of --design v2")
         return experiment_v1(out, **kwargs)
     if design == "v2":
-        from stagewise.experiments.runner_v2 import experiment_v2
-
         if kwargs.pop("test", False):
             raise ConfigError("test=True is the first design's preset; for design v2 pass config=...")
-        return experiment_v2(out, **kwargs)
+        return runner_v2.experiment_v2(out, **kwargs)
     raise ConfigError(f"unknown experiment design {design!r}; choose from {', '.join(DESIGNS)}")
 
 
@@ -87,8 +99,6 @@ def experiment_v1(out, *, quick: bool = False, arms=None, seeds: int | None = No
     say(f"probing the base model: {len(pool)} pool items and {len(heldout)} held-out items, k={cfg.probe_samples}")
     pool_store = _probe(pool, base_model, out / "probe" / "pool.duckdb", POOL_PROBE_SEED, cfg, progress)
     held_store = _probe(heldout, base_model, out / "probe" / "heldout.duckdb", HELDOUT_PROBE_SEED, cfg, progress)
-
-    from stagewise.stages.routing import route
 
     pool_assign = route(pool_store, policy="stage")
     held_assign = route(held_store, policy="stage")
@@ -136,8 +146,6 @@ def experiment_v1(out, *, quick: bool = False, arms=None, seeds: int | None = No
 
 
 def _probe(problems, model: str, store: Path, seed: int, cfg: ExperimentConfig, progress: bool) -> str:
-    from stagewise.curate.probe import probe
-
     store.parent.mkdir(parents=True, exist_ok=True)
     probe(problems, model=model, store=str(store), backend="hf", num_samples=cfg.probe_samples,
           temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
@@ -167,8 +175,6 @@ def export_once(store: str, target: Path, **options) -> Path:
     """A trl export of `store` in `target`: reused when it was made with the same options and probe run,
     replaced when with others (the experiment owns the directory and its settings changed). Validation
     is off: the experiment holds its own items out, and every exported row trains or measures."""
-    from stagewise.stages.export import export
-
     try:
         export(store, target, format="trl", card=False, validation=False, **options)
     except OtherOptionsError:
@@ -177,8 +183,6 @@ def export_once(store: str, target: Path, **options) -> Path:
 
 
 def _heldout_sft_rows(export_dir: Path) -> list[dict]:
-    from stagewise.train.data import load_sft_rows, open_export
-
     return load_sft_rows(open_export(export_dir))
 
 
@@ -204,9 +208,6 @@ def _run_one(arm, seed: int, run_dir: Path, base_model: str, exports: dict, buck
 def _evaluate(model_dir: str, heldout, held_assign, seed: int, cfg: ExperimentConfig, store: Path) -> dict:
     """Held-out pass@1 / pass@k overall, per base-probe bucket (curate.evaluate) and per level (read back
     from the evaluation's store)."""
-    from stagewise.curate.evaluate import evaluate
-    from stagewise.curate.store import ProbeStore
-
     res = evaluate(model_dir, heldout, buckets=held_assign.select(["id", "bucket"]),
                    num_samples=cfg.eval_samples, ks=tuple(cfg.ks), backend="hf", temperature=1.0, top_p=1.0,
                    max_new_tokens=cfg.max_new_tokens, prompt_template=cfg.prompt_template,
@@ -242,8 +243,8 @@ def metrics_from_eval(table, ks) -> dict:
 
 
 def _sft_losses(run: ArmRun, arm, rows) -> dict:
-    """Held-out SFT loss of the model entering RL and of the final model (train.stage_eval.sft_loss)."""
-    from stagewise.train.stage_eval import sft_loss, sft_token_batches
+    """Held-out SFT loss of the model entering RL and of the final model (train.heldout_loss.sft_loss)."""
+    from stagewise.train.heldout_loss import sft_loss, sft_token_batches
 
     def loss_of(model_dir: str) -> float:
         import torch

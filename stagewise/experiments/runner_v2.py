@@ -18,13 +18,36 @@ from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError
+from stagewise.curate.probe import probe
+from stagewise.curate.statistics import bucket, pass_at_k
 from stagewise.curate.steps import Step
+from stagewise.curate.store import ProbeStore
+
+# runner.py (design v1) starts this design and this one reuses its export_once: each imports the
+# other as a module.
+from stagewise.experiments import runner as design_v1
 from stagewise.experiments import testbed_v2
-from stagewise.experiments.arms_v2 import PRIMARY, ArmRunV2, arm_export_key, resolve_arms_v2, run_arm_v2
+from stagewise.experiments.arms_v2 import (
+    PRIMARY,
+    ArmRunV2,
+    _rl_kwargs,
+    _sft_kwargs,
+    arm_export_key,
+    resolve_arms_v2,
+    run_arm_v2,
+)
 from stagewise.experiments.config import ExperimentV2Config, configure, preset_v2
 from stagewise.experiments.pretrain import pretrain_v2
-from stagewise.experiments.runner import export_once
-from stagewise.experiments.validity import all_passed, format_checks, validity_checks
+from stagewise.experiments.results_v2 import write_report_v2
+from stagewise.experiments.validity import (
+    all_passed,
+    bucket_shares,
+    format_checks,
+    unmastered_cells,
+    validity_checks,
+)
+from stagewise.train import train_rl, train_sft
+from stagewise.train.data import load_sft_rows, open_export
 
 POOL_PROBE_SEED = 0
 TEST_PROBE_SEED = 1       # an independent probe: test buckets are not chosen on the evaluation's samples
@@ -100,7 +123,6 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                "sizes": {"pool": len(pool), "val": len(val), "test": len(test)},
                "bases": [_base_context(b, cell_of) for b in bases], "pretrain_s_this_run": round(pretrain_s, 1),
                "test_cell_of": {p.id: cell_of[p.id] for p in test}}
-    from stagewise.experiments.results_v2 import write_report_v2
 
     if checks_only:
         context["wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -197,9 +219,6 @@ def _worker_init() -> None:
 
 
 def _probe_counts(problems, model: str, store: Path, *, k: int, seed: int, cfg, progress: bool) -> dict:
-    from stagewise.curate.probe import probe
-    from stagewise.curate.store import ProbeStore
-
     store.parent.mkdir(parents=True, exist_ok=True)
     res = probe(problems, model=model, store=str(store), backend="hf", num_samples=k, temperature=1.0,
                 top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size, seed=seed,
@@ -213,9 +232,6 @@ def _capability_counts(unmastered, model: str, store: Path, cfg) -> dict:
     """The k = 128 check for items already at 0/16: up to 112 more samples each, drawn adaptively in rounds
     of 16 and stopped at an item's first correct sample (the check only asks for >= 1 correct, so this
     decides it exactly as drawing all 112 would). Returns {id: (samples incl. the first 16, correct)}."""
-    from stagewise.curate.probe import probe
-    from stagewise.curate.store import ProbeStore
-
     store.parent.mkdir(parents=True, exist_ok=True)
     extra = cfg.capability_samples - cfg.probe_samples
     res = probe(unmastered, model=model, store=str(store), backend="hf", adaptive=True,
@@ -255,14 +271,10 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
 
 
 def _buckets(counts: dict) -> dict:
-    from stagewise.curate.statistics import bucket
-
     return {i: bucket(n=n, c=c) for i, (n, c) in counts.items() if n}
 
 
 def _base_context(base: BaseModel, cell_of: dict) -> dict:
-    from stagewise.experiments.validity import bucket_shares, unmastered_cells
-
     by_cell: dict = {}
     for pid, b in _buckets(base.pool).items():
         by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[b] += 1
@@ -295,16 +307,15 @@ def _exports(base: BaseModel, root: Path, chosen, cfg) -> dict:
         opts = {"policy": policy, "seed": seed or 0}
         if replay:
             opts["sft_replay"] = cfg.sft_replay
-        out[key] = export_once(base.pool_store, root / name, **opts)
+        out[key] = design_v1.export_once(base.pool_store, root / name, **opts)
     return out
 
 
 def _heldout_sft_rows(base: BaseModel, test, root: Path, cfg) -> list[dict]:
     """The test items' worked solutions as SFT rows (the held-out SFT loss), through the exporter."""
-    from stagewise.train.data import load_sft_rows, open_export
-
     store = Path(base.pool_store).parent / "test.duckdb"
-    return load_sft_rows(open_export(export_once(str(store), root / "exports" / "test-sft", policy="sft-only")))
+    return load_sft_rows(open_export(design_v1.export_once(str(store), root / "exports" / "test-sft",
+                                                           policy="sft-only")))
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -321,9 +332,6 @@ def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress
     if done.exists():
         data = json.loads(done.read_text())
         return data["chosen"], data
-    from stagewise.experiments.arms_v2 import _rl_kwargs, _sft_kwargs
-    from stagewise.train.rl import train_rl
-    from stagewise.train.sft import train_sft
 
     export_dir = exports[("all", False, None)]
     grid_sft, grid_rl = [], []
@@ -417,9 +425,6 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
 def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples: int | None = None) -> dict:
     """Sample every test item `eval_samples` times; per-item counts and the per-sample diagnostics
     (answer length in tokens, share with no extractable answer, share cut off at max_new_tokens)."""
-    from stagewise.curate.probe import probe
-    from stagewise.curate.store import ProbeStore
-
     res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=samples or cfg.eval_samples,
                 temperature=1.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
                 seed=seed, prompt_template=cfg.prompt_template, progress=False)
@@ -435,8 +440,6 @@ def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples:
 
 def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
     """pass@1 and pass@k overall, per test bucket and per cell, from per-item counts."""
-    from stagewise.curate.statistics import pass_at_k
-
     def stats(ids):
         rows = [ev["counts"][i] for i in ids if ev["counts"][i][0]]
         if not rows:
@@ -458,8 +461,6 @@ def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
 
 def transitions(before: dict, after_counts: dict) -> dict:
     """{before bucket: {after bucket: count}} over the test items (after = the model's bucket at k)."""
-    from stagewise.curate.statistics import bucket
-
     out = {b: {a: 0 for a in ("unmastered", "partial", "mastered")} for b in ("unmastered", "partial", "mastered")}
     for i, (n, c) in after_counts.items():
         if n and before.get(i):
@@ -469,7 +470,7 @@ def transitions(before: dict, after_counts: dict) -> dict:
 
 def _sft_losses(run: ArmRunV2, arm, rows) -> dict:
     """Held-out SFT loss (the test items' worked solutions) of the final model and of the model entering RL."""
-    from stagewise.train.stage_eval import sft_loss, sft_token_batches
+    from stagewise.train.heldout_loss import sft_loss, sft_token_batches
 
     def loss_of(model_dir: str) -> float:
         import torch

@@ -29,7 +29,7 @@ from stagewise.train.joint.weighted import WeightedJointTrainer
 from stagewise.train.rewards import VerifierReward
 from stagewise.train.rl import check_rl_model, resolve_sampling
 
-MODES = ("weighted", "relift", "bridge")
+MODES = C.JOINT_MODES  # one list, in train/config.py (the command line offers the same)
 _MODE_MODULES = {"weighted": weighted, "relift": relift, "bridge": bridge}
 
 __all__ = ["MODES", "BridgeTrainer", "ReliftTrainer", "SFTBatcher", "WeightedJointTrainer", "collate",

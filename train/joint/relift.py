@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
+from stagewise.train.heldout_loss import sft_token_batches
 from stagewise.train.joint.sft_term import SFTTermMixin, collate, target_tokens
 from stagewise.train.loop import answer_demonstration
 from stagewise.train.rl import build_grpo_trainer
-from stagewise.train.stage_eval import sft_token_batches
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 

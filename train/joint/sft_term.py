@@ -7,8 +7,8 @@ import copy
 import random
 
 import torch
+from stagewise.train.heldout_loss import sft_token_batches
 from stagewise.train.losses import iw_sft_loss, token_loss
-from stagewise.train.stage_eval import sft_token_batches
 
 
 def sft_scale(cfg: dict) -> float:
