@@ -29,10 +29,10 @@ from stagewise.curate.backends import check_backend_args
 from stagewise.curate.config import merge
 from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.curate.sources import ProblemSet
-from stagewise.curate.steps import OtherOptionsError, Step
+from stagewise.curate.steps import OtherOptionsError, Step, differences as config_differences
 from stagewise.gain import paired_gain, status_split
 from stagewise.run_report import write_run_report
-from stagewise.runconfig import diff_configs, resolve_config
+from stagewise.runconfig import resolve_config
 from stagewise.train import config as train_config
 from stagewise.train.stage_eval import StageEval, value_of
 
@@ -156,7 +156,7 @@ def _open_run_dir(run_dir: Path, cfg: dict, fresh: bool) -> None:
         shutil.rmtree(run_dir)
     if resolved.exists():
         old = yaml.safe_load(resolved.read_text()) or {}
-        differences = diff_configs(old, cfg)
+        differences = [f"{key}: {a!r} -> {b!r}" for key, a, b in config_differences(old, cfg)]
         if differences:
             raise ConfigError(
                 f"run directory {run_dir} was made by a different config ({'; '.join(differences)}); "

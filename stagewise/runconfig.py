@@ -66,17 +66,3 @@ def resolve_config(path: str | Path | None = None, *, scale: str | None = None,
     problems += check(layers.data) if check is not None else []
     layers.fail("invalid run config", problems, fix="`stagewise run --print-config` shows every key")
     return layers
-
-
-def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    keys = sorted(set(old) | set(new))
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += diff_configs(a, b, name + ".")
-        elif a != b:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
