@@ -78,7 +78,8 @@ ARMS_V2: dict[str, ArmV2] = {a.name: a for a in (
     ArmV2("joint-bridge", ("joint",), "stage", joint_mode="bridge",
           summary="one stage: BRIDGE cooperative SFT+RL, SFT term at the SFT rate"),
 )}
-PRIMARY = "sft-all-rl-all"
+PRIMARY = "sft-all-rl-all"           # the baseline every arm is compared with
+PRIMARY_ARM = "routed-replay-reprobe"  # the arm of the one primary comparison
 
 
 # ------------------------------------------------------------------------------ method features needed

@@ -160,6 +160,7 @@ class ExperimentV2Config(_StepBudget):
     bases: int = 3                      # base models (pretraining seeds); all are probed and checked
     arm_bases: int | None = None        # how many of them the arms train on (None: all)
     seeds: int = 2                      # training seeds per base
+    joint_seeds: int | None = None      # seeds of the joint arms (None: all; fewer puts them in a secondary table)
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
     pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
@@ -199,6 +200,8 @@ class ExperimentV2Config(_StepBudget):
                             f"{self.probe_samples}")
         if self.after_sft_samples > self.eval_samples or self.after_sft_samples < 1:
             problems.append(f"after_sft_samples {self.after_sft_samples} must be in [1, eval_samples]")
+        if self.joint_seeds is not None and not 1 <= self.joint_seeds <= self.seeds:
+            problems.append(f"joint_seeds {self.joint_seeds} must be in [1, seeds]")
         if self.jobs < 1:
             problems.append(f"jobs {self.jobs} must be at least 1")
         if not 0 <= self.sft_replay < 1:
