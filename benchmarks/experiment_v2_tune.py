@@ -45,9 +45,9 @@ def pretrain_candidates(args) -> list[str]:
 
     res = pretrain_v2(cfg, prompt_template=V2_DEFAULT.prompt_template, checkpoints=steps, progress=progress)
     print(f"pretrained {res.model_dir} (cached: {res.cached}; {res.stats.get('seconds')} s)", flush=True)
-    dirs = [pretrain_v2(replace(cfg, steps=s), prompt_template=V2_DEFAULT.prompt_template).model_dir
-            for s in steps if s < cfg.steps]
-    return dirs + [res.model_dir]
+    # The full run first, then the earlier stopping points, latest first.
+    return [res.model_dir] + [pretrain_v2(replace(cfg, steps=s), prompt_template=V2_DEFAULT.prompt_template).model_dir
+                              for s in reversed(steps) if s < cfg.steps]
 
 
 def main() -> None:
