@@ -59,11 +59,14 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=None, help="cosine horizon [default: --steps]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")
     ap.add_argument("--cap-items", type=int, default=40)
     ap.add_argument("--pool-per-cell", type=int, default=V2_DEFAULT.pool_per_cell)
     ap.add_argument("--no-test", action="store_true", help="skip the test probe (headroom from the pool instead)")
     args = ap.parse_args()
     models = list(args.models) + (pretrain_candidates(args) if args.pretrain else [])
+    if args.pretrain_only:
+        return
     cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell)
     cells = cfg.cells
     pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")
