@@ -50,6 +50,30 @@ def pretrain_candidates(args) -> list[str]:
                               for s in reversed(steps) if s < cfg.steps]
 
 
+def full_checks(model: str, pool, test, cell_of, cfg) -> None:
+    from stagewise.experiments.pretrain import PretrainResult
+    from stagewise.experiments.runner_v2 import _base_probes
+
+    t0 = time.time()
+    meta = json.loads((Path(model) / "stagewise_pretrain.json").read_text())
+    pre = PretrainResult(model, True, meta["config"], meta["stats"])
+    base = _base_probes(meta["config"]["seed"], pre, pool, test, cfg, False)
+    checks = validity_checks(base.pool, cell_of, base.capability, base.test, k=cfg.probe_samples,
+                             k_capability=cfg.capability_samples)
+    by_cell = {}
+    for pid, (n, c) in base.pool.items():
+        by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
+    c = meta["config"]
+    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  seed {c['seed']}"
+          f"  (full probes, {time.time() - t0:.0f} s)")
+    for line in format_checks(checks):
+        print(line)
+    for cell, d in sorted(by_cell.items()):
+        print(f"  {cell:<8} U {d['unmastered']:>2}  P {d['partial']:>2}  M {d['mastered']:>2}")
+    print(json.dumps({"model": Path(model).name, "pretrain": c, "pretrain_stats": meta.get("stats"), "full": True,
+                      "checks": checks, "by_cell": by_cell}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
@@ -63,6 +87,9 @@ def main() -> None:
     ap.add_argument("--cap-items", type=int, default=40)
     ap.add_argument("--pool-per-cell", type=int, default=V2_DEFAULT.pool_per_cell)
     ap.add_argument("--no-test", action="store_true", help="skip the test probe (headroom from the pool instead)")
+    ap.add_argument("--full", action="store_true",
+                    help="the experiment's own base probes (every unmastered item at k=128), cached beside the model "
+                         "where `stagewise experiment` reads them")
     args = ap.parse_args()
     models = list(args.models) + (pretrain_candidates(args) if args.pretrain else [])
     if args.pretrain_only:
@@ -74,6 +101,9 @@ def main() -> None:
     cell_of = {p.id: testbed_v2.cell_of(p) for p in pool + test}
     for model in models:
         t0 = time.time()
+        if args.full:
+            full_checks(model, pool, test, cell_of, cfg)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             pc = _probe_counts(pool, model, Path(tmp) / "pool.duckdb", k=cfg.probe_samples, seed=POOL_PROBE_SEED,
                                cfg=cfg, progress=False)
