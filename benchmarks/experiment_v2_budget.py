@@ -29,6 +29,15 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def _record(run_dir: Path) -> dict | None:
+    """An arm run's record: its completion marker's result (arm.done.json), or result.json of older runs."""
+    marker = run_dir / "arm.done.json"
+    if marker.exists():
+        return json.loads(marker.read_text()).get("result")
+    old = run_dir / "result.json"
+    return json.loads(old.read_text()) if old.exists() else None
+
+
 def project(quick_dir: Path, cfg) -> dict:
     qctx = json.loads((quick_dir / "context.json").read_text())
     qcfg = qctx["config"]
@@ -36,10 +45,9 @@ def project(quick_dir: Path, cfg) -> dict:
     n_test = qctx["sizes"]["test"]
     per_arm = {}
     for arm_dir in sorted((quick_dir / "arms").iterdir()):
-        rec_path = arm_dir / "b0-s0" / "result.json"
-        if not rec_path.exists():
+        rec = _record(arm_dir / "b0-s0")
+        if rec is None:
             continue
-        rec = json.loads(rec_path.read_text())
         arm = ARMS_V2[rec["arm"]]
         comp = rec["compute"]
         step_cpu = comp.get("step_cpu_s") or {}
@@ -59,7 +67,7 @@ def project(quick_dir: Path, cfg) -> dict:
                              "quick_cpu_s": round((comp.get("cpu_s") or 0) + (comp.get("eval_cpu_s") or 0), 1)}
     sweep = 0.0
     if cfg.sweep and PRIMARY in per_arm:
-        qrec = json.loads((quick_dir / "arms" / PRIMARY / "b0-s0" / "result.json").read_text())
+        qrec = _record(quick_dir / "arms" / PRIMARY / "b0-s0")
         sc = qrec["compute"].get("step_cpu_s") or {}
         eval_per_sample = (qrec["compute"].get("eval_cpu_s") or 0.0) / (
             n_test * (qcfg["eval_samples"] + qcfg["after_sft_samples"]))

@@ -164,7 +164,7 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                 for b in ("unmastered", "partial", "mastered")))
 
     if report_only:
-        missing = [u for u in units if not (u[3] / "result.json").exists()]
+        missing = [u for u in units if not _unit_step(*u).done()]
         units = [u for u in units if u not in missing]
         context["missing_runs"] = [f"{u[0].name} b{u[1].index}-s{u[2]}" for u in missing]
         say(f"report only: {len(units)} finished arm runs reported, {len(missing)} missing")
@@ -411,7 +411,8 @@ def _unit_step(arm, base: BaseModel, seed: int, run_dir: Path, exports, pool_inf
                heldout_rows, cfg, lrs, progress) -> Step:
     """One arm run's completion marker, keyed by what its result depends on: more seeds, bases or jobs
     keep the finished runs."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("seeds", "bases", "arm_bases", "jobs")}
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in ("seeds", "joint_seeds", "bases", "arm_bases", "jobs")}
     return Step(run_dir, "arm", {"arm": arm.name, "base": base.index, "base_model": base.model_dir, "seed": seed,
                                  "config": settings, "learning_rates": lrs})
 
