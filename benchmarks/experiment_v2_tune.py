@@ -32,7 +32,8 @@ from stagewise.experiments.validity import format_checks, validity_checks
 
 def pretrain_candidates(args) -> list[str]:
     cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, **{k: v for k, v in (
-        ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps))
+        ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
+        ("final_lr_fraction", args.final_lr_fraction))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--level-decay", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--horizon", type=int, default=None, help="cosine horizon [default: --steps]")
+    ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: 0.1]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")

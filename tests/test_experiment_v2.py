@@ -216,6 +216,14 @@ def test_a_pretraining_checkpoint_is_the_model_a_run_stopped_there_would_give(tm
     assert not all(torch.equal(w_early[k], w_full[k]) for k in w_early)
 
 
+def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
+    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2
+
+    cfg = PretrainV2Config()
+    assert "final_lr_fraction" not in cfg.to_dict()  # cached bases made before the option keep their hash
+    assert config_hash_v2(replace(cfg, final_lr_fraction=0.01), None) != config_hash_v2(cfg, None)
+
+
 def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path):
     from click.testing import CliRunner
     from stagewise.cli import cli

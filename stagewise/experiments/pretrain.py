@@ -142,7 +142,8 @@ def _train_loop(model, tokenizer, config, batches, progress, *, horizon: int | N
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         frac = min(1.0, (step - config.warmup_steps) / max(1, horizon - config.warmup_steps))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        floor = getattr(config, "final_lr_fraction", 0.1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     eos = tokenizer.eos_token
@@ -207,11 +208,14 @@ class PretrainV2Config:
     weight_decay: float = 0.01
     seed: int = 0
     version: int = 1  # bump when the loop changes in a way the config does not show
+    final_lr_fraction: float = 0.1     # the cosine ends at this share of the peak rate
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["task_weights"] = [list(x) for x in self.task_weights]
         d["levels"] = list(self.levels)
+        if d["final_lr_fraction"] == 0.1:  # added later: left out at its default so cached bases keep their hash
+            del d["final_lr_fraction"]
         return d
 
     def mix(self) -> dict[str, float]:
