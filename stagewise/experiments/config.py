@@ -145,7 +145,7 @@ class ExperimentV2Config(_StepBudget):
     max_new_tokens: int = 112           # the longest worked solution (add3, 5 digits) + answer is ~95 characters
     # 24 steps (12 SFT + 12 RL in two-stage arms) and one seed for the joint arms keep the full design near
     # the 45-minute target: projected from a quick run's CPU seconds (benchmarks/experiment_v2_budget.py),
-    # 32 steps, two joint seeds and 16 after-SFT samples would take about 70 min on 2 idle cores.
+    # 32 steps, two joint seeds and 16 after-SFT samples about 59 min on 2 idle cores (24 steps: about 42).
     total_steps: int = 24
     sft_fraction: float = 0.5
     sft_batch_size: int = 16
