@@ -1,10 +1,15 @@
-"""Tune the second design's pretraining: probe base-model checkpoints the way the experiment does and print
-the validity checks and the bucket mix per cell, to choose where pretraining stops.
+"""Tune the second design's pretraining: probe base models (or the checkpoints of one pretraining run) the
+way the experiment does and print the validity checks and the bucket mix per cell, to choose where
+pretraining stops.
 
-    python benchmarks/experiment_v2_tune.py MODEL_DIR [MODEL_DIR ...] [--cap-items 40]
+    # one pretraining run (seed 0) that also keeps its models at steps 500 and 600, then probe all three
+    python benchmarks/experiment_v2_tune.py --pretrain --level-decay 0.5 --steps 700 --checkpoints 500,600
+    # probe model dirs as they are
+    python benchmarks/experiment_v2_tune.py MODEL_DIR [MODEL_DIR ...]
 
-A checkpoint dir is what `pretrain_v2(..., checkpoints=[...])` saves under `<model>/step-N`. The capability
-check probes at most --cap-items of the unmastered items (the experiment probes all of them).
+A checkpoint is the cache entry of the same config with `steps=N` (see `pretrain_v2(checkpoints=...)`), so
+the chosen one is the experiment's base model as it is. The capability check probes at most --cap-items of
+the unmastered items (the experiment probes all of them) and scales the share to the whole set.
 """
 
 from __future__ import annotations
@@ -17,27 +22,90 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from stagewise.curate.statistics import bucket
 from stagewise.experiments import testbed_v2
 from stagewise.experiments.config import V2_DEFAULT
+from stagewise.experiments.pretrain import pretrain_v2
 from stagewise.experiments.runner_v2 import POOL_PROBE_SEED, TEST_PROBE_SEED, _capability_counts, _probe_counts
 from stagewise.experiments.validity import format_checks, validity_checks
-from stagewise.curate.statistics import bucket
+
+
+def pretrain_candidates(args) -> list[str]:
+    cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, **{k: v for k, v in (
+        ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
+        ("final_lr_fraction", args.final_lr_fraction))
+        if v is not None})
+    steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
+    t0 = time.time()
+    last = [0.0]
+
+    def progress(step, total, loss):
+        if time.time() - last[0] > 60 or step == total:
+            last[0] = time.time()
+            print(f"  pretrain step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
+
+    res = pretrain_v2(cfg, prompt_template=V2_DEFAULT.prompt_template, checkpoints=steps, progress=progress)
+    print(f"pretrained {res.model_dir} (cached: {res.cached}; {res.stats.get('seconds')} s)", flush=True)
+    # The full run first, then the earlier stopping points, latest first.
+    return [res.model_dir] + [pretrain_v2(replace(cfg, steps=s), prompt_template=V2_DEFAULT.prompt_template).model_dir
+                              for s in reversed(steps) if s < cfg.steps]
+
+
+def full_checks(model: str, pool, test, cell_of, cfg) -> None:
+    from stagewise.experiments.pretrain import PretrainResult
+    from stagewise.experiments.runner_v2 import _base_probes
+
+    t0 = time.time()
+    meta = json.loads((Path(model) / "stagewise_pretrain.json").read_text())
+    pre = PretrainResult(model, True, meta["config"], meta["stats"])
+    base = _base_probes(meta["config"]["seed"], pre, pool, test, cfg, False)
+    checks = validity_checks(base.pool, cell_of, base.capability, base.test, k=cfg.probe_samples,
+                             k_capability=cfg.capability_samples)
+    by_cell = {}
+    for pid, (n, c) in base.pool.items():
+        by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
+    c = meta["config"]
+    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  seed {c['seed']}"
+          f"  (full probes, {time.time() - t0:.0f} s)")
+    for line in format_checks(checks):
+        print(line)
+    for cell, d in sorted(by_cell.items()):
+        print(f"  {cell:<8} U {d['unmastered']:>2}  P {d['partial']:>2}  M {d['mastered']:>2}")
+    print(json.dumps({"model": Path(model).name, "pretrain": c, "pretrain_stats": meta.get("stats"), "full": True,
+                      "checks": checks, "by_cell": by_cell}), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("models", nargs="+")
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--pretrain", action="store_true", help="pretrain (cached) with the options below first")
+    ap.add_argument("--level-decay", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--horizon", type=int, default=None, help="cosine horizon [default: --steps]")
+    ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: 0.1]")
+    ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")
     ap.add_argument("--cap-items", type=int, default=40)
     ap.add_argument("--pool-per-cell", type=int, default=V2_DEFAULT.pool_per_cell)
     ap.add_argument("--no-test", action="store_true", help="skip the test probe (headroom from the pool instead)")
+    ap.add_argument("--full", action="store_true",
+                    help="the experiment's own base probes (every unmastered item at k=128), cached beside the model "
+                         "where `stagewise experiment` reads them")
     args = ap.parse_args()
+    models = list(args.models) + (pretrain_candidates(args) if args.pretrain else [])
+    if args.pretrain_only:
+        return
     cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell)
     cells = cfg.cells
     pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")
     test = testbed_v2.items_for(cells, cfg.test_per_cell, "test")
     cell_of = {p.id: testbed_v2.cell_of(p) for p in pool + test}
-    for model in args.models:
+    for model in models:
         t0 = time.time()
+        if args.full:
+            full_checks(model, pool, test, cell_of, cfg)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             pc = _probe_counts(pool, model, Path(tmp) / "pool.duckdb", k=cfg.probe_samples, seed=POOL_PROBE_SEED,
                                cfg=cfg, progress=False)
@@ -54,13 +122,18 @@ def main() -> None:
         by_cell = {}
         for pid, (n, c) in pc.items():
             by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
-        print(f"== {model}  ({time.time() - t0:.0f} s; pool probe {t_pool:.0f} s; capability on {len(cap)} of "
-              f"{len(unm)} unmastered)")
+        meta_path = Path(model) / "stagewise_pretrain.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        pc_cfg = meta.get("config", {})
+        print(f"== {Path(model).name}  level_decay {pc_cfg.get('level_decay')}  steps {pc_cfg.get('steps')}/"
+              f"{pc_cfg.get('horizon')}  seed {pc_cfg.get('seed')}  ({time.time() - t0:.0f} s; pool probe "
+              f"{t_pool:.0f} s; capability on {len(cap)} of {len(unm)} unmastered)")
         for line in format_checks(checks):
             print(line)
         for cell, d in by_cell.items():
             print(f"  {cell:<8} U {d['unmastered']:>2}  P {d['partial']:>2}  M {d['mastered']:>2}")
-        print(json.dumps({"model": model, "checks": checks, "by_cell": by_cell}), flush=True)
+        print(json.dumps({"model": Path(model).name, "pretrain": pc_cfg, "pretrain_stats": meta.get("stats"),
+                          "checks": checks, "by_cell": by_cell}), flush=True)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,57 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     again = sw.experiment(tmp_path / "exp", config=cfg, arms=arms, allow_invalid=True)
     assert again.results["arms"][1]["per_seed"] == res.results["arms"][1]["per_seed"]
 
+    # An interrupted run's partial table: the finished arms, and the missing runs named in the report.
+    partial = sw.experiment(tmp_path / "exp", config=cfg, arms=arms + ",anti-routed", allow_invalid=True,
+                            report_only=True)
+    assert [a["name"] for a in partial.results["arms"]] == arms.split(",")
+    assert "anti-routed b0-s0" in (tmp_path / "exp" / "results.md").read_text()
+    assert not (tmp_path / "exp" / "arms" / "anti-routed").exists()
+
+
+def test_runs_are_planned_arm_by_arm_primary_comparison_first_and_joint_arms_on_fewer_seeds():
+    from stagewise.experiments.arms_v2 import ARMS_V2
+    from stagewise.experiments.config import V2_DEFAULT
+    from stagewise.experiments.runner_v2 import plan_runs
+
+    chosen = [ARMS_V2[n] for n in ("base", "routed", "joint-weighted", "routed-replay-reprobe", "sft-all-rl-all")]
+    runs = [(a.name, b, s) for a, b, s in plan_runs(chosen, [0, 1, 2], replace(V2_DEFAULT, seeds=2, joint_seeds=1))]
+    assert [r[0] for r in runs[:18]] == ["base"] * 6 + ["sft-all-rl-all"] * 6 + ["routed-replay-reprobe"] * 6
+    assert runs[:6] == [("base", b, s) for b in range(3) for s in range(2)]
+    assert [r for r in runs if r[0] == "joint-weighted"] == [("joint-weighted", b, 0) for b in range(3)]
+    assert len(runs) == 4 * 6 + 3
+
+
+def test_a_pretraining_checkpoint_is_the_model_a_run_stopped_there_would_give(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from stagewise.experiments.pretrain import PretrainV2Config, checkpoint_steps, pretrain_v2
+
+    cfg = PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=8, horizon=8, batch_size=8,
+                           warmup_steps=2, task_weights=(("add", 1.0),), levels=(2, 3))
+    full = pretrain_v2(cfg, out_root=tmp_path / "a", checkpoints=[4])
+    early = pretrain_v2(replace(cfg, steps=4), out_root=tmp_path / "a")
+    assert not full.cached and early.cached and early.stats["steps"] == 4
+    assert checkpoint_steps(cfg, out_root=tmp_path / "a") == {4: early.model_dir, 8: full.model_dir}
+    alone = pretrain_v2(replace(cfg, steps=4), out_root=tmp_path / "b")
+    assert not alone.cached
+
+    def weights(res):
+        return load_file(f"{res.model_dir}/model.safetensors")
+
+    w_early, w_alone, w_full = weights(early), weights(alone), weights(full)
+    assert all(torch.equal(w_early[k], w_alone[k]) for k in w_early)
+    assert not all(torch.equal(w_early[k], w_full[k]) for k in w_early)
+
+
+def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
+    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2
+
+    cfg = PretrainV2Config()
+    assert "final_lr_fraction" not in cfg.to_dict()  # cached bases made before the option keep their hash
+    assert config_hash_v2(replace(cfg, final_lr_fraction=0.01), None) != config_hash_v2(cfg, None)
+
 
 def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path):
     from click.testing import CliRunner

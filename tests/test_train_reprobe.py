@@ -15,6 +15,8 @@ def test_the_reprobe_repeats_a_fixed_probe_and_an_adaptive_one():
     adaptive = probe_settings({"adaptive": {"min_samples": 4, "k_max": 16, "round_size": 2}, "k_max": 16}, SAMPLING)
     assert adaptive["adaptive"] is True and (adaptive["min_samples"], adaptive["k_max"], adaptive["round_size"]) == (4, 16, 2)
     assert "num_samples" not in adaptive
+    batched = probe_settings({"num_samples": 8, "backend_options": {"batch_size": 256}}, SAMPLING)
+    assert batched["batch_size"] == 256
 
 
 def test_a_reprobe_sample_is_seeded_and_estimates_the_bucket_shares_of_all_items():

@@ -48,6 +48,11 @@ def probe_settings(probe_cfg: dict, sampling: dict) -> dict:
                     round_size=int(adaptive.get("round_size", 1)))
     else:
         opts["num_samples"] = int(probe_cfg.get("num_samples") or probe_cfg.get("k_max") or 4)
+    # The generation batch too: it changes speed, not the samples' distribution, and a small model on CPU
+    # re-probed at the default batch of 32 took about 1.5x the CPU per sample of the probe it repeats (batch 256).
+    backend = probe_cfg.get("backend_options") or probe_cfg.get("backend_args") or {}
+    if isinstance(backend, dict) and backend.get("batch_size"):
+        opts["batch_size"] = int(backend["batch_size"])
     return opts
 
 

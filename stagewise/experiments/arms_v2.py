@@ -78,7 +78,8 @@ ARMS_V2: dict[str, ArmV2] = {a.name: a for a in (
     ArmV2("joint-bridge", ("joint",), "stage", joint_mode="bridge",
           summary="one stage: BRIDGE cooperative SFT+RL, SFT term at the SFT rate"),
 )}
-PRIMARY = "sft-all-rl-all"
+PRIMARY = "sft-all-rl-all"           # the baseline every arm is compared with
+PRIMARY_ARM = "routed-replay-reprobe"  # the arm of the one primary comparison
 
 
 # ------------------------------------------------------------------------------ method features needed
@@ -273,6 +274,7 @@ def _run_stages(arm, run, export_dir, exports, base_model, seed, cfg, lrs, pool_
         run.n_rows[stage] = res.config.get("n_train")
         run.train_metrics.append(res.metrics)
         _account(run, stage, stage_out / "metrics.jsonl", n_steps, res.config.get("n_train"), cfg)
+        _step_cpu(run, stage, res)
         model = res.model_dir
     run.model_dir = model
 
@@ -290,6 +292,7 @@ def _run_joint(arm, run, export_dir, base_model, seed, cfg, lrs, out, progress):
     run.n_rows = {"rl": res.config.get("n_rl"), "sft": res.config.get("n_sft")}
     run.train_metrics.append(res.metrics)
     _account(run, "joint", stage_out / "metrics.jsonl", n_steps, res.config.get("n_rl"), cfg)
+    _step_cpu(run, "joint", res)
     run.model_dir = res.model_dir
 
 
@@ -312,6 +315,9 @@ def _run_pipeline(arm, run, export_dir, base_model, seed, cfg, lrs, out, progres
     sft_runs = list(loop.sft) if loop is not None and loop.sft else [res.sft] if res.sft else []
     rl_runs = list(loop.rl) if loop is not None and loop.rl else [res.rl] if res.rl else []
     run.sft_model = sft_runs[0].model_dir if sft_runs else None  # the model after the first SFT stage
+    for stage, runs in (("sft", sft_runs), ("rl", rl_runs)):
+        for r in runs:
+            _step_cpu(run, stage, r)
     run.n_rows = {"sft": sum(r.config.get("n_train") or 0 for r in sft_runs),
                   "rl": sum(r.config.get("n_train") or 0 for r in rl_runs)}
     steps = run.compute.get("steps", {})
@@ -326,6 +332,13 @@ def _run_pipeline(arm, run, export_dir, base_model, seed, cfg, lrs, out, progres
 
         run.transitions = pl.read_parquet(pdir / "transitions.parquet").to_dicts()
     run.model_dir = res.model_dir
+
+
+def _step_cpu(run: ArmRunV2, stage: str, res) -> None:
+    """The trainer's CPU seconds per optimizer step (steadier than wall time on a shared machine): what the
+    budget of a longer run is projected from."""
+    times = (getattr(res, "extra", None) or {}).get("step_cpu_s") or []
+    run.compute.setdefault("step_cpu_s", {}).setdefault(stage, []).extend(round(t, 3) for t in times)
 
 
 def _account(run: ArmRunV2, stage: str, metrics_path: Path, n_steps, n_rows, cfg) -> None:

@@ -139,11 +139,14 @@ class ExperimentV2Config(_StepBudget):
     probe_samples: int = 16             # k of the base probes (pool and test)
     capability_samples: int = 128       # k for the check that unmastered items sit near capability
     eval_samples: int = 16              # samples per test item per arm (pass@1 = their mean; pass@16)
-    after_sft_samples: int = 16         # samples per test item for the model after SFT (buckets comparable to the probe)
+    after_sft_samples: int = 8          # samples per test item for the model after SFT (pass@1 / pass@8 attribution)
     val_samples: int = 8                # samples per validation item in the learning-rate sweep
     ks: tuple = (1, 4, 16)
     max_new_tokens: int = 112           # the longest worked solution (add3, 5 digits) + answer is ~95 characters
-    total_steps: int = 32
+    # 24 steps (12 SFT + 12 RL in two-stage arms) and one seed for the joint arms keep the full design near
+    # the 45-minute target: projected from a quick run's CPU seconds (benchmarks/experiment_v2_budget.py),
+    # 32 steps, two joint seeds and 16 after-SFT samples about 59 min on 2 idle cores (24 steps: about 42).
+    total_steps: int = 24
     sft_fraction: float = 0.5
     sft_batch_size: int = 16
     rl_prompts: int = 4                 # prompts per RL step
@@ -160,6 +163,7 @@ class ExperimentV2Config(_StepBudget):
     bases: int = 3                      # base models (pretraining seeds); all are probed and checked
     arm_bases: int | None = None        # how many of them the arms train on (None: all)
     seeds: int = 2                      # training seeds per base
+    joint_seeds: int | None = 1         # seeds of the joint arms (None: all; fewer puts them in a secondary table)
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
     pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
@@ -199,6 +203,8 @@ class ExperimentV2Config(_StepBudget):
                             f"{self.probe_samples}")
         if self.after_sft_samples > self.eval_samples or self.after_sft_samples < 1:
             problems.append(f"after_sft_samples {self.after_sft_samples} must be in [1, eval_samples]")
+        if self.joint_seeds is not None and not 1 <= self.joint_seeds <= self.seeds:
+            problems.append(f"joint_seeds {self.joint_seeds} must be in [1, seeds]")
         if self.jobs < 1:
             problems.append(f"jobs {self.jobs} must be at least 1")
         if not 0 <= self.sft_replay < 1:

@@ -178,20 +178,29 @@ def render_markdown(payload: dict, context: dict, summaries: dict) -> str:
         lines += [f"Learning rates: no sweep in this run (SFT {lrs.get('sft')}, RL {lrs.get('rl')}).", ""]
     n_runs = max(len(a["per_seed"]) for a in payload["arms"])
     kk = f"pass@{max(cfg.get('ks') or [16])}"
+    if context.get("missing_runs"):
+        lines += [f"**Partial run: {len(context['missing_runs'])} (base, seed, arm) runs had not finished and "
+                  "are not in these tables** (" + ", ".join(context["missing_runs"]) + ").", ""]
     lines += [f"## Test accuracy and the paired difference from {PRIMARY}", "",
               (f"{n_runs} (base, seed) pair(s); {cfg.get('test_per_cell')} test items per cell, "
                f"{cfg.get('eval_samples')} samples each. Δ = arm minus {PRIMARY}, paired by base and seed, "
                "with a hierarchical bootstrap 95% interval (pairs, then items)."), ""]
-    rows = []
+    header = ["arm", "pairs", "pass@1", kk, "Δ pass@1", f"Δ {kk}", "Δ unmastered", "Δ partial", "Δ mastered",
+              "forgetting vs base (mastered)"]
+    rows, secondary = [], []
     for a in payload["arms"]:
         ps = a["per_seed"]
         pd = a["paired_diff"]
-        rows.append([a["name"], _f(_mean([p.get("pass@1") for p in ps])), _f(_mean([p.get(kk) for p in ps])),
-                     _ci(pd), _ci(pd.get(kk)),
-                     *[_ci(pd["by_bucket"].get(b, {}).get("pass@1")) for b in BUCKETS],
-                     _ci(a["diagnostics"].get("forgetting"))])
-    lines += [markdown_table(["arm", "pass@1", kk, "Δ pass@1", f"Δ {kk}", "Δ unmastered",
-                              "Δ partial", "Δ mastered", "forgetting vs base (mastered)"], rows), ""]
+        row = [a["name"], str(len(ps)), _f(_mean([p.get("pass@1") for p in ps])), _f(_mean([p.get(kk) for p in ps])),
+               _ci(pd), _ci(pd.get(kk)),
+               *[_ci(pd["by_bucket"].get(b, {}).get("pass@1")) for b in BUCKETS],
+               _ci(a["diagnostics"].get("forgetting"))]
+        (rows if len(ps) == n_runs else secondary).append(row)
+    lines += [markdown_table(header, rows), ""]
+    if secondary:
+        lines += ["### Secondary: arms on fewer (base, seed) pairs", "",
+                  f"Paired with {PRIMARY} on their own pairs only, so their intervals carry less seed variance.",
+                  "", markdown_table(header, secondary), ""]
     # Stage attribution: what SFT did, what RL added.
     att = []
     for a in payload["arms"]:

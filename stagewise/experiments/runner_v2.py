@@ -29,6 +29,7 @@ from stagewise.experiments import runner as design_v1
 from stagewise.experiments import testbed_v2
 from stagewise.experiments.arms_v2 import (
     PRIMARY,
+    PRIMARY_ARM,
     ArmRunV2,
     _rl_kwargs,
     _sft_kwargs,
@@ -79,11 +80,13 @@ class ExperimentV2Result:
 def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = None,
                   config: ExperimentV2Config | str | None = None, progress: bool = False, log=None,
                   command: str | None = None, allow_invalid: bool = False, checks_only: bool = False,
-                  **overrides) -> ExperimentV2Result:
+                  report_only: bool = False, **overrides) -> ExperimentV2Result:
     """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
     probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
-    although a validity check failed; the report then says the table is not a valid test. With
-    `jobs` > 1 the arm runs go to spawned processes: call this from under `if __name__ == "__main__":`."""
+    although a validity check failed; the report then says the table is not a valid test. `report_only`:
+    train nothing more; report the (base, seed, arm) runs that finished, and list the missing ones in the
+    report (an interrupted run's partial table). With `jobs` > 1 the arm runs go to spawned processes:
+    call this from under `if __name__ == "__main__":`."""
     if seeds is not None:
         overrides["seeds"] = seeds
     cfg = configure(preset_v2(quick=quick), config, overrides)
@@ -144,14 +147,13 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
     context["sweep"] = sweep
 
     test_bucket = {b.index: _buckets(b.test) for b in arm_bases}
+    pool_info = {b.index: {"bucket_of": _buckets(b.pool), "cell_of": cell_of} for b in arm_bases}
+    by_index = {b.index: b for b in arm_bases}
     units = []
-    for base in arm_bases:
-        pool_info = {"bucket_of": _buckets(base.pool), "cell_of": cell_of}
-        for seed in range(cfg.seeds):
-            for arm in chosen:
-                run_dir = out / "arms" / arm.name / f"b{base.index}-s{seed}"
-                units.append((arm, base, seed, run_dir, exports[base.index], pool_info, test,
-                              test_bucket[base.index], cell_of, heldout_rows[base.index], cfg, lrs, progress))
+    for arm, b, seed in plan_runs(chosen, [b.index for b in arm_bases], cfg):
+        run_dir = out / "arms" / arm.name / f"b{b}-s{seed}"
+        units.append((arm, by_index[b], seed, run_dir, exports[b], pool_info[b], test, test_bucket[b], cell_of,
+                      heldout_rows[b], cfg, lrs, progress))
     per_run: dict[str, list[dict]] = {a.name: [] for a in chosen}
     kmax = f"pass@{max(cfg.ks)}"
 
@@ -161,9 +163,15 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                 f"{b} {rec['by_bucket'].get(b, {}).get('pass@1', float('nan')):.3f}"
                 for b in ("unmastered", "partial", "mastered")))
 
+    if report_only:
+        missing = [u for u in units if not _unit_step(*u).done()]
+        units = [u for u in units if u not in missing]
+        context["missing_runs"] = [f"{u[0].name} b{u[1].index}-s{u[2]}" for u in missing]
+        say(f"report only: {len(units)} finished arm runs reported, {len(missing)} missing")
     recs = _run_units(units, cfg.jobs, report, say)
     for unit, rec in zip(units, recs):
         per_run[unit[0].name].append(rec)
+    per_run = {a.name: per_run[a.name] for a in chosen}
 
     context["wall_s"] = round(time.perf_counter() - t_start, 1)
     context["cpu_s_main_process"] = round(time.process_time() - c_start, 1)
@@ -172,6 +180,19 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                             summaries={a.name: a.summary for a in chosen})
     results = json.loads(Path(paths["json"]).read_text())
     return ExperimentV2Result(str(out), results, paths, context)
+
+
+def plan_runs(chosen, bases: list[int], cfg) -> list[tuple]:
+    """The (arm, base, seed) runs in the order they are trained: arm by arm, the primary comparison's two
+    arms (and base) first, so a run stopped early holds whole arms over every (base, seed). The joint arms
+    run `joint_seeds` seeds when set."""
+    first = ("base", PRIMARY, PRIMARY_ARM)
+    order = sorted(chosen, key=lambda a: first.index(a.name) if a.name in first else len(first))
+    runs = []
+    for arm in order:
+        n_seeds = cfg.joint_seeds if arm.joint_mode and cfg.joint_seeds else cfg.seeds
+        runs += [(arm, b, s) for b in bases for s in range(n_seeds)]
+    return runs
 
 
 def _run_units(units: list[tuple], jobs: int, report, say) -> list[dict]:
@@ -332,33 +353,49 @@ def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress
     if done.exists():
         data = json.loads(done.read_text())
         return data["chosen"], data
-
     export_dir = exports[("all", False, None)]
-    grid_sft, grid_rl = [], []
-    for lr in cfg.sft_lr_grid:
-        d = root / f"sft-{lr:g}"
-        res = train_sft(export_dir, base.model_dir, d / "train", progress=progress,
-                        **_sft_kwargs(cfg, {"sft": lr}, cfg.sft_steps, 0))
-        acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
-        grid_sft.append({"sft_learning_rate": lr, "val_pass@1": acc, "model": res.model_dir})
-        say(f"  sweep: SFT lr {lr:g} -> validation pass@1 {acc:.3f}")
+    grid_sft = _map(_sweep_point, [("sft", lr, export_dir, base.model_dir, val, root / f"sft-{lr:g}", cfg)
+                                   for lr in cfg.sft_lr_grid], cfg.jobs)
+    for r in grid_sft:
+        say(f"  sweep: SFT lr {r['sft_learning_rate']:g} -> validation pass@1 {r['val_pass@1']:.3f}")
     best_sft = max(grid_sft, key=lambda r: r["val_pass@1"])
-    for lr in cfg.rl_lr_grid:
-        d = root / f"rl-{lr:g}"
-        res = train_rl(export_dir, best_sft["model"], d / "train", progress=progress,
-                       **_rl_kwargs(cfg, {"rl": lr}, cfg.rl_steps, 0))
-        acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
-        grid_rl.append({"rl_learning_rate": lr, "val_pass@1": acc})
-        say(f"  sweep: RL lr {lr:g} (after SFT lr {best_sft['sft_learning_rate']:g}) -> validation pass@1 {acc:.3f}")
+    grid_rl = _map(_sweep_point, [("rl", lr, export_dir, best_sft["model"], val, root / f"rl-{lr:g}", cfg)
+                                  for lr in cfg.rl_lr_grid], cfg.jobs)
+    for r in grid_rl:
+        say(f"  sweep: RL lr {r['rl_learning_rate']:g} (after SFT lr {best_sft['sft_learning_rate']:g}) -> "
+            f"validation pass@1 {r['val_pass@1']:.3f}")
     best_rl = max(grid_rl, key=lambda r: r["val_pass@1"])
     chosen = {"sft": best_sft["sft_learning_rate"], "rl": best_rl["rl_learning_rate"]}
     data = {"ran": True, "arm": PRIMARY, "base": base.index, "seed": 0, "metric": "validation pass@1",
             "val_samples": cfg.val_samples,
-            "sft_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_sft], "rl_grid": grid_rl,
+            "sft_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_sft],
+            "rl_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_rl],
             "chosen": chosen}
     write_text_atomic(done, json.dumps(data, indent=2))
     say(f"learning rates chosen on validation: sft {chosen['sft']:g}, rl {chosen['rl']:g}")
     return chosen, data
+
+
+def _sweep_point(stage: str, lr: float, export_dir, model: str, val, d: Path, cfg) -> dict:
+    """One point of the grid: train the stage at `lr` from `model`, then validation pass@1."""
+    if stage == "sft":
+        res = train_sft(export_dir, model, d / "train", progress=False, **_sft_kwargs(cfg, {"sft": lr}, cfg.sft_steps, 0))
+    else:
+        res = train_rl(export_dir, model, d / "train", progress=False, **_rl_kwargs(cfg, {"rl": lr}, cfg.rl_steps, 0))
+    acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
+    return {f"{stage}_learning_rate": lr, "val_pass@1": acc, "model": res.model_dir}
+
+
+def _map(fn, arg_tuples: list[tuple], jobs: int) -> list:
+    """fn(*args) for each tuple, `jobs` at a time in spawned processes (in order)."""
+    if jobs <= 1 or len(arg_tuples) <= 1:
+        return [fn(*a) for a in arg_tuples]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(arg_tuples)), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        return list(pool.map(fn, *zip(*arg_tuples)))
 
 
 def _val_pass1(model_dir: str, val, store: Path, cfg) -> float:
@@ -374,7 +411,8 @@ def _unit_step(arm, base: BaseModel, seed: int, run_dir: Path, exports, pool_inf
                heldout_rows, cfg, lrs, progress) -> Step:
     """One arm run's completion marker, keyed by what its result depends on: more seeds, bases or jobs
     keep the finished runs."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("seeds", "bases", "arm_bases", "jobs")}
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in ("seeds", "joint_seeds", "bases", "arm_bases", "jobs")}
     return Step(run_dir, "arm", {"arm": arm.name, "base": base.index, "base_model": base.model_dir, "seed": seed,
                                  "config": settings, "learning_rates": lrs})
 
