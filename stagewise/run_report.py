@@ -21,7 +21,7 @@ from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError, InputError, StagewiseError
 from stagewise.curate.models import cache_dir
 from stagewise.curate.store import SAMPLE_COLUMNS, ProbeStore
-from stagewise.train.stage_eval import StageEval, display_table, pass_at_1_by_checkpoint, read_metrics
+from stagewise.train.stage_eval import StageEval, display_table, pass_at_1_by_checkpoint, read_metrics, show_value
 
 BUCKET_ORDER = ("unmastered", "partial", "mastered")
 STATUS_ORDER = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -180,11 +180,7 @@ def _anchor(text: str) -> str:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return show_value(value, missing="–")
 
 
 def _plain(value) -> str:

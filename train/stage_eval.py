@@ -186,6 +186,15 @@ def display_table(evals: list[StageEval]) -> list[dict]:
     return out
 
 
+def show_value(value, missing: str = "-") -> str:
+    """A number as reports print it: floats to 3 decimals, `missing` for None, anything else as text."""
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
 def format_value(row: EvalRow | None) -> str:
     if row is None or row.value is None:
         return "-"

@@ -34,6 +34,7 @@ from stagewise.train.stage_eval import (
     forgetting,
     plot_curves,
     read_metrics,
+    show_value,
 )
 
 
@@ -269,14 +270,6 @@ def _in_sequence(logs: list[list[dict]]) -> list[dict]:
     return out
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
 def _loop_lines(loop) -> list[str]:
     """The report's account of the re-probes and rounds: bucket transitions, how many items left or
     joined RL, the RL groups with zero reward variance, and the stages per round."""
@@ -315,8 +308,8 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
         if res is not None:
             m = res.metrics
             lines.append(f"- {name}: {res.global_step} steps, model `{res.model_dir}`, "
-                         f"train loss {_fmt(m.get('train_loss'))}"
-                         + (f", last reward {_fmt(m.get('reward'))}" if 'reward' in m else "")
+                         f"train loss {show_value(m.get('train_loss'))}"
+                         + (f", last reward {show_value(m.get('reward'))}" if 'reward' in m else "")
                          + (f", mean step {res.step_time_s:.2f} s" if res.step_time_s else ""))
     for stage, why in result.skipped.items():
         lines.append(f"- {stage.upper()} skipped: {why}")
@@ -331,7 +324,7 @@ def _write_report(result: PipelineResult, out: Path, curves: str | None) -> None
     if result.forgetting:
         lines += ["", "## Forgetting (mastered bucket, never trained on)", ""]
         for ck, v in result.forgetting["mastered_pass@1"].items():
-            lines.append(f"- {ck}: pass@1 {_fmt(v)} (drop {_fmt(result.forgetting['drop'][ck])})")
+            lines.append(f"- {ck}: pass@1 {show_value(v)} (drop {show_value(result.forgetting['drop'][ck])})")
     if curves:
         lines += ["", "## Curves", "", ("SFT loss, RL reward and the held-out SFT loss during RL: SFT and RL do "
                   "not decouple, RL can raise the SFT loss while it raises the reward."), "",
