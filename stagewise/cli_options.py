@@ -335,7 +335,7 @@ train_joint = _options(
     _train_common,
     click.option("--mode", type=_choice(JOINT_MODES), default=None,
                  help="weighted: GRPO + lambda x SFT loss; relift: all-wrong groups feed an SFT buffer; bridge: "
-                      "bilevel with an RL-only shadow and a LoRA adapter (train/joint.py)."),
+                      "bilevel with an RL-only shadow and a LoRA adapter (train/joint/bridge.py)."),
     _LOSS_TYPE,
     _NUM_GENERATIONS,
     click.option("--sft-weight", type=float, default=None, help="lambda (weighted) / alpha (bridge) on the SFT loss."),

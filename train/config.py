@@ -19,7 +19,7 @@ from stagewise.curate.errors import ConfigError, require
 KINDS = ("sft", "rl", "joint", "eval")
 SFT_LOSSES = ("nll", "dft", "iw-sft")  # train/losses.py
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")  # TRL's GRPO-family losses
-JOINT_MODES = ("weighted", "relift", "bridge")  # train/joint.py
+JOINT_MODES = ("weighted", "relift", "bridge")  # one module each in train/joint/
 _CHOICES = {
     "loss": SFT_LOSSES,
     "loss_type": LOSS_TYPES,
