@@ -33,7 +33,9 @@ from stagewise.experiments.validity import format_checks, validity_checks
 def pretrain_candidates(args) -> list[str]:
     cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, **{k: v for k, v in (
         ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
-        ("final_lr_fraction", args.final_lr_fraction))
+        ("final_lr_fraction", args.final_lr_fraction), ("polish_steps", args.polish_steps),
+        ("polish_learning_rate", args.polish_lr),
+        ("polish_levels", tuple(int(x) for x in args.polish_levels.split(",")) if args.polish_levels else None))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -44,11 +46,15 @@ def pretrain_candidates(args) -> list[str]:
             last[0] = time.time()
             print(f"  pretrain step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    res = pretrain_v2(cfg, prompt_template=V2_DEFAULT.prompt_template, checkpoints=steps, progress=progress)
+    polish = sorted({int(s) for s in args.polish_checkpoints.split(",") if s.strip()}) if args.polish_checkpoints else []
+    res = pretrain_v2(cfg, prompt_template=V2_DEFAULT.prompt_template, checkpoints=steps, progress=progress,
+                      polish_checkpoints=polish)
     print(f"pretrained {res.model_dir} (cached: {res.cached}; {res.stats.get('seconds')} s)", flush=True)
     # The full run first, then the earlier stopping points, latest first.
     return [res.model_dir] + [pretrain_v2(replace(cfg, steps=s), prompt_template=V2_DEFAULT.prompt_template).model_dir
-                              for s in reversed(steps) if s < cfg.steps]
+                              for s in reversed(steps) if s < cfg.steps] \
+        + [pretrain_v2(replace(cfg, polish_steps=s), prompt_template=V2_DEFAULT.prompt_template).model_dir
+           for s in polish if s < (cfg.polish_steps or 0)]
 
 
 def full_checks(model: str, pool, test, cell_of, cfg) -> None:
@@ -65,7 +71,7 @@ def full_checks(model: str, pool, test, cell_of, cfg) -> None:
     for pid, (n, c) in base.pool.items():
         by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
     c = meta["config"]
-    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  seed {c['seed']}"
+    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  seed {c['seed']}  polish {c.get('polish_steps', 0)}"
           f"  (full probes, {time.time() - t0:.0f} s)")
     for line in format_checks(checks):
         print(line)
@@ -83,6 +89,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--horizon", type=int, default=None, help="cosine horizon [default: --steps]")
     ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: 0.1]")
+    ap.add_argument("--polish-steps", type=int, default=None, help="steps of the polishing phase [default: 0]")
+    ap.add_argument("--polish-lr", type=float, default=None, help="its constant rate [default: 3e-4]")
+    ap.add_argument("--polish-levels", default=None, help="its levels, e.g. 2,3 [default: 2,3]")
+    ap.add_argument("--polish-checkpoints", default="", help="earlier polishing steps to keep and probe, e.g. 200,400")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")

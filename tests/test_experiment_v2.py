@@ -216,11 +216,55 @@ def test_a_pretraining_checkpoint_is_the_model_a_run_stopped_there_would_give(tm
     assert not all(torch.equal(w_early[k], w_full[k]) for k in w_early)
 
 
+def test_polishing_starts_from_the_cached_first_phase_and_its_checkpoint_is_the_shorter_polish(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from stagewise.experiments.pretrain import PretrainV2Config, pretrain_v2
+
+    first = PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=6, horizon=6, batch_size=8,
+                             warmup_steps=2, task_weights=(("add", 1.0),), levels=(2, 3))
+    cfg = replace(first, polish_steps=6, polish_levels=(2,))
+    assert cfg.polish_mix() == {"add-2": 1.0} and set(first.mix()) == {"add-2", "add-3"}
+    polished = pretrain_v2(cfg, out_root=tmp_path / "a", polish_checkpoints=[3])
+    base = pretrain_v2(first, out_root=tmp_path / "a")
+    assert base.cached and not polished.cached  # the first phase was trained once, on the way
+    assert polished.stats["first_phase"]["steps"] == 6 and polished.stats["steps"] == 6
+    short = pretrain_v2(replace(cfg, polish_steps=3), out_root=tmp_path / "a")
+    alone = pretrain_v2(replace(cfg, polish_steps=3), out_root=tmp_path / "b")
+    assert short.cached and not alone.cached
+
+    def weights(res):
+        return load_file(f"{res.model_dir}/model.safetensors")
+
+    w_short, w_alone, w_full, w_base = weights(short), weights(alone), weights(polished), weights(base)
+    assert all(torch.equal(w_short[k], w_alone[k]) for k in w_short)
+    assert not all(torch.equal(w_short[k], w_full[k]) for k in w_short)
+    assert not all(torch.equal(w_base[k], w_short[k]) for k in w_base)
+
+
+def test_each_base_stops_where_base_stops_says_and_a_short_list_is_refused():
+    from stagewise.curate.errors import ConfigError
+    from stagewise.experiments.config import V2_DEFAULT, configure
+
+    cfg = configure(V2_DEFAULT, None, {"base_stops": [[600, 600], [700, 600], [700, 1200]]})
+    assert [(p.seed, p.steps, p.polish_steps) for p in map(cfg.base_pretrain, range(3))] == \
+        [(0, 600, 600), (1, 700, 600), (2, 700, 1200)]
+    assert cfg.to_dict()["base_stops"] == [[600, 600], [700, 600], [700, 1200]]
+    plain = configure(V2_DEFAULT, None, {"base_stops": []})
+    assert plain.base_pretrain(1) == replace(V2_DEFAULT.pretrain, seed=1)
+    with pytest.raises(ConfigError, match="for each of the 3 bases"):
+        configure(V2_DEFAULT, None, {"base_stops": [[600, 600]]})
+    with pytest.raises(ConfigError, match="horizon"):
+        configure(V2_DEFAULT, None, {"base_stops": [[900, 0], [700, 0], [700, 0]]})
+
+
 def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
     from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2
 
     cfg = PretrainV2Config()
-    assert "final_lr_fraction" not in cfg.to_dict()  # cached bases made before the option keep their hash
+    # cached bases made before these options keep their hash
+    assert "final_lr_fraction" not in cfg.to_dict() and "polish_steps" not in cfg.to_dict()
     assert config_hash_v2(replace(cfg, final_lr_fraction=0.01), None) != config_hash_v2(cfg, None)
 
 

@@ -209,14 +209,31 @@ class PretrainV2Config:
     seed: int = 0
     version: int = 1  # bump when the loop changes in a way the config does not show
     final_lr_fraction: float = 0.1     # the cosine ends at this share of the peak rate
+    # A second phase after `steps`: `polish_steps` more steps at the constant rate `polish_learning_rate`
+    # on the cells of `polish_levels` only (their shares of the mix, renormalised). It sharpens the easy
+    # cells the way a model's well-practised skills are sharp, without new exposure to the hard cells.
+    polish_steps: int = 0
+    polish_levels: tuple = (2, 3)
+    polish_learning_rate: float = 3e-4
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["task_weights"] = [list(x) for x in self.task_weights]
         d["levels"] = list(self.levels)
-        if d["final_lr_fraction"] == 0.1:  # added later: left out at its default so cached bases keep their hash
+        d["polish_levels"] = list(self.polish_levels)
+        # Added later: left out at their defaults so cached bases keep their hash.
+        if d["final_lr_fraction"] == 0.1:
             del d["final_lr_fraction"]
+        if not d["polish_steps"]:
+            for key in ("polish_steps", "polish_levels", "polish_learning_rate"):
+                del d[key]
         return d
+
+    def polish_mix(self) -> dict[str, float]:
+        """cell -> share of the polishing phase's items."""
+        keep = {c: w for c, w in self.mix().items() if testbed_v2.parse_cell(c)[1] in self.polish_levels}
+        total = sum(keep.values())
+        return {c: w / total for c, w in keep.items()}
 
     def mix(self) -> dict[str, float]:
         """cell -> share of pretraining items."""
@@ -234,7 +251,8 @@ def config_hash_v2(config: PretrainV2Config, prompt_template: str | None) -> str
 
 
 def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_template: str | None = None,
-                out_root: str | os.PathLike | None = None, progress=None, checkpoints=()) -> PretrainResult:
+                out_root: str | os.PathLike | None = None, progress=None, checkpoints=(),
+                polish_checkpoints=()) -> PretrainResult:
     """Return the cached v2 base model for `config` (trained first if needed).
 
     `checkpoints`: earlier steps at which the same run also saves its model, each as the cache entry of
@@ -248,6 +266,8 @@ def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_templat
     if stamp.exists():
         meta = json.loads(stamp.read_text())
         return PretrainResult(str(target), True, meta["config"], meta["stats"])
+    if config.polish_steps:
+        return _polish_v2(config, prompt_template, root, progress, checkpoints, polish_checkpoints)
 
     tmp, tokenizer, model = _fresh_model(config, root, digest)
     wanted = {int(s) for s in checkpoints if 0 < int(s) < config.steps}
@@ -261,6 +281,38 @@ def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_templat
     stats = _train_loop(model, tokenizer, config, _batches_v2(config, prompt_template, rng), progress,
                         horizon=config.horizon, on_step=save_checkpoint)
     shutil.rmtree(tmp, ignore_errors=True)
+    path, stats = _save_v2(model, tokenizer, config, prompt_template, root, stats)
+    return PretrainResult(path, False, config.to_dict(), stats)
+
+
+def _polish_v2(config: PretrainV2Config, prompt_template, root: Path, progress, checkpoints,
+               polish_checkpoints=()) -> PretrainResult:
+    """The polishing phase: start from the cached first phase (trained first if needed), train
+    `polish_steps` more steps at a constant rate on the polish mix, and cache the result as `config`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = pretrain_v2(replace(config, polish_steps=0), prompt_template=prompt_template, out_root=root,
+                        progress=progress, checkpoints=checkpoints)
+    tokenizer = AutoTokenizer.from_pretrained(first.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(first.model_dir, dtype=torch.float32)
+    # The shared loop with a flat schedule: no warmup, the floor equal to the peak.
+    phase = replace(config, steps=config.polish_steps, warmup_steps=0, learning_rate=config.polish_learning_rate,
+                    final_lr_fraction=1.0)
+    # The rate is flat and the batches do not depend on the phase's length, so the model after N steps of
+    # a longer phase is exactly the phase of N steps: `polish_checkpoints` keeps those models too.
+    rng = random.Random(config.seed * 7919 + 1)
+    wanted = {int(s) for s in polish_checkpoints if 0 < int(s) < config.polish_steps}
+
+    def save_checkpoint(step, net, stats):
+        if step in wanted:
+            _save_v2(net, tokenizer, replace(config, polish_steps=step), prompt_template, root,
+                     {**stats, "first_phase": first.stats, "polish_checkpoint_of": config_hash_v2(config, prompt_template)})
+
+    stats = _train_loop(model, tokenizer, phase, _batches_v2(config, prompt_template, rng, config.polish_mix()),
+                        progress, on_step=save_checkpoint)
+    stats = {**stats, "first_phase": first.stats, "seconds": round(first.stats.get("seconds", 0) + stats["seconds"], 1),
+             "polish_seconds": stats["seconds"]}
     path, stats = _save_v2(model, tokenizer, config, prompt_template, root, stats)
     return PretrainResult(path, False, config.to_dict(), stats)
 
@@ -302,9 +354,9 @@ def _save_v2(model, tokenizer, config: PretrainV2Config, prompt_template, root: 
     return str(target), stats
 
 
-def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random):
-    """Endless (prompt, target) pairs from the pretraining split, cells drawn by the mix."""
-    mix = config.mix()
+def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, mix: dict | None = None):
+    """Endless (prompt, target) pairs from the pretraining split, cells drawn by `mix` (default: the config's)."""
+    mix = mix or config.mix()
     cells, weights = list(mix), list(mix.values())
     cache: dict[str, list] = {}
     while True:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewise.curate.atomic import write_text_atomic
@@ -106,8 +106,9 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
 
     bases, pretrain_s = [], 0.0
     for b in range(cfg.bases):
-        pre_cfg = replace(cfg.pretrain, seed=b)
-        say(f"base {b}: pretraining (cached by config hash)")
+        pre_cfg = cfg.base_pretrain(b)
+        say(f"base {b}: pretraining seed {b}, {pre_cfg.steps} steps + {pre_cfg.polish_steps} polishing steps "
+            "(cached by config hash)")
         pre = pretrain_v2(pre_cfg, prompt_template=cfg.prompt_template)
         if not pre.cached:
             pretrain_s += pre.stats.get("seconds", 0)
