@@ -35,7 +35,7 @@ def pretrain_candidates(args) -> list[str]:
         ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
         ("final_lr_fraction", args.final_lr_fraction), ("polish_steps", args.polish_steps),
         ("polish_learning_rate", args.polish_lr),
-        ("polish_levels", tuple(int(x) for x in args.polish_levels.split(",")) if args.polish_levels else None))
+        ("polish_level_decay", args.polish_level_decay))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: 0.1]")
     ap.add_argument("--polish-steps", type=int, default=None, help="steps of the polishing phase [default: 0]")
     ap.add_argument("--polish-lr", type=float, default=None, help="its constant rate [default: 3e-4]")
-    ap.add_argument("--polish-levels", default=None, help="its levels, e.g. 2,3 [default: 2,3]")
+    ap.add_argument("--polish-level-decay", type=float, default=None, help="its mix's fall-off [default: 0.2]")
     ap.add_argument("--polish-checkpoints", default="", help="earlier polishing steps to keep and probe, e.g. 200,400")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)

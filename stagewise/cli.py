@@ -390,7 +390,7 @@ def run_cmd(config_path, out, scale, fresh, backend_arg, sets, decontaminate, pr
 @cli.command("experiment")
 @opt.experiment
 @click.pass_context
-def experiment_cmd(ctx, design, out, quick, arms, config_path, sets, checks_only, **flags):
+def experiment_cmd(ctx, design, out, quick, arms, config_path, sets, checks_only, allow_invalid, **flags):
     """Test the stage-specific claim on tiny models: routed SFT/RL against SFT-then-RL on everything.
 
     Pretrains character-level models (cached), probes them, checks that the testbed can show the
@@ -403,12 +403,13 @@ def experiment_cmd(ctx, design, out, quick, arms, config_path, sets, checks_only
         stagewise experiment --out runs/exp                   # design v2: 3 bases x 2 seeds
         stagewise experiment --design v1 --out runs/exp-v1    # the first design
     """
-    for flag, given in (("--jobs", flags["jobs"] is not None), ("--checks-only", checks_only)):
+    for flag, given in (("--jobs", flags["jobs"] is not None), ("--checks-only", checks_only),
+                        ("--allow-invalid", allow_invalid)):
         if given and design != "v2":
             raise click.UsageError(f"{flag} is an option of --design v2")
     command = shlex.join(["stagewise", *ctx.meta["stagewise.argv"]])
     result = experiment(out, design=design, quick=quick, arms=arms, config=config_path, checks_only=checks_only,
-                        log=click.echo, command=command, **overrides(sets, **flags))
+                        allow_invalid=allow_invalid, log=click.echo, command=command, **overrides(sets, **flags))
     render.experiment(result, design, checks_only)
 
 

@@ -116,7 +116,7 @@ def tiny_v2(tmp_path_factory):
     cfg = replace(V2_DEFAULT, tasks=("add",), levels=(2, 3), pool_per_cell=6, val_per_cell=2, test_per_cell=4,
                   probe_samples=8, capability_samples=16, eval_samples=8, after_sft_samples=8, val_samples=2, ks=(1, 8),
                   max_new_tokens=48, total_steps=2, sft_batch_size=4, rl_prompts=1, bases=1, seeds=1,
-                  sft_lr_grid=(1e-3,), rl_lr_grid=(1e-5,), sft_replay=0.3,
+                  sft_lr_grid=(1e-3,), rl_lr_grid=(1e-5,), sft_replay=0.3, base_stops=(),
                   pretrain=PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=30, horizon=30,
                                             batch_size=16, warmup_steps=5, task_weights=(("add", 1.0),),
                                             levels=(2, 3)))
@@ -224,8 +224,8 @@ def test_polishing_starts_from_the_cached_first_phase_and_its_checkpoint_is_the_
 
     first = PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=6, horizon=6, batch_size=8,
                              warmup_steps=2, task_weights=(("add", 1.0),), levels=(2, 3))
-    cfg = replace(first, polish_steps=6, polish_levels=(2,))
-    assert cfg.polish_mix() == {"add-2": 1.0} and set(first.mix()) == {"add-2", "add-3"}
+    cfg = replace(first, polish_steps=6, polish_level_decay=0.0)
+    assert cfg.mix(cfg.polish_level_decay) == {"add-2": 1.0, "add-3": 0.0} and first.mix()["add-3"] > 0
     polished = pretrain_v2(cfg, out_root=tmp_path / "a", polish_checkpoints=[3])
     base = pretrain_v2(first, out_root=tmp_path / "a")
     assert base.cached and not polished.cached  # the first phase was trained once, on the way
@@ -247,16 +247,19 @@ def test_each_base_stops_where_base_stops_says_and_a_short_list_is_refused():
     from stagewise.curate.errors import ConfigError
     from stagewise.experiments.config import V2_DEFAULT, configure
 
-    cfg = configure(V2_DEFAULT, None, {"base_stops": [[600, 600], [700, 600], [700, 1200]]})
-    assert [(p.seed, p.steps, p.polish_steps) for p in map(cfg.base_pretrain, range(3))] == \
-        [(0, 600, 600), (1, 700, 600), (2, 700, 1200)]
-    assert cfg.to_dict()["base_stops"] == [[600, 600], [700, 600], [700, 1200]]
+    stops = [[600, 300, 0.35], [700, 400, 0.2], [700, 0, 0.2]]
+    cfg = configure(V2_DEFAULT, None, {"base_stops": stops})
+    assert [(p.seed, p.steps, p.polish_steps, p.polish_level_decay) for p in map(cfg.base_pretrain, range(3))] == \
+        [(0, 600, 300, 0.35), (1, 700, 400, 0.2), (2, 700, 0, 0.2)]
+    assert cfg.to_dict()["base_stops"] == stops
     plain = configure(V2_DEFAULT, None, {"base_stops": []})
     assert plain.base_pretrain(1) == replace(V2_DEFAULT.pretrain, seed=1)
     with pytest.raises(ConfigError, match="for each of the 3 bases"):
-        configure(V2_DEFAULT, None, {"base_stops": [[600, 600]]})
+        configure(V2_DEFAULT, None, {"base_stops": [[600, 300, 0.35]]})
+    with pytest.raises(ConfigError, match="for each of the 3 bases"):
+        configure(V2_DEFAULT, None, {"base_stops": [[600, 300]] * 3})
     with pytest.raises(ConfigError, match="horizon"):
-        configure(V2_DEFAULT, None, {"base_stops": [[900, 0], [700, 0], [700, 0]]})
+        configure(V2_DEFAULT, None, {"base_stops": [[900, 0, 0.2], [700, 0, 0.2], [700, 0, 0.2]]})
 
 
 def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
@@ -276,3 +279,12 @@ def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path
     assert out.exit_code == 1
     assert "unknown arm(s) routd" in out.output and "cell-matched-random" in out.output
     assert "Traceback" not in out.output
+
+
+def test_allow_invalid_is_an_option_of_design_v2_only(tmp_path):
+    from click.testing import CliRunner
+    from stagewise.cli import cli
+
+    out = CliRunner().invoke(cli, ["experiment", "--design", "v1", "--allow-invalid", "--out", str(tmp_path / "e")])
+    assert out.exit_code != 0 and "--allow-invalid is an option of --design v2" in out.output
+    assert not (tmp_path / "e").exists()

@@ -167,11 +167,11 @@ class ExperimentV2Config(_StepBudget):
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
     pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
-    # Where each base model's pretraining stops, (first-phase steps, polishing steps) per base; empty: every
-    # base uses `pretrain` as it is. One fixed stopping point does not put three seeds at the same point of
+    # Where each base model's pretraining stops, [first-phase steps, polishing steps, polishing level decay]
+    # per base; empty: every base uses `pretrain` as it is. One fixed stopping point does not put three seeds at the same point of
     # their learning jumps, so each base's was chosen by the validity checks alone (the base probes, before
     # any arm ran): data_cards/experiment-v2/README.md lists every candidate tried.
-    base_stops: tuple = ()
+    base_stops: tuple = ((600, 300, 0.35), (700, 400, 0.2), (700, 600, 0.35))
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"
 
@@ -179,8 +179,8 @@ class ExperimentV2Config(_StepBudget):
         """The pretraining config of base model `index` (its seed is its index)."""
         pre = replace(self.pretrain, seed=index)
         if self.base_stops:
-            steps, polish = self.base_stops[index]
-            pre = replace(pre, steps=int(steps), polish_steps=int(polish))
+            steps, polish, decay = self.base_stops[index]
+            pre = replace(pre, steps=int(steps), polish_steps=int(polish), polish_level_decay=float(decay))
         return pre
 
     def to_dict(self) -> dict:
@@ -224,10 +224,10 @@ class ExperimentV2Config(_StepBudget):
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
         if self.base_stops and (len(self.base_stops) < self.bases
-                                or any(len(stop) != 2 for stop in self.base_stops)):
-            problems.append(f"base_stops {list(map(list, self.base_stops))} must give [steps, polish_steps] "
-                            f"for each of the {self.bases} bases")
-        elif any(int(steps) > self.pretrain.horizon for steps, _ in self.base_stops):
+                                or any(len(stop) != 3 for stop in self.base_stops)):
+            problems.append(f"base_stops {list(map(list, self.base_stops))} must give [steps, polish_steps, "
+                            f"polish_level_decay] for each of the {self.bases} bases")
+        elif any(int(stop[0]) > self.pretrain.horizon for stop in self.base_stops):
             problems.append(f"base_stops: a first phase longer than the schedule's horizon "
                             f"({self.pretrain.horizon} steps) is not a stop on it")
         return self._raise_if(problems)

@@ -45,7 +45,7 @@ class ExperimentResult:
 
 
 DESIGNS = ("v2", "v1")
-_UNSET_MEANS_DEFAULT = ("total_steps", "jobs", "checks_only", "seeds", "arms")
+_UNSET_MEANS_DEFAULT = ("total_steps", "jobs", "checks_only", "allow_invalid", "seeds", "arms")
 
 
 def experiment(out, *, design: str = "v2", **kwargs):
@@ -55,7 +55,7 @@ def experiment(out, *, design: str = "v2", **kwargs):
     # Options left unset (None, or False for a flag) take the design's default.
     kwargs = {k: v for k, v in kwargs.items() if not (k in _UNSET_MEANS_DEFAULT and (v is None or v is False))}
     if design == "v1":
-        only_v2 = [k for k in ("jobs", "checks_only") if k in kwargs]
+        only_v2 = [k for k in ("jobs", "checks_only", "allow_invalid") if k in kwargs]
         if only_v2:
             raise ConfigError(f"--{only_v2[0].replace('_', '-')} is an option of --design v2")
         return experiment_v1(out, **kwargs)

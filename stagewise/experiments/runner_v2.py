@@ -82,8 +82,8 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
                   command: str | None = None, allow_invalid: bool = False, checks_only: bool = False,
                   report_only: bool = False, **overrides) -> ExperimentV2Result:
     """Run the second design into `out` (results.json, results.md, plots). `checks_only`: pretrain and
-    probe the base models, write the validity checks and stop. `allow_invalid` (tests only) runs the arms
-    although a validity check failed; the report then says the table is not a valid test. `report_only`:
+    probe the base models, write the validity checks and stop. `allow_invalid` runs the arms although a
+    validity check failed; the report then says at its top that the table is not a valid test. `report_only`:
     train nothing more; report the (base, seed, arm) runs that finished, and list the missing ones in the
     report (an interrupted run's partial table). With `jobs` > 1 the arm runs go to spawned processes:
     call this from under `if __name__ == "__main__":`."""
@@ -132,6 +132,9 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
         context["wall_s"] = round(time.perf_counter() - t_start, 1)
         paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
         return ExperimentV2Result(str(out), json.loads(Path(paths["json"]).read_text()), paths, context)
+    if not all_passed(checks) and allow_invalid:
+        say("validity checks FAILED; running the arms anyway (allow_invalid): the report says at its top that "
+            "the table is not a valid test of routing")
     if not all_passed(checks) and not allow_invalid:
         paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
         failed = [c["check"] for c in checks if not c["passed"]]
