@@ -167,10 +167,12 @@ class ExperimentV2Config(_StepBudget):
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
     pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
-    # Where each base model's pretraining stops, [first-phase steps, polishing steps, polishing level decay]
-    # per base; empty: every base uses `pretrain` as it is. One fixed stopping point does not put three seeds at the same point of
-    # their learning jumps, so each base's was chosen by the validity checks alone (the base probes, before
-    # any arm ran): data_cards/experiment-v2/README.md lists every candidate tried.
+    # Where each base model's pretraining stops: [first-phase steps, polishing steps, polishing level decay]
+    # per base; empty: every base uses `pretrain` as it is. One fixed stopping point does not put three
+    # seeds at the same point of their learning jumps, so each base's was chosen from the base probes alone,
+    # before any arm ran: of the candidates tried, the one with the fewest failed validity checks (ties: the
+    # larger reachable share). No candidate passed all checks on any seed; data_cards/experiment-v2/README.md
+    # lists every candidate tried.
     base_stops: tuple = ((600, 300, 0.35), (700, 400, 0.2), (700, 600, 0.35))
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"

