@@ -42,6 +42,20 @@ def test_on_a_cpu_the_engine_runs_eager_with_a_bounded_kv_cache_unless_told_othe
     assert "kv_cache_memory_bytes" not in cpu_engine_defaults({}, environ={"VLLM_CPU_KVCACHE_SPACE": "2"})
 
 
+def test_cpu_defaults_prefill_whole_prompts_up_to_the_context_length(tmp_path):
+    from stagewise.curate.backends.vllm_backend import cpu_engine_defaults
+
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 8192}')
+    whole = {"enable_chunked_prefill": False, "max_num_batched_tokens": 8192}
+    assert cpu_engine_defaults({"model": str(tmp_path)}, environ={}).items() >= whole.items()
+    assert cpu_engine_defaults({"model": str(tmp_path), "max_model_len": 1024}, environ={})[
+        "max_num_batched_tokens"] == 1024
+    # The caller's own scheduling wins, and an unknown context length leaves vLLM's defaults.
+    assert "enable_chunked_prefill" not in cpu_engine_defaults({"model": str(tmp_path),
+                                                                "max_num_batched_tokens": 4096}, environ={})
+    assert "enable_chunked_prefill" not in cpu_engine_defaults({"model": str(tmp_path / "nowhere")}, environ={})
+
+
 @pytest.fixture(scope="module")
 def backend():
     b = make_backend("vllm", "smollm2-135m", dtype="float32", max_model_len=1024)
@@ -78,6 +92,26 @@ def test_the_cpu_engine_started_eager_with_the_kv_cache_it_was_given(backend):
     legacy = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
     expected = int(legacy) * GIB if legacy else backend.engine_kwargs["kv_cache_memory_bytes"]
     assert config.cache_config.kv_cache_memory_bytes == expected
+    assert config.scheduler_config.enable_chunked_prefill is False
+    assert config.scheduler_config.max_num_batched_tokens == 1024  # the fixture's max_model_len
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_a_batch_larger_than_one_prefill_step_completes_with_seeded_samples(backend):
+    # 48 seeded samples of ~200-token prompts: more prompt tokens than one scheduler step holds. With
+    # vLLM's chunked prefill on a CPU this killed the engine (a split prefill rewinds a CPU generator).
+    long_text = "Add the numbers below and answer briefly. " * 20
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4)
+    # Each prompt differs from its first token, so the prefix cache cannot shorten the prefills.
+    prompts = [[{"role": "user", "content": f"Problem {i}. {long_text}{i} + {i + 2}"}] for i in range(24)]
+    reqs = [GenerationRequest(f"long{i}", prompts[i], [0, 1], [sample_seed(0, f"long{i}", j) for j in range(2)],
+                              params) for i in range(24)]
+    results = backend.generate(reqs)
+    assert len(results) == 48 and all(r.n_tokens >= 1 for r in results)
+    again = backend.generate(reqs[5:6])
+    assert {(r.key, r.sample_idx): r.text for r in again} == \
+        {(r.key, r.sample_idx): r.text for r in results if r.key == "long5"}
 
 
 @pytest.mark.vllm

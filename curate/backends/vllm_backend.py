@@ -118,7 +118,29 @@ def cpu_engine_defaults(kwargs: dict, environ=None, total_memory: int | None = N
         if total_memory is None:
             total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         out["kv_cache_memory_bytes"] = int(min(CPU_KV_CACHE_BYTES, total_memory // 4))
+    # Seeded sampling and chunked prefill do not mix on a CPU in vLLM 0.32: when a prompt's prefill is split
+    # across steps, the worker rewinds that request's torch.Generator with set_offset, which CPU generators
+    # lack, and the engine dies ("CPU Generator does not use offset", then EngineDeadError). stagewise seeds
+    # every sample, so on a CPU each prompt is prefilled whole: a step may hold a full context's tokens.
+    if "enable_chunked_prefill" not in kwargs and "max_num_batched_tokens" not in kwargs:
+        length = kwargs.get("max_model_len") or _context_length(kwargs.get("model"))
+        if length:
+            out["enable_chunked_prefill"] = False
+            out["max_num_batched_tokens"] = int(length)
     return out
+
+
+def _context_length(model_dir) -> int | None:
+    """The model's own context length from its config.json (what vLLM uses when max_model_len is unset)."""
+    import json
+    import os
+
+    path = os.path.join(str(model_dir or ""), "config.json")
+    if not model_dir or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        value = json.load(f).get("max_position_embeddings")
+    return int(value) if value else None
 
 
 def _on_cpu() -> bool:
