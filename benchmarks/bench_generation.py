@@ -316,7 +316,10 @@ def main(argv=None) -> int:
                        + ", ".join(f"{k.replace('_vs_', ' vs ')} {v:.2f}x" for k, v in wall.items()))
     for t in targets:
         print(t)
-    payload = {"settings": vars(args), "results": res, "ratios": ratios, "wall_ratios": wall, "load_before": load_before,
+    settings = dict(vars(args))
+    if settings.get("vllm_python"):  # recorded without this machine's home directory
+        settings["vllm_python"] = settings["vllm_python"].replace(os.path.expanduser("~"), "~", 1)
+    payload = {"settings": settings, "results": res, "ratios": ratios, "wall_ratios": wall, "load_before": load_before,
                "load_after": load_after}
     # A run of only the backends (`--methods hf,vllm`) gets its own section and file, so it does not
     # replace the baselines' numbers.
