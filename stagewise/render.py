@@ -438,15 +438,18 @@ def experiment(result, design: str, checks_only: bool) -> None:
         click.echo(f"Checks: {result.paths['json']}")
         return
     if design == "v2":
-        click.echo(f"{'arm':<24} {'pass@1':>8} {'pass@16':>8} {'Δ pass@1 vs sft-all-rl-all [95% CI]':>40}")
+        # The largest k the run evaluated (16 in the full design, 8 in --quick).
+        kmax = max((int(key[5:]) for arm in result.results["arms"] for p in arm["per_seed"] for key in p
+                    if key.startswith("pass@")), default=1)
+        click.echo(f"{'arm':<24} {'pass@1':>8} {f'pass@{kmax}':>8} {'Δ pass@1 vs sft-all-rl-all [95% CI]':>40}")
         for arm in result.results["arms"]:
             ps = arm["per_seed"]
             p1 = sum(p["pass@1"] for p in ps) / len(ps)
-            p16 = sum(p.get("pass@16", 0) for p in ps) / len(ps)
+            pk = sum(p[f"pass@{kmax}"] for p in ps) / len(ps)
             d = arm["paired_diff"]
             ci = ("" if d.get("mean") is None else f"{d['mean']:+.3f}" + (
                 "" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"))
-            click.echo(f"{arm['name']:<24} {p1:8.3f} {p16:8.3f} {ci:>40}")
+            click.echo(f"{arm['name']:<24} {p1:8.3f} {pk:8.3f} {ci:>40}")
         click.echo(f"\nTable: {result.paths['markdown']}  (results.json, context.json and plots beside it)")
         return
     click.echo(f"{'arm':<16} {'pass@1':>8} {'unmast.':>8} {'partial':>8} {'mastered':>8} {'train s':>8}")

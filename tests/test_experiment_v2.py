@@ -288,3 +288,16 @@ def test_allow_invalid_is_an_option_of_design_v2_only(tmp_path):
     out = CliRunner().invoke(cli, ["experiment", "--design", "v1", "--allow-invalid", "--out", str(tmp_path / "e")])
     assert out.exit_code != 0 and "--allow-invalid is an option of --design v2" in out.output
     assert not (tmp_path / "e").exists()
+
+
+def test_the_printed_table_shows_the_largest_k_the_run_evaluated(capsys):
+    from types import SimpleNamespace
+
+    from stagewise import render
+
+    arms = [{"name": "sft-all-rl-all", "per_seed": [{"pass@1": 0.5, "pass@8": 0.75}, {"pass@1": 0.7, "pass@8": 0.95}],
+             "paired_diff": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}}]
+    render.experiment(SimpleNamespace(results={"arms": arms}, paths={"markdown": "results.md"}), "v2", False)
+    out = capsys.readouterr().out
+    assert "pass@8" in out and "pass@16" not in out
+    assert "sft-all-rl-all              0.600    0.850" in out
