@@ -46,7 +46,7 @@ def pretrain_candidates(args) -> list[str]:
             last[0] = time.time()
             print(f"  pretrain step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    polish = sorted({int(s) for s in args.polish_checkpoints.split(",") if s.strip()}) if args.polish_checkpoints else []
+    polish = sorted({int(s) for s in (args.polish_checkpoints or "").split(",") if s.strip()})
     res = pretrain_v2(cfg, prompt_template=V2_DEFAULT.prompt_template, checkpoints=steps, progress=progress,
                       polish_checkpoints=polish)
     print(f"pretrained {res.model_dir} (cached: {res.cached}; {res.stats.get('seconds')} s)", flush=True)
@@ -71,8 +71,8 @@ def full_checks(model: str, pool, test, cell_of, cfg) -> None:
     for pid, (n, c) in base.pool.items():
         by_cell.setdefault(cell_of[pid], {"unmastered": 0, "partial": 0, "mastered": 0})[bucket(n=n, c=c)] += 1
     c = meta["config"]
-    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  seed {c['seed']}  polish {c.get('polish_steps', 0)}"
-          f"  (full probes, {time.time() - t0:.0f} s)")
+    print(f"== {Path(model).name}  level_decay {c['level_decay']}  steps {c['steps']}/{c['horizon']}  "
+          f"seed {c['seed']}  polish {c.get('polish_steps', 0)}  (full probes, {time.time() - t0:.0f} s)")
     for line in format_checks(checks):
         print(line)
     for cell, d in sorted(by_cell.items()):

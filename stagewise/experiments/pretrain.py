@@ -238,7 +238,6 @@ class PretrainV2Config:
         return {c: w / total for c, w in raw.items()}
 
 
-
 def config_hash_v2(config: PretrainV2Config, prompt_template: str | None) -> str:
     probe_item = testbed_v2.to_problem(testbed_v2.Item("sub", (4718, 395)), "pretrain")
     rendered = render_prompt(probe_item, prompt_template) + "\x1f" + render_target(probe_item, prompt_template)
@@ -300,15 +299,17 @@ def _polish_v2(config: PretrainV2Config, prompt_template, root: Path, progress, 
     rng = random.Random(config.seed * 7919 + 1)
     wanted = {int(s) for s in polish_checkpoints if 0 < int(s) < config.polish_steps}
 
+    digest = config_hash_v2(config, prompt_template)
+
     def save_checkpoint(step, net, stats):
         if step in wanted:
             _save_v2(net, tokenizer, replace(config, polish_steps=step), prompt_template, root,
-                     {**stats, "first_phase": first.stats, "polish_checkpoint_of": config_hash_v2(config, prompt_template)})
+                     {**stats, "first_phase": first.stats, "polish_checkpoint_of": digest})
 
-    stats = _train_loop(model, tokenizer, phase, _batches_v2(config, prompt_template, rng, config.mix(config.polish_level_decay)),
-                        progress, on_step=save_checkpoint)
-    stats = {**stats, "first_phase": first.stats, "seconds": round(first.stats.get("seconds", 0) + stats["seconds"], 1),
-             "polish_seconds": stats["seconds"]}
+    batches = _batches_v2(config, prompt_template, rng, config.mix(config.polish_level_decay))
+    stats = _train_loop(model, tokenizer, phase, batches, progress, on_step=save_checkpoint)
+    stats = {**stats, "first_phase": first.stats, "polish_seconds": stats["seconds"],
+             "seconds": round(first.stats.get("seconds", 0) + stats["seconds"], 1)}
     path, stats = _save_v2(model, tokenizer, config, prompt_template, root, stats)
     return PretrainResult(path, False, config.to_dict(), stats)
 

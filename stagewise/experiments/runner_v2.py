@@ -135,12 +135,13 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
     if not all_passed(checks) and allow_invalid:
         say("validity checks FAILED; running the arms anyway (allow_invalid): the report says at its top that "
             "the table is not a valid test of routing")
-    if not all_passed(checks) and not allow_invalid:
+    elif not all_passed(checks):
         paths = write_report_v2(out, design=cfg.design, validity=checks, arms=[], context=context)
         failed = [c["check"] for c in checks if not c["passed"]]
         raise ConfigError(f"validity checks failed ({'; '.join(failed)}): the testbed cannot show whether "
                           f"routing helps, so no arm is run or reported (checks in {paths['json']}); tune the "
-                          "pretraining (steps, level_decay) until the checks pass")
+                          "pretraining (base_stops, level_decay, polish_*) until they pass, or pass "
+                          "--allow-invalid to run the arms on this testbed anyway (reported as not valid)")
 
     arm_bases = bases[:cfg.n_arm_bases]
     exports = {b.index: _exports(b, out / "bases" / f"b{b.index}" / "exports", chosen, cfg) for b in arm_bases}
