@@ -31,11 +31,13 @@ from stagewise.experiments.validity import format_checks, validity_checks
 
 
 def pretrain_candidates(args) -> list[str]:
-    cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, **{k: v for k, v in (
+    cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, levels=args.levels, **{k: v for k, v in (
+        ("task_weights", args.task_weights),
         ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
         ("final_lr_fraction", args.final_lr_fraction), ("polish_steps", args.polish_steps),
         ("polish_learning_rate", args.polish_lr),
-        ("polish_level_decay", args.polish_level_decay))
+        ("polish_level_decay", args.polish_level_decay), ("carry_decay", args.carry_decay),
+        ("carry_level_decay", args.carry_level_decay))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -93,8 +95,18 @@ def main() -> None:
     ap.add_argument("--polish-lr", type=float, default=None, help="its constant rate [default: 3e-4]")
     ap.add_argument("--polish-level-decay", type=float, default=None, help="its mix's fall-off [default: 0.2]")
     ap.add_argument("--polish-checkpoints", default="", help="earlier polishing steps to keep and probe, e.g. 200,400")
+    ap.add_argument("--carry-decay", type=float, default=None,
+                    help="keep a carrying column of a pretraining item with this probability [default: 1.0]")
+    ap.add_argument("--carry-level-decay", type=float, default=None,
+                    help="... times this per level above the lowest [default: 1.0]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=V2_DEFAULT.levels,
+                    help="digits per operand of the cells, e.g. 2,3,4 [default: the design's]")
+    ap.add_argument("--task-weights", default=None, help="e.g. add=1,sub=1,add3=0.5 [default: the design's]",
+                    type=lambda s: tuple((k, float(v)) for k, v in (kv.split("=") for kv in s.split(","))))
+    ap.add_argument("--temperature", type=float, default=V2_DEFAULT.temperature, help="of every probe")
+    ap.add_argument("--test-per-cell", type=int, default=V2_DEFAULT.test_per_cell)
     ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")
     ap.add_argument("--cap-items", type=int, default=40)
     ap.add_argument("--pool-per-cell", type=int, default=V2_DEFAULT.pool_per_cell)
@@ -106,7 +118,8 @@ def main() -> None:
     models = list(args.models) + (pretrain_candidates(args) if args.pretrain else [])
     if args.pretrain_only:
         return
-    cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell)
+    cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell, levels=args.levels,
+                  test_per_cell=args.test_per_cell, temperature=args.temperature)
     cells = cfg.cells
     pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")
     test = testbed_v2.items_for(cells, cfg.test_per_cell, "test")
@@ -136,7 +149,9 @@ def main() -> None:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         pc_cfg = meta.get("config", {})
         print(f"== {Path(model).name}  level_decay {pc_cfg.get('level_decay')}  steps {pc_cfg.get('steps')}/"
-              f"{pc_cfg.get('horizon')}  seed {pc_cfg.get('seed')}  ({time.time() - t0:.0f} s; pool probe "
+              f"{pc_cfg.get('horizon')}  polish {pc_cfg.get('polish_steps', 0)}  carry {pc_cfg.get('carry_decay', 1.0)}"
+              f" x {pc_cfg.get('carry_level_decay', 1.0)}/level  seed {pc_cfg.get('seed')}  "
+              f"({time.time() - t0:.0f} s; pool probe "
               f"{t_pool:.0f} s; capability on {len(cap)} of {len(unm)} unmastered)")
         for line in format_checks(checks):
             print(line)

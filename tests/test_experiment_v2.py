@@ -42,6 +42,46 @@ def test_splits_are_disjoint_and_every_item_is_in_its_cell():
     assert all(int(p.answer) >= 0 for p in problems)
 
 
+@pytest.mark.parametrize("task, operands, carries", [
+    ("add", (4718, 395), 3), ("sub", (4718, 395), 1), ("sub", (1000, 999), 3), ("add3", (471, 395, 128), 2),
+    ("add", (12, 34), 0), ("add", (99, 1), 2),
+])
+def test_carries_count_the_columns_that_pass_a_carry_or_a_borrow(task, operands, carries):
+    assert T.Item(task, operands).carries == carries
+
+
+def test_carry_scarce_pretraining_items_are_valid_and_carry_less_while_the_splits_stay_uniform():
+    for cell in ("add-4", "sub-5", "add3-3"):
+        uniform = T.sample_items(cell, 300, "pretrain", seed=3)
+        scarce = T.sample_items(cell, 300, "pretrain", seed=3, carry_decay=0.25)
+        task, level = T.parse_cell(cell)
+        for it in scarce:
+            assert it.level == level and all(len(str(x)) == level for x in it.operands)
+            assert int(it.answer) == (it.operands[0] - it.operands[1] if task == "sub" else sum(it.operands))
+            assert int(it.answer) >= 0
+        mean = lambda items: sum(it.carries for it in items) / len(items)  # noqa: E731
+        assert mean(scarce) < 0.7 * mean(uniform)
+    # carry_decay 1.0 is the uniform draw itself: the pool, validation and test items do not move.
+    assert T.sample_items("add-3", 5, "pool", seed=0) == T.sample_items("add-3", 5, "pool", seed=0, carry_decay=1.0)
+    assert [it.prompt for it in T.sample_items("add-3", 3, "pool", seed=0)] == POOL_ADD3_FIRST
+
+
+def test_carry_decay_enters_the_pretraining_hash_only_when_it_is_set():
+    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2
+
+    base = PretrainV2Config()
+    assert "carry_decay" not in base.to_dict()
+    scarce = replace(base, carry_decay=0.25)
+    assert scarce.to_dict()["carry_decay"] == 0.25
+    assert config_hash_v2(scarce, "{prompt}") != config_hash_v2(base, "{prompt}")
+    by_level = replace(base, carry_decay=0.5, carry_level_decay=0.5)
+    assert [by_level.carry_keep(c) for c in ("add-2", "sub-3", "add3-5")] == [0.5, 0.25, 0.0625]
+    assert base.carry_keep("add3-5") == 1.0
+
+
+POOL_ADD3_FIRST = ["681+314", "141+537", "433+926"]  # the pool as drawn before carry_decay existed
+
+
 def _counts(spec):
     """{id: (n, c)} and {id: cell} from [(cell, c), ...] at n = 16."""
     counts = {f"i{j}": (16, c) for j, (_, c) in enumerate(spec)}

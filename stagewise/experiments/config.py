@@ -58,6 +58,9 @@ class ExperimentConfig(_StepBudget):
     probe_samples: int = 8              # k for the base probe that defines the buckets
     eval_samples: int = 16              # samples per held-out item: pass@1 is their mean; pass@16 needs 16
     ks: tuple = (1, 4, 16)
+    # Sampling temperature of every probe, evaluation and RL rollout of the design (the exports carry the
+    # probe's sampling to the RL stage).
+    temperature: float = 1.0
     max_new_tokens: int = 96            # a 5-digit worked solution plus the answer sentence is ~80 characters
     total_steps: int = 32               # optimizer steps per arm (the equal-compute budget)
     sft_fraction: float = 0.5           # share of steps for the SFT stage in two-stage arms
@@ -120,6 +123,15 @@ def configure(preset, config=None, overrides: dict | None = None):
 
 from stagewise.experiments.pretrain import PretrainV2Config  # noqa: E402
 
+# The second testbed's pretraining (data_cards/experiment-v2/README.md has every candidate tried):
+# cells of 2-4 digits, exposure falling off by 0.6 per extra digit and by half for a+b+c, and a
+# carrying column of a pretraining item kept with probability 0.3 per digit above two (1, 0.3, 0.09),
+# so long carry chains are rare: an item's difficulty grows with its carries, within every cell.
+# Every base stops at step 650 of a 700-step schedule, the middle of the stops probed (600, 650, 700).
+CARRY_SCARCE_PRETRAIN = PretrainV2Config(levels=(2, 3, 4), level_decay=0.6, carry_level_decay=0.3,
+                                         task_weights=(("add", 1.0), ("sub", 1.0), ("add3", 0.5)),
+                                         steps=650, horizon=700)
+
 
 @dataclass(frozen=True)
 class ExperimentV2Config(_StepBudget):
@@ -132,17 +144,20 @@ class ExperimentV2Config(_StepBudget):
     are used only when `sweep` is off (the quick preset)."""
 
     tasks: tuple = ("add", "sub", "add3")
-    levels: tuple = (2, 3, 4, 5)
-    pool_per_cell: int = 24             # the routed candidate pool: 12 cells x 24 = 288 items, probed at k
-    val_per_cell: int = 6               # validation: only for choosing learning rates
-    test_per_cell: int = 8              # test: 12 cells x 8 = 96 items, bucketed by an independent probe
+    levels: tuple = (2, 3, 4)
+    pool_per_cell: int = 32             # the routed candidate pool: 9 cells x 32 = 288 items, probed at k
+    val_per_cell: int = 8               # validation: only for choosing learning rates (72 items)
+    test_per_cell: int = 11             # test: 9 cells x 11 = 99 items, bucketed by an independent probe
     probe_samples: int = 16             # k of the base probes (pool and test)
     capability_samples: int = 128       # k for the check that unmastered items sit near capability
     eval_samples: int = 16              # samples per test item per arm (pass@1 = their mean; pass@16)
     after_sft_samples: int = 8          # samples per test item for the model after SFT (pass@1 / pass@8 attribution)
     val_samples: int = 8                # samples per validation item in the learning-rate sweep
     ks: tuple = (1, 4, 16)
-    max_new_tokens: int = 112           # the longest worked solution (add3, 5 digits) + answer is ~95 characters
+    # Sampling temperature of every probe, evaluation and RL rollout of the design (the exports carry the
+    # probe's sampling to the RL stage).
+    temperature: float = 1.0
+    max_new_tokens: int = 96            # the longest worked solution (add3, 4 digits) + answer is 78 characters
     # 24 steps (12 SFT + 12 RL in two-stage arms) and one seed for the joint arms keep the full design near
     # the 45-minute target: projected from a quick run's CPU seconds (benchmarks/experiment_v2_budget.py),
     # 32 steps, two joint seeds and 16 after-SFT samples about 59 min on 2 idle cores (24 steps: about 42).
@@ -154,8 +169,10 @@ class ExperimentV2Config(_StepBudget):
     warmup_fraction: float = 0.1
     lr_scheduler: str = "cosine"
     sweep: bool = True
-    sft_lr_grid: tuple = (1e-4, 3e-4, 1e-3)
-    rl_lr_grid: tuple = (1e-5, 3e-5, 1e-4)
+    # The first testbed's sweep chose the lowest rate of both 3-point grids, so each grid reaches a
+    # factor of 3 lower.
+    sft_lr_grid: tuple = (3e-5, 1e-4, 3e-4, 1e-3)
+    rl_lr_grid: tuple = (3e-6, 1e-5, 3e-5, 1e-4)
     sft_learning_rate: float = 3e-4
     rl_learning_rate: float = 3e-5
     sft_replay: float = 0.3             # share of replayed mastered demonstrations in the SFT set (replay arms)
@@ -166,14 +183,11 @@ class ExperimentV2Config(_StepBudget):
     joint_seeds: int | None = 1         # seeds of the joint arms (None: all; fewer puts them in a secondary table)
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
-    pretrain: PretrainV2Config = field(default_factory=PretrainV2Config)
-    # Where each base model's pretraining stops: [first-phase steps, polishing steps, polishing level decay]
-    # per base; empty: every base uses `pretrain` as it is. One fixed stopping point does not put three
-    # seeds at the same point of their learning jumps, so each base's was chosen from the base probes alone,
-    # before any arm ran: of the candidates tried, the one with the fewest failed validity checks (ties: the
-    # larger reachable share). No candidate passed all checks on any seed; data_cards/experiment-v2/README.md
-    # lists every candidate tried.
-    base_stops: tuple = ((600, 300, 0.35), (700, 400, 0.2), (700, 600, 0.35))
+    pretrain: PretrainV2Config = field(default_factory=lambda: CARRY_SCARCE_PRETRAIN)
+    # Where each base model's pretraining stops, when the bases stop at different points: [first-phase
+    # steps, polishing steps, polishing level decay] per base; empty: every base uses `pretrain` as it is
+    # (the default). The first testbed needed one per base (data_cards/experiment-v2/first-testbed.yaml).
+    base_stops: tuple = ()
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"
 
@@ -223,8 +237,15 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"joint_seeds {self.joint_seeds} must be in [1, seeds]")
         if self.jobs < 1:
             problems.append(f"jobs {self.jobs} must be at least 1")
+        if not self.temperature > 0:
+            problems.append(f"temperature {self.temperature} must be above 0 (the design samples)")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
+        if tuple(self.pretrain.levels) != tuple(self.levels) \
+                or tuple(t for t, _ in self.pretrain.task_weights) != tuple(self.tasks):
+            problems.append(f"pretrain levels {list(self.pretrain.levels)} and tasks "
+                            f"{[t for t, _ in self.pretrain.task_weights]} must be the design's "
+                            f"({list(self.levels)}, {list(self.tasks)}): every cell is seen in pretraining")
         if self.base_stops and (len(self.base_stops) < self.bases
                                 or any(len(stop) != 3 for stop in self.base_stops)):
             problems.append(f"base_stops {list(map(list, self.base_stops))} must give [steps, polish_steps, "

@@ -216,6 +216,12 @@ class PretrainV2Config:
     polish_steps: int = 0
     polish_level_decay: float = 0.2
     polish_learning_rate: float = 3e-4
+    # Each column of a pretraining item that carries (or borrows) is kept with probability
+    # carry_decay x carry_level_decay ** (level - lowest level), else redrawn (`testbed_v2.random_item`):
+    # long carry chains are rare in pretraining, rarer the longer the operands. The pool, validation and
+    # test items are drawn uniformly.
+    carry_decay: float = 1.0
+    carry_level_decay: float = 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -224,10 +230,18 @@ class PretrainV2Config:
         # Added later: left out at their defaults so cached bases keep their hash.
         if d["final_lr_fraction"] == 0.1:
             del d["final_lr_fraction"]
+        for key in ("carry_decay", "carry_level_decay"):
+            if d[key] == 1.0:
+                del d[key]
         if not d["polish_steps"]:
             for key in ("polish_steps", "polish_level_decay", "polish_learning_rate"):
                 del d[key]
         return d
+
+    def carry_keep(self, cell: str) -> float:
+        """The probability that a carrying column of a pretraining item of `cell` is kept."""
+        level = testbed_v2.parse_cell(cell)[1]
+        return self.carry_decay * self.carry_level_decay ** (level - min(self.levels))
 
     def mix(self, level_decay: float | None = None) -> dict[str, float]:
         """cell -> share of pretraining items (of the polishing phase's with `level_decay=polish_level_decay`)."""
@@ -361,7 +375,8 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
         for _ in range(config.batch_size):
             cell = rng.choices(cells, weights)[0]
             if not cache.get(cell):
-                cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30))
+                cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30),
+                                                     carry_decay=config.carry_keep(cell))
             p = testbed_v2.to_problem(cache[cell].pop(), "pretrain")
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch

@@ -76,6 +76,11 @@ class Item:
     def solution(self) -> str:
         return worked_solution(self.task, self.operands)
 
+    @property
+    def carries(self) -> int:
+        """Columns that carry (add, add3) or borrow (sub) into the next one."""
+        return column_carries(self.task, self.operands)
+
 
 def worked_solution(task: str, operands) -> str:
     """The column algorithm, ones column first, one line per column."""
@@ -97,6 +102,14 @@ def worked_solution(task: str, operands) -> str:
     return "\n".join(lines) + "\n"
 
 
+def column_carries(task: str, operands) -> int:
+    """How many columns of the worked solution pass a carry (or a borrow) to the next column."""
+    lines = worked_solution(task, operands).splitlines()
+    if task == "sub":
+        return sum(1 for line in lines if len(line.split("-")[0]) > 1)
+    return sum(1 for line in lines if int(line.rpartition("=")[2]) >= 10)
+
+
 def split_of(prompt: str) -> str:
     """Which split an item belongs to (stable across runs and machines)."""
     h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little") % 100
@@ -106,7 +119,12 @@ def split_of(prompt: str) -> str:
     raise AssertionError(h)  # pragma: no cover - the shares cover 0..99
 
 
-def random_item(task: str, level: int, rng: random.Random) -> Item:
+def random_item(task: str, level: int, rng: random.Random, carry_decay: float = 1.0) -> Item:
+    """A uniformly random item of the cell, or (carry_decay < 1) one drawn column by column where a
+    column that carries (or borrows) is kept only with probability `carry_decay`, else redrawn: the
+    pretraining data of a model that has seen long carry chains rarely."""
+    if carry_decay < 1.0:
+        return _carry_scarce_item(task, level, rng, carry_decay)
     lo, hi = 10 ** (level - 1), 10 ** level - 1
     n = 3 if task == "add3" else 2
     ops = [rng.randint(lo, hi) for _ in range(n)]
@@ -115,8 +133,30 @@ def random_item(task: str, level: int, rng: random.Random) -> Item:
     return Item(task, tuple(ops))
 
 
-def sample_items(cell: str, n: int, split: str, seed: int) -> list[Item]:
-    """`n` distinct items of one cell from one split."""
+def _carry_scarce_item(task: str, level: int, rng: random.Random, carry_decay: float) -> Item:
+    n = 3 if task == "add3" else 2
+    digits = [[] for _ in range(n)]  # ones first
+    carry = 0
+    for i in range(level):
+        lo = 1 if i == level - 1 else 0
+        for _ in range(100):
+            ds = [rng.randint(lo, 9) for _ in range(n)]
+            if task == "sub":
+                out = 1 if ds[0] - ds[1] - carry < 0 else 0
+                if out and i == level - 1:
+                    continue  # the first operand stays the larger: never a borrow out of the top column
+            else:
+                out = (sum(ds) + carry) // 10
+            if not out or rng.random() < carry_decay:
+                break
+        for op, d in zip(digits, ds):
+            op.append(str(d))
+        carry = out
+    return Item(task, tuple(int("".join(reversed(op))) for op in digits))
+
+
+def sample_items(cell: str, n: int, split: str, seed: int, carry_decay: float = 1.0) -> list[Item]:
+    """`n` distinct items of one cell from one split (`carry_decay`: see `random_item`)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     task, level = parse_cell(cell)
@@ -128,7 +168,7 @@ def sample_items(cell: str, n: int, split: str, seed: int) -> list[Item]:
         attempts += 1
         if attempts > 200 * n + 10_000:
             raise ValueError(f"cell {cell} has too few '{split}' items for n={n}")
-        it = random_item(task, level, rng)
+        it = random_item(task, level, rng, carry_decay)
         if it.prompt in seen or split_of(it.prompt) != split:
             continue
         seen.add(it.prompt)
