@@ -302,6 +302,33 @@ def test_each_base_stops_where_base_stops_says_and_a_short_list_is_refused():
         configure(V2_DEFAULT, None, {"base_stops": [[900, 0, 0.2], [700, 0, 0.2], [700, 0, 0.2]]})
 
 
+def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_temperature():
+    from stagewise.curate.errors import ConfigError
+    from stagewise.experiments.config import V2_DEFAULT, configure
+
+    with pytest.raises(ConfigError, match=r"pretrain levels \[2, 3, 4\].*must be the design's \(\[2, 3, 4, 5\]"):
+        configure(V2_DEFAULT, None, {"levels": [2, 3, 4, 5]})
+    with pytest.raises(ConfigError, match="temperature 0.0 must be above 0"):
+        configure(V2_DEFAULT, None, {"temperature": 0.0})
+
+
+def test_the_first_testbeds_yaml_rebuilds_its_bases_and_config():
+    """data_cards/experiment-v2/first-testbed.yaml reproduces the committed first-testbed run: the same base
+    models (by cache name) and the config recorded in its context.json."""
+    from pathlib import Path
+
+    from stagewise.experiments.config import V2_DEFAULT, configure
+    from stagewise.experiments.pretrain import config_hash_v2
+
+    card = Path(__file__).resolve().parent.parent / "data_cards" / "experiment-v2"
+    cfg = configure(V2_DEFAULT, str(card / "first-testbed.yaml"))
+    context = json.loads((card / "first-testbed" / "context.json").read_text())
+    assert [config_hash_v2(cfg.base_pretrain(i), cfg.prompt_template) for i in range(3)] == \
+        [b["model"].removeprefix("tiny-arith-") for b in context["bases"]]
+    recorded = dict(context["config"], temperature=1.0)  # the field came later, at its default
+    assert cfg.to_dict() == recorded
+
+
 def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
     from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2
 

@@ -7,7 +7,7 @@ mastered ones) at CPU scale, and report the result whatever its sign.
     res = sw.experiment("runs/exp-v1", design="v1", seeds=3)     # the first design
 
 Design v1 modules: testbed (the addition ladder), pretrain (the tiny model, cached), arms, runner,
-results. Design v2: testbed_v2 (three tasks x four levels), pretrain.pretrain_v2 (three base models),
+results. Design v2: testbed_v2 (three tasks x 2-4 digits, difficulty from carries), pretrain.pretrain_v2 (three base models),
 validity (the checks before any arm), arms_v2, runner_v2, stats (the paired hierarchical bootstrap),
 results_v2.
 """

@@ -49,7 +49,7 @@ _UNSET_MEANS_DEFAULT = ("total_steps", "jobs", "checks_only", "allow_invalid", "
 
 
 def experiment(out, *, design: str = "v2", **kwargs):
-    """Run the stage-specific experiment into `out`. `design="v2"` (the default): three tasks x four levels,
+    """Run the stage-specific experiment into `out`. `design="v2"` (the default): three tasks x 2-4 digits,
     three base models, validity checks, a learning-rate sweep and the arms of the second design
     (runner_v2.experiment_v2); `design="v1"`: the first design, the addition ladder (experiment_v1)."""
     # Options left unset (None, or False for a flag) take the design's default.

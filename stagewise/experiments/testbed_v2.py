@@ -13,6 +13,10 @@ In `sub` a line that starts with a 1 before the column's digit ("11-9-0=2") borr
 subtracts 1. All operands of an item have exactly `level` digits; in `sub` the first is the larger, so
 the answer is never negative. The answer is read back from the lines' last digits (and the final carry).
 
+An item's difficulty also grows with its carries (`Item.carries`): `random_item(..., carry_decay=)`
+draws pretraining items in which carrying columns are rare, while the pool, validation and test items
+are drawn uniformly. The default design uses 2-4 digits (`ExperimentV2Config.levels`).
+
 Items are assigned to disjoint splits by a hash of the prompt: pretraining, the probe pool (what is
 routed and trained on), validation (used only to choose learning rates) and test (evaluation).
 """
