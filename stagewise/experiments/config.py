@@ -58,9 +58,6 @@ class ExperimentConfig(_StepBudget):
     probe_samples: int = 8              # k for the base probe that defines the buckets
     eval_samples: int = 16              # samples per held-out item: pass@1 is their mean; pass@16 needs 16
     ks: tuple = (1, 4, 16)
-    # Sampling temperature of every probe, evaluation and RL rollout of the design (the exports carry the
-    # probe's sampling to the RL stage).
-    temperature: float = 1.0
     max_new_tokens: int = 96            # a 5-digit worked solution plus the answer sentence is ~80 characters
     total_steps: int = 32               # optimizer steps per arm (the equal-compute budget)
     sft_fraction: float = 0.5           # share of steps for the SFT stage in two-stage arms
