@@ -302,6 +302,19 @@ def test_each_base_stops_where_base_stops_says_and_a_short_list_is_refused():
         configure(V2_DEFAULT, None, {"base_stops": [[900, 0, 0.2], [700, 0, 0.2], [700, 0, 0.2]]})
 
 
+def test_each_base_pretrains_with_its_seed_from_base_seeds_and_a_bad_list_is_refused():
+    from stagewise.curate.errors import ConfigError
+    from stagewise.experiments.config import V2_DEFAULT, configure
+
+    cfg = configure(V2_DEFAULT, None, {"base_seeds": [0, 3, 5]})
+    assert [p.seed for p in map(cfg.base_pretrain, range(3))] == [0, 3, 5]
+    assert cfg.to_dict()["base_seeds"] == [0, 3, 5]
+    for bad in ([0, 3], [0, 3, 3], [0, -1, 2]):
+        with pytest.raises(ConfigError, match="distinct pretraining seed"):
+            configure(V2_DEFAULT, None, {"base_seeds": bad})
+    assert configure(V2_DEFAULT, None, {"base_seeds": [4], "bases": 1}).base_pretrain(0).seed == 4
+
+
 def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_temperature():
     from stagewise.curate.errors import ConfigError
     from stagewise.experiments.config import V2_DEFAULT, configure
@@ -325,7 +338,7 @@ def test_the_first_testbeds_yaml_rebuilds_its_bases_and_config():
     context = json.loads((card / "first-testbed" / "context.json").read_text())
     assert [config_hash_v2(cfg.base_pretrain(i), cfg.prompt_template) for i in range(3)] == \
         [b["model"].removeprefix("tiny-arith-") for b in context["bases"]]
-    recorded = dict(context["config"], temperature=1.0)  # the field came later, at its default
+    recorded = dict(context["config"], temperature=1.0, base_seeds=[0, 1, 2])  # fields that came later
     assert cfg.to_dict() == recorded
 
 

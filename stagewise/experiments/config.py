@@ -185,12 +185,15 @@ class ExperimentV2Config(_StepBudget):
     # steps, polishing steps, polishing level decay] per base; empty: every base uses `pretrain` as it is
     # (the default). The first testbed needed one per base (data_cards/experiment-v2/first-testbed.yaml).
     base_stops: tuple = ()
+    # The pretraining seed of each base model, in order. A base is a valid testbed only when its probes
+    # pass the checks; the seeds screened and why each was kept or left are in data_cards/experiment-v2.
+    base_seeds: tuple = (0, 1, 2)
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"
 
     def base_pretrain(self, index: int) -> PretrainV2Config:
-        """The pretraining config of base model `index` (its seed is its index)."""
-        pre = replace(self.pretrain, seed=index)
+        """The pretraining config of base model `index` (its seed is `base_seeds[index]`)."""
+        pre = replace(self.pretrain, seed=int(self.base_seeds[index]))
         if self.base_stops:
             steps, polish, decay = self.base_stops[index]
             pre = replace(pre, steps=int(steps), polish_steps=int(polish), polish_level_decay=float(decay))
@@ -199,7 +202,7 @@ class ExperimentV2Config(_StepBudget):
     def to_dict(self) -> dict:
         d = asdict(self)
         d["pretrain"] = self.pretrain.to_dict()
-        for k in ("tasks", "levels", "ks", "sft_lr_grid", "rl_lr_grid"):
+        for k in ("tasks", "levels", "ks", "sft_lr_grid", "rl_lr_grid", "base_seeds"):
             d[k] = list(d[k])
         d["base_stops"] = [list(stop) for stop in self.base_stops]
         return d
@@ -243,6 +246,10 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"pretrain levels {list(self.pretrain.levels)} and tasks "
                             f"{[t for t, _ in self.pretrain.task_weights]} must be the design's "
                             f"({list(self.levels)}, {list(self.tasks)}): every cell is seen in pretraining")
+        if len(self.base_seeds) < self.bases or len(set(self.base_seeds)) != len(self.base_seeds) \
+                or any(int(x) != x or x < 0 for x in self.base_seeds):
+            problems.append(f"base_seeds {list(self.base_seeds)} must give a distinct pretraining seed (an "
+                            f"integer >= 0) to each of the {self.bases} bases")
         if self.base_stops and (len(self.base_stops) < self.bases
                                 or any(len(stop) != 3 for stop in self.base_stops)):
             problems.append(f"base_stops {list(map(list, self.base_stops))} must give [steps, polish_steps, "

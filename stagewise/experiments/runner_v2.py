@@ -107,7 +107,7 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
     bases, pretrain_s = [], 0.0
     for b in range(cfg.bases):
         pre_cfg = cfg.base_pretrain(b)
-        say(f"base {b}: pretraining seed {b}, {pre_cfg.steps} steps + {pre_cfg.polish_steps} polishing steps "
+        say(f"base {b}: pretraining seed {pre_cfg.seed}, {pre_cfg.steps} steps + {pre_cfg.polish_steps} polishing steps "
             "(cached by config hash)")
         pre = pretrain_v2(pre_cfg, prompt_template=cfg.prompt_template)
         if not pre.cached:
@@ -140,7 +140,7 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
         failed = [c["check"] for c in checks if not c["passed"]]
         raise ConfigError(f"validity checks failed ({'; '.join(failed)}): the testbed cannot show whether "
                           f"routing helps, so no arm is run or reported (checks in {paths['json']}); tune the "
-                          "pretraining (base_stops, level_decay, polish_*) until they pass, or pass "
+                          "pretraining (base_seeds, base_stops, level_decay, polish_*) until they pass, or pass "
                           "--allow-invalid to run the arms on this testbed anyway (reported as not valid)")
 
     arm_bases = bases[:cfg.n_arm_bases]
