@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--task-weights", default=None, help="e.g. add=1,sub=1,add3=0.5 [default: the design's]",
                     type=lambda s: tuple((k, float(v)) for k, v in (kv.split("=") for kv in s.split(","))))
     ap.add_argument("--temperature", type=float, default=V2_DEFAULT.temperature, help="of every probe")
+    ap.add_argument("--top-p", type=float, default=V2_DEFAULT.top_p, help="of every probe")
     ap.add_argument("--test-per-cell", type=int, default=V2_DEFAULT.test_per_cell)
     ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")
     ap.add_argument("--cap-items", type=int, default=40)
@@ -119,7 +120,7 @@ def main() -> None:
     if args.pretrain_only:
         return
     cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell, levels=args.levels,
-                  test_per_cell=args.test_per_cell, temperature=args.temperature)
+                  test_per_cell=args.test_per_cell, temperature=args.temperature, top_p=args.top_p)
     cells = cfg.cells
     pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")
     test = testbed_v2.items_for(cells, cfg.test_per_cell, "test")

@@ -323,6 +323,9 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
         configure(V2_DEFAULT, None, {"levels": [2, 3, 4, 5]})
     with pytest.raises(ConfigError, match="temperature 0.0 must be above 0"):
         configure(V2_DEFAULT, None, {"temperature": 0.0})
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=rf"top_p {bad} must be in \(0, 1\]"):
+            configure(V2_DEFAULT, None, {"top_p": bad})
 
 
 def test_the_first_testbeds_yaml_rebuilds_its_bases_and_config():
@@ -338,7 +341,7 @@ def test_the_first_testbeds_yaml_rebuilds_its_bases_and_config():
     context = json.loads((card / "first-testbed" / "context.json").read_text())
     assert [config_hash_v2(cfg.base_pretrain(i), cfg.prompt_template) for i in range(3)] == \
         [b["model"].removeprefix("tiny-arith-") for b in context["bases"]]
-    recorded = dict(context["config"], temperature=1.0, base_seeds=[0, 1, 2])  # fields that came later
+    recorded = dict(context["config"], temperature=1.0, top_p=1.0, base_seeds=[0, 1, 2])  # fields that came later
     assert cfg.to_dict() == recorded
 
 

@@ -154,6 +154,7 @@ class ExperimentV2Config(_StepBudget):
     # Sampling temperature of every probe, evaluation and RL rollout of the design (the exports carry the
     # probe's sampling to the RL stage).
     temperature: float = 1.0
+    top_p: float = 1.0                  # nucleus sampling, likewise everywhere
     max_new_tokens: int = 96            # the longest worked solution (add3, 4 digits) + answer is 78 characters
     # 24 steps (12 SFT + 12 RL in two-stage arms) and one seed for the joint arms keep the full design near
     # the 45-minute target: projected from a quick run's CPU seconds (benchmarks/experiment_v2_budget.py),
@@ -237,6 +238,8 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"joint_seeds {self.joint_seeds} must be in [1, seeds]")
         if self.jobs < 1:
             problems.append(f"jobs {self.jobs} must be at least 1")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p {self.top_p} must be in (0, 1]")
         if not self.temperature > 0:
             problems.append(f"temperature {self.temperature} must be above 0 (the design samples)")
         if not 0 <= self.sft_replay < 1:

@@ -247,7 +247,7 @@ def _worker_init() -> None:
 def _probe_counts(problems, model: str, store: Path, *, k: int, seed: int, cfg, progress: bool) -> dict:
     store.parent.mkdir(parents=True, exist_ok=True)
     res = probe(problems, model=model, store=str(store), backend="hf", num_samples=k, temperature=cfg.temperature,
-                top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size, seed=seed,
+                top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size, seed=seed,
                 prompt_template=cfg.prompt_template, progress=progress)
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
@@ -262,7 +262,7 @@ def _capability_counts(unmastered, model: str, store: Path, cfg) -> dict:
     extra = cfg.capability_samples - cfg.probe_samples
     res = probe(unmastered, model=model, store=str(store), backend="hf", adaptive=True,
                 min_samples=min(cfg.probe_samples, extra), k_max=extra, round_size=cfg.probe_samples,
-                temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
                 seed=CAPABILITY_SEED, prompt_template=cfg.prompt_template, progress=False)
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
@@ -279,8 +279,9 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     the quick run and the full run read the very same buckets and checks."""
     settings = {"k": cfg.probe_samples, "k_cap": cfg.capability_samples, "max_new_tokens": cfg.max_new_tokens,
                 "template": cfg.prompt_template}
-    if cfg.temperature != 1.0:  # added later: left out at 1.0 so cached probes keep their key
-        settings["temperature"] = cfg.temperature
+    for name in ("temperature", "top_p"):  # added later: left out at 1.0 so cached probes keep their key
+        if getattr(cfg, name) != 1.0:
+            settings[name] = getattr(cfg, name)
     root = Path(pre.model_dir) / "probes" / _items_key(pool + test, **settings)
     done = root / "counts.json"
     if done.exists():
@@ -471,7 +472,7 @@ def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples:
     """Sample every test item `eval_samples` times; per-item counts and the per-sample diagnostics
     (answer length in tokens, share with no extractable answer, share cut off at max_new_tokens)."""
     res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=samples or cfg.eval_samples,
-                temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
                 seed=seed, prompt_template=cfg.prompt_template, progress=False)
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
