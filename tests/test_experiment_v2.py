@@ -220,6 +220,26 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert not (tmp_path / "exp" / "arms" / "anti-routed").exists()
 
 
+def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts(tiny_v2, tmp_path, monkeypatch):
+    import yaml
+
+    import stagewise as sw
+
+    cfg, cache = tiny_v2
+    monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
+    sampled = replace(cfg, temperature=0.9, top_p=0.9, sweep=False)
+    sw.experiment(tmp_path / "exp", config=sampled, arms="sft-all-rl-all", allow_invalid=True)
+    manifests = list((tmp_path / "exp" / "bases").rglob("manifest.json"))
+    assert manifests
+    for m in manifests:
+        sampling = json.loads(m.read_text())["probe"]["sampling"]
+        assert (sampling["temperature"], sampling["top_p"]) == (0.9, 0.9)
+    rl = [yaml.safe_load(c.read_text()) for c in (tmp_path / "exp" / "arms").rglob("config.yaml")]
+    rl = [c for c in rl if "num_generations" in c]
+    assert rl and all((c["temperature"], c["top_p"]) == (0.9, 0.9) for c in rl)
+    assert all(c["sampling_source"]["top_p"] == "probe manifest" for c in rl)
+
+
 def test_runs_are_planned_arm_by_arm_primary_comparison_first_and_joint_arms_on_fewer_seeds():
     from stagewise.experiments.arms_v2 import ARMS_V2
     from stagewise.experiments.config import V2_DEFAULT
