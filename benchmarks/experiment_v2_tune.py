@@ -37,7 +37,8 @@ def pretrain_candidates(args) -> list[str]:
         ("final_lr_fraction", args.final_lr_fraction), ("polish_steps", args.polish_steps),
         ("polish_learning_rate", args.polish_lr),
         ("polish_level_decay", args.polish_level_decay), ("carry_decay", args.carry_decay),
-        ("carry_level_decay", args.carry_level_decay))
+        ("carry_level_decay", args.carry_level_decay), ("hidden_size", args.hidden_size),
+        ("num_layers", args.num_layers))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -99,6 +100,8 @@ def main() -> None:
                     help="keep a carrying column of a pretraining item with this probability [default: 1.0]")
     ap.add_argument("--carry-level-decay", type=float, default=None,
                     help="... times this per level above the lowest [default: 1.0]")
+    ap.add_argument("--hidden-size", type=int, default=None, help="of the tiny model [default: the design's]")
+    ap.add_argument("--num-layers", type=int, default=None, help="of the tiny model [default: the design's]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=V2_DEFAULT.levels,

@@ -240,6 +240,30 @@ def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts
     assert all(c["sampling_source"]["top_p"] == "probe manifest" for c in rl)
 
 
+def test_transitions_compare_the_base_at_the_same_number_of_samples_as_the_model_after_sft(tmp_path):
+    """At 8 samples an item of the base's 16-sample partial bucket can be 0/8 or 8/8: the matrix's rows
+    are the base's buckets over its first 8 samples, not its 16-sample routing buckets."""
+    from stages_helpers import build_store, item
+
+    from stagewise.experiments.runner_v2 import BaseModel, _buckets, _test_buckets_at, counts_at, transitions
+
+    items = [item(0, "c" * 8 + "w" * 8), item(1, "w" * 8 + "c" + "w" * 7), item(2, "cwcwcwcw" * 2),
+             item(3, "x" + "c" * 15)]
+    store = str(tmp_path / "test.duckdb")
+    build_store(store, items)
+    assert counts_at(store, 8) == {"q00": (8, 8), "q01": (8, 0), "q02": (8, 4), "q03": (7, 7)}
+    at16 = {"q00": (16, 8), "q01": (16, 1), "q02": (16, 8), "q03": (15, 15)}
+    base = BaseModel(0, "m", {}, "", {}, at16, {}, test_store=store)
+    routing = _buckets(at16)
+    assert _test_buckets_at(base, 16, routing) is routing
+    before = _test_buckets_at(base, 8, routing)
+    assert before == {"q00": "mastered", "q01": "unmastered", "q02": "partial", "q03": "mastered"}
+    after = {"q00": (8, 8), "q01": (8, 0), "q02": (8, 3), "q03": (8, 8)}
+    m = transitions(before, after)
+    assert m["mastered"]["mastered"] == 2 and m["unmastered"]["unmastered"] == 1 and m["partial"]["partial"] == 1
+    assert transitions(routing, after)["partial"] == {"unmastered": 1, "partial": 1, "mastered": 1}  # the old bias
+
+
 def test_runs_are_planned_arm_by_arm_primary_comparison_first_and_joint_arms_on_fewer_seeds():
     from stagewise.experiments.arms_v2 import ARMS_V2
     from stagewise.experiments.config import V2_DEFAULT

@@ -245,7 +245,8 @@ def render_markdown(payload: dict, context: dict, summaries: dict) -> str:
     trans = [(a["name"], a["diagnostics"]["transitions_after_sft"]) for a in payload["arms"]
              if a["diagnostics"].get("transitions_after_sft")]
     if trans:
-        lines += ["## Bucket transitions after SFT (test items: base-probe bucket -> bucket of the SFT model)", ""]
+        lines += ["## Bucket transitions after SFT (test items: the base model's bucket -> the SFT model's, both over "
+                  "the same number of samples per item)", ""]
         for name, m in trans:
             lines += [f"**{name}**", "", markdown_table(["before \\ after"] + list(BUCKETS),
                                                          [[b] + [str(m[b][a]) for a in BUCKETS] for b in BUCKETS]), ""]

@@ -67,6 +67,7 @@ class BaseModel:
     test: dict                 # {id: (n, c)} at k, independent probe
     capability: dict           # {id: (n, c)} extra samples of the pool's unmastered items
     checks: list = field(default_factory=list)
+    test_store: str = ""       # the test probe's samples (for its buckets at fewer samples)
 
 
 @dataclass
@@ -288,7 +289,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
         data = json.loads(done.read_text())
         unpack = lambda d: {k: tuple(v) for k, v in d.items()}  # noqa: E731
         return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), unpack(data["pool"]),
-                         unpack(data["test"]), unpack(data["capability"]))
+                         unpack(data["test"]), unpack(data["capability"]), test_store=str(root / "test.duckdb"))
     pool_counts = _probe_counts(pool, pre.model_dir, root / "pool.duckdb", k=cfg.probe_samples,
                                 seed=POOL_PROBE_SEED, cfg=cfg, progress=progress)
     test_counts = _probe_counts(test, pre.model_dir, root / "test.duckdb", k=cfg.probe_samples,
@@ -296,7 +297,8 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     unmastered = [p for p in pool if pool_counts[p.id][0] and pool_counts[p.id][1] == 0]
     cap = _capability_counts(unmastered, pre.model_dir, root / "capability.duckdb", cfg) if unmastered else {}
     write_text_atomic(done, json.dumps({"pool": pool_counts, "test": test_counts, "capability": cap}))
-    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap)
+    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap,
+                     test_store=str(root / "test.duckdb"))
 
 
 def _buckets(counts: dict) -> dict:
@@ -454,9 +456,11 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
                             "by_bucket": s["by_bucket"]}
         # The final model at the same k, so the stage attribution compares like with like.
         rec["final_at_after_sft_k"] = summarise(final, test_bucket, cell_of, (1, k_after))["by_bucket"]
-        diag["transitions_after_sft"] = transitions(test_bucket, after_sft["counts"])
+        diag["transitions_after_sft"] = transitions(_test_buckets_at(base, k_after, test_bucket),
+                                                    after_sft["counts"])
     elif run.sft_model:
-        diag["transitions_after_sft"] = transitions(test_bucket, final["counts"])
+        diag["transitions_after_sft"] = transitions(_test_buckets_at(base, cfg.eval_samples, test_bucket),
+                                                    final["counts"])
     if run.transitions:
         diag["reprobe_transitions"] = run.transitions
     diag.update(_sft_losses(run, arm, heldout_rows))
@@ -503,6 +507,27 @@ def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
     cells = sorted({cell_of[i] for i in ids})
     rec["by_cell"] = {c: stats([i for i in ids if cell_of[i] == c]) for c in cells}
     return rec
+
+
+def counts_at(store: str, k: int) -> dict:
+    """{id: (n, c)} over the first `k` samples of every item of a probe store's latest run: a probe at k
+    read from one that drew more."""
+    with ProbeStore(store, read_only=True) as st:
+        outcomes = st.outcomes(st.latest_run_id())
+    out = {}
+    for pid, seq in outcomes.items():
+        verified = [o for o in seq[:k] if o is not None]
+        out[pid] = (len(verified), sum(verified))
+    return out
+
+
+def _test_buckets_at(base: BaseModel, k: int, test_bucket: dict) -> dict:
+    """The base model's test buckets at `k` samples per item (the first k of its probe), so a transition
+    matrix compares the base with a model evaluated at k on equal terms: at fewer samples an item lands in
+    the unmastered or mastered bucket more often by chance."""
+    if not base.test_store or k >= max((n for n, _ in base.test.values()), default=0):
+        return test_bucket
+    return _buckets(counts_at(base.test_store, k))
 
 
 def transitions(before: dict, after_counts: dict) -> dict:
