@@ -9,6 +9,7 @@ library validates against, so the two cannot drift.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -284,6 +285,15 @@ def _train_stage(recipe, data, model, out, config, resume, dry_run, sets, as_jso
                       progress=progress and not as_json, verify=not no_verify, **overrides(sets, **flags))
 
 
+def relative_path_arg(arg: str) -> str:
+    """An absolute path in a recorded command line, relative to the working directory instead (`--out=/a/b`
+    too): results meant to be committed hold no absolute path of the machine that made them."""
+    opt, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not os.path.isabs(value):
+        return arg
+    return f"{opt}{eq}{os.path.relpath(value)}"
+
+
 @cli.group("train", cls=_Group, invoke_without_command=True)
 @opt.train
 @click.pass_context
@@ -407,7 +417,7 @@ def experiment_cmd(ctx, design, out, quick, arms, config_path, sets, checks_only
                         ("--allow-invalid", allow_invalid)):
         if given and design != "v2":
             raise click.UsageError(f"{flag} is an option of --design v2")
-    command = shlex.join(["stagewise", *ctx.meta["stagewise.argv"]])
+    command = shlex.join(["stagewise", *map(relative_path_arg, ctx.meta["stagewise.argv"])])
     result = experiment(out, design=design, quick=quick, arms=arms, config=config_path, checks_only=checks_only,
                         allow_invalid=allow_invalid, log=click.echo, command=command, **overrides(sets, **flags))
     render.experiment(result, design, checks_only)

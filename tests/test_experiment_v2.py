@@ -408,6 +408,16 @@ def test_cli_refuses_an_unknown_v2_arm_with_one_message_and_exit_code_1(tmp_path
     assert "Traceback" not in out.output
 
 
+def test_the_recorded_command_holds_no_absolute_path(tmp_path, monkeypatch):
+    from stagewise.cli import relative_path_arg
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert relative_path_arg(str(tmp_path / "runs" / "v2")) == "../runs/v2"
+    assert relative_path_arg(f"--out={tmp_path / 'repo' / 'runs'}") == "--out=runs"
+    assert relative_path_arg("runs/v2") == "runs/v2" and relative_path_arg("--quick") == "--quick"
+
+
 def test_allow_invalid_is_an_option_of_design_v2_only(tmp_path):
     from click.testing import CliRunner
     from stagewise.cli import cli
