@@ -219,6 +219,21 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert "anti-routed b0-s0" in (tmp_path / "exp" / "results.md").read_text()
     assert not (tmp_path / "exp" / "arms" / "anti-routed").exists()
 
+    # Another grid is another sweep: the finished one is not reused for it.
+    regrid = sw.experiment(tmp_path / "exp", config=replace(cfg, sft_lr_grid=(3e-4,)), arms="base",
+                           allow_invalid=True)
+    assert regrid.context["learning_rates"] == {"sft": 3e-4, "rl": 1e-5}
+    assert [r["sft_learning_rate"] for r in regrid.context["sweep"]["sft_grid"]] == [3e-4]
+    # A sweep interrupted after its grid points finished resumes them (their trainings are not redone).
+    (tmp_path / "exp" / "sweep" / "sweep.done.json").unlink()
+    markers = sorted((tmp_path / "exp" / "sweep").glob("*/*/train/train.done.json"))
+    assert len(markers) == 4  # two sweeps, one SFT and one RL point each
+    written = {m: m.read_text() for m in markers}
+    resumed = sw.experiment(tmp_path / "exp", config=replace(cfg, sft_lr_grid=(3e-4,)), arms="base",
+                            allow_invalid=True)
+    assert resumed.context["sweep"]["sft_grid"] == regrid.context["sweep"]["sft_grid"]
+    assert all(m.read_text() == text for m, text in written.items())
+
 
 def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts(tiny_v2, tmp_path, monkeypatch):
     import yaml

@@ -359,17 +359,19 @@ def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress
     if not cfg.sweep:
         say(f"learning rates: sweep off, using sft {default['sft']:g}, rl {default['rl']:g}")
         return default, {"ran": False, "reason": "sweep off (quick preset): the default rates", **default}
-    done = root / "sweep.json"
-    if done.exists():
-        data = json.loads(done.read_text())
+    step = Step(root, "sweep", {"base_model": base.model_dir, "config": _run_settings(cfg)})
+    if step.done():  # another config runs the sweep again (its finished grid points resume from their markers)
+        data = step.result()
         return data["chosen"], data
     export_dir = exports[("all", False, None)]
-    grid_sft = _map(_sweep_point, [("sft", lr, export_dir, base.model_dir, val, root / f"sft-{lr:g}", cfg)
+    points = root / step.hash[:12]  # this sweep's grid points: an interrupted sweep resumes them
+    grid_sft = _map(_sweep_point, [("sft", lr, export_dir, base.model_dir, val, points / f"sft-{lr:g}", cfg)
                                    for lr in cfg.sft_lr_grid], cfg.jobs)
     for r in grid_sft:
         say(f"  sweep: SFT lr {r['sft_learning_rate']:g} -> validation pass@1 {r['val_pass@1']:.3f}")
     best_sft = max(grid_sft, key=lambda r: r["val_pass@1"])
-    grid_rl = _map(_sweep_point, [("rl", lr, export_dir, best_sft["model"], val, root / f"rl-{lr:g}", cfg)
+    after = f"after-sft-{best_sft['sft_learning_rate']:g}"
+    grid_rl = _map(_sweep_point, [("rl", lr, export_dir, best_sft["model"], val, points / f"rl-{lr:g}-{after}", cfg)
                                   for lr in cfg.rl_lr_grid], cfg.jobs)
     for r in grid_rl:
         say(f"  sweep: RL lr {r['rl_learning_rate']:g} (after SFT lr {best_sft['sft_learning_rate']:g}) -> "
@@ -381,7 +383,7 @@ def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress
             "sft_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_sft],
             "rl_grid": [{k: v for k, v in r.items() if k != "model"} for r in grid_rl],
             "chosen": chosen}
-    write_text_atomic(done, json.dumps(data, indent=2))
+    step.mark(data)
     say(f"learning rates chosen on validation: sft {chosen['sft']:g}, rl {chosen['rl']:g}")
     return chosen, data
 
@@ -389,9 +391,11 @@ def _choose_rates(cfg, base: BaseModel, exports: dict, val, root: Path, progress
 def _sweep_point(stage: str, lr: float, export_dir, model: str, val, d: Path, cfg) -> dict:
     """One point of the grid: train the stage at `lr` from `model`, then validation pass@1."""
     if stage == "sft":
-        res = train_sft(export_dir, model, d / "train", progress=False, **_sft_kwargs(cfg, {"sft": lr}, cfg.sft_steps, 0))
+        res = train_sft(export_dir, model, d / "train", progress=False, resume=True,
+                        **_sft_kwargs(cfg, {"sft": lr}, cfg.sft_steps, 0))
     else:
-        res = train_rl(export_dir, model, d / "train", progress=False, **_rl_kwargs(cfg, {"rl": lr}, cfg.rl_steps, 0))
+        res = train_rl(export_dir, model, d / "train", progress=False, resume=True,
+                       **_rl_kwargs(cfg, {"rl": lr}, cfg.rl_steps, 0))
     acc = _val_pass1(res.model_dir, val, d / "val.duckdb", cfg)
     return {f"{stage}_learning_rate": lr, "val_pass@1": acc, "model": res.model_dir}
 
@@ -421,10 +425,15 @@ def _unit_step(arm, base: BaseModel, seed: int, run_dir: Path, exports, pool_inf
                heldout_rows, cfg, lrs, progress) -> Step:
     """One arm run's completion marker, keyed by what its result depends on: more seeds, bases or jobs
     keep the finished runs."""
-    settings = {k: v for k, v in cfg.to_dict().items()
-                if k not in ("seeds", "joint_seeds", "bases", "arm_bases", "jobs")}
     return Step(run_dir, "arm", {"arm": arm.name, "base": base.index, "base_model": base.model_dir, "seed": seed,
-                                 "config": settings, "learning_rates": lrs})
+                                 "config": _run_settings(cfg), "learning_rates": lrs})
+
+
+def _run_settings(cfg) -> dict:
+    """The config a finished sweep or arm run depends on: more seeds, bases or jobs keep it (each base is
+    named by its model, whose cache name hashes its pretraining)."""
+    return {k: v for k, v in cfg.to_dict().items()
+            if k not in ("seeds", "joint_seeds", "bases", "arm_bases", "jobs", "base_seeds", "base_stops")}
 
 
 def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool_info: dict, test, test_bucket,
