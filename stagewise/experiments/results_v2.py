@@ -264,6 +264,7 @@ def diff_plot(records: list[dict], path: str) -> str:
     series = [("all", lambda r: r["paired_diff"]), *[(b, lambda r, b=b: r["paired_diff"]["by_bucket"].get(b, {}).get("pass@1"))
                                                    for b in BUCKETS]]
     for j, (label, get) in enumerate(series):
+        shown = False
         for i, r in enumerate(rows):
             d = get(r) or {}
             if d.get("mean") is None:
@@ -271,13 +272,15 @@ def diff_plot(records: list[dict], path: str) -> str:
             y = i + (j - 1.5) * 0.18
             lo, hi = d.get("ci_low"), d.get("ci_high")
             ax.errorbar(d["mean"], y, xerr=None if lo is None else [[d["mean"] - lo], [hi - d["mean"]]], fmt="o",
-                        ms=3, color=f"C{j}", label=label if i == 0 else None, capsize=2)
+                        ms=3, color=f"C{j}", label=None if shown else label, capsize=2)
+            shown = True
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["name"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"Δ test pass@1 vs {PRIMARY} (hierarchical bootstrap 95% CI)")
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a table with the baseline alone has nothing to plot
+        ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
