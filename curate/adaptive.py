@@ -66,7 +66,8 @@ def next_round(outcomes_by_item: Mapping[str, Outcomes], item_ids=None, *, min_s
     return plan
 
 
-def _bucket(outcomes: Outcomes) -> str | None:
+def bucket_of_outcomes(outcomes: Outcomes) -> str | None:
+    """The bucket of an item's stored outcomes (unverified ones left out); None without a verified one."""
     verified = [o for o in outcomes if o is not None]
     return bucket(n=len(verified), c=sum(verified))
 
@@ -146,8 +147,8 @@ def replay(fixed_outcomes: Mapping[str, Outcomes], *, min_samples: int = 4, k_ma
         rounds += 1
         for pid, more in plan.items():
             drawn[pid] += more
-    buckets = {pid: _bucket(fixed_outcomes[pid][:n]) for pid, n in drawn.items()}
-    fixed = {pid: _bucket(o[:k_max]) for pid, o in fixed_outcomes.items()}
+    buckets = {pid: bucket_of_outcomes(fixed_outcomes[pid][:n]) for pid, n in drawn.items()}
+    fixed = {pid: bucket_of_outcomes(o[:k_max]) for pid, o in fixed_outcomes.items()}
     return ReplayResult(
         drawn=drawn, buckets=buckets, fixed_buckets=fixed, rounds=rounds,
         generations=sum(drawn.values()), fixed_generations=k_max * len(fixed_outcomes),

@@ -260,13 +260,13 @@ def test_transitions_compare_the_base_at_the_same_number_of_samples_as_the_model
     are the base's buckets over its first 8 samples, not its 16-sample routing buckets."""
     from stages_helpers import build_store, item
 
-    from stagewise.experiments.runner_v2 import BaseModel, _buckets, _test_buckets_at, counts_at, transitions
+    from stagewise.experiments.runner_v2 import BaseModel, _buckets, _test_buckets_at, buckets_at, transitions
 
     items = [item(0, "c" * 8 + "w" * 8), item(1, "w" * 8 + "c" + "w" * 7), item(2, "cwcwcwcw" * 2),
              item(3, "x" + "c" * 15)]
     store = str(tmp_path / "test.duckdb")
     build_store(store, items)
-    assert counts_at(store, 8) == {"q00": (8, 8), "q01": (8, 0), "q02": (8, 4), "q03": (7, 7)}
+    assert buckets_at(store, 8) == {"q00": "mastered", "q01": "unmastered", "q02": "partial", "q03": "mastered"}
     at16 = {"q00": (16, 8), "q01": (16, 1), "q02": (16, 8), "q03": (15, 15)}
     base = BaseModel(0, "m", {}, "", {}, at16, {}, test_store=store)
     routing = _buckets(at16)
@@ -368,7 +368,7 @@ def test_each_base_pretrains_with_its_seed_from_base_seeds_and_a_bad_list_is_ref
     cfg = configure(V2_DEFAULT, None, {"base_seeds": [0, 3, 5]})
     assert [p.seed for p in map(cfg.base_pretrain, range(3))] == [0, 3, 5]
     assert cfg.to_dict()["base_seeds"] == [0, 3, 5]
-    for bad in ([0, 3], [0, 3, 3], [0, -1, 2]):
+    for bad in ([0, 3], [0, 3, 3], [0, -1, 2], [0, "a", 2], [0, 1.5, 2]):
         with pytest.raises(ConfigError, match="distinct pretraining seed"):
             configure(V2_DEFAULT, None, {"base_seeds": bad})
     assert configure(V2_DEFAULT, None, {"base_seeds": [4], "bases": 1}).base_pretrain(0).seed == 4

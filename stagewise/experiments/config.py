@@ -250,7 +250,7 @@ class ExperimentV2Config(_StepBudget):
                             f"{[t for t, _ in self.pretrain.task_weights]} must be the design's "
                             f"({list(self.levels)}, {list(self.tasks)}): every cell is seen in pretraining")
         if len(self.base_seeds) < self.bases or len(set(self.base_seeds)) != len(self.base_seeds) \
-                or any(int(x) != x or x < 0 for x in self.base_seeds):
+                or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in self.base_seeds):
             problems.append(f"base_seeds {list(self.base_seeds)} must give a distinct pretraining seed (an "
                             f"integer >= 0) to each of the {self.bases} bases")
         if self.base_stops and (len(self.base_stops) < self.bases

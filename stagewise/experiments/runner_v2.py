@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagewise.curate.adaptive import bucket_of_outcomes
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.errors import ConfigError
 from stagewise.curate.probe import probe
@@ -518,16 +519,12 @@ def summarise(ev: dict, bucket_of: dict, cell_of: dict, ks) -> dict:
     return rec
 
 
-def counts_at(store: str, k: int) -> dict:
-    """{id: (n, c)} over the first `k` samples of every item of a probe store's latest run: a probe at k
-    read from one that drew more."""
+def buckets_at(store: str, k: int) -> dict:
+    """{id: bucket} over the first `k` samples of every item of a probe store's latest run: the buckets of
+    a probe at k, read from one that drew more."""
     with ProbeStore(store, read_only=True) as st:
         outcomes = st.outcomes(st.latest_run_id())
-    out = {}
-    for pid, seq in outcomes.items():
-        verified = [o for o in seq[:k] if o is not None]
-        out[pid] = (len(verified), sum(verified))
-    return out
+    return {pid: bucket_of_outcomes(seq[:k]) for pid, seq in outcomes.items()}
 
 
 def _test_buckets_at(base: BaseModel, k: int, test_bucket: dict) -> dict:
@@ -536,7 +533,7 @@ def _test_buckets_at(base: BaseModel, k: int, test_bucket: dict) -> dict:
     the unmastered or mastered bucket more often by chance."""
     if not base.test_store or k >= max((n for n, _ in base.test.values()), default=0):
         return test_bucket
-    return _buckets(counts_at(base.test_store, k))
+    return buckets_at(base.test_store, k)
 
 
 def transitions(before: dict, after_counts: dict) -> dict:
