@@ -268,7 +268,8 @@ def test_transitions_compare_the_base_at_the_same_number_of_samples_as_the_model
     build_store(store, items)
     assert buckets_at(store, 8) == {"q00": "mastered", "q01": "unmastered", "q02": "partial", "q03": "mastered"}
     at16 = {"q00": (16, 8), "q01": (16, 1), "q02": (16, 8), "q03": (15, 15)}
-    base = BaseModel(0, "m", {}, "", {}, at16, {}, test_store=store)
+    base = BaseModel(0, "m", {}, str(tmp_path / "pool.duckdb"), {}, at16, {})
+    assert base.test_store == store
     routing = _buckets(at16)
     assert _test_buckets_at(base, 16, routing) is routing
     before = _test_buckets_at(base, 8, routing)

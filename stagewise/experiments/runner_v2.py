@@ -68,7 +68,11 @@ class BaseModel:
     test: dict                 # {id: (n, c)} at k, independent probe
     capability: dict           # {id: (n, c)} extra samples of the pool's unmastered items
     checks: list = field(default_factory=list)
-    test_store: str = ""       # the test probe's samples (for its buckets at fewer samples)
+
+    @property
+    def test_store(self) -> str:
+        """The test probe's samples, beside the pool's (for its buckets at fewer samples)."""
+        return str(Path(self.pool_store).with_name("test.duckdb"))
 
 
 @dataclass
@@ -290,7 +294,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
         data = json.loads(done.read_text())
         unpack = lambda d: {k: tuple(v) for k, v in d.items()}  # noqa: E731
         return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), unpack(data["pool"]),
-                         unpack(data["test"]), unpack(data["capability"]), test_store=str(root / "test.duckdb"))
+                         unpack(data["test"]), unpack(data["capability"]))
     pool_counts = _probe_counts(pool, pre.model_dir, root / "pool.duckdb", k=cfg.probe_samples,
                                 seed=POOL_PROBE_SEED, cfg=cfg, progress=progress)
     test_counts = _probe_counts(test, pre.model_dir, root / "test.duckdb", k=cfg.probe_samples,
@@ -298,8 +302,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     unmastered = [p for p in pool if pool_counts[p.id][0] and pool_counts[p.id][1] == 0]
     cap = _capability_counts(unmastered, pre.model_dir, root / "capability.duckdb", cfg) if unmastered else {}
     write_text_atomic(done, json.dumps({"pool": pool_counts, "test": test_counts, "capability": cap}))
-    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap,
-                     test_store=str(root / "test.duckdb"))
+    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap)
 
 
 def _buckets(counts: dict) -> dict:
@@ -531,7 +534,7 @@ def _test_buckets_at(base: BaseModel, k: int, test_bucket: dict) -> dict:
     """The base model's test buckets at `k` samples per item (the first k of its probe), so a transition
     matrix compares the base with a model evaluated at k on equal terms: at fewer samples an item lands in
     the unmastered or mastered bucket more often by chance."""
-    if not base.test_store or k >= max((n for n, _ in base.test.values()), default=0):
+    if k >= max((n for n, _ in base.test.values()), default=0):
         return test_bucket
     return buckets_at(base.test_store, k)
 
