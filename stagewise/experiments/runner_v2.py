@@ -250,11 +250,16 @@ def _worker_init() -> None:
 # ------------------------------------------------------------------------------------------- probes
 
 
+def _sampling(cfg) -> dict:
+    """How every probe, capability check and evaluation of the design samples (one place for all three)."""
+    return {"backend": "hf", "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+            "batch_size": cfg.probe_batch_size, "prompt_template": cfg.prompt_template}
+
+
 def _probe_counts(problems, model: str, store: Path, *, k: int, seed: int, cfg, progress: bool) -> dict:
     store.parent.mkdir(parents=True, exist_ok=True)
-    res = probe(problems, model=model, store=str(store), backend="hf", num_samples=k, temperature=cfg.temperature,
-                top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size, seed=seed,
-                prompt_template=cfg.prompt_template, progress=progress)
+    res = probe(problems, model=model, store=str(store), num_samples=k, seed=seed, progress=progress,
+                **_sampling(cfg))
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
     return {p.id: counts.get(p.id, (0, 0)) for p in problems}
@@ -266,10 +271,9 @@ def _capability_counts(unmastered, model: str, store: Path, cfg) -> dict:
     decides it exactly as drawing all 112 would). Returns {id: (samples incl. the first 16, correct)}."""
     store.parent.mkdir(parents=True, exist_ok=True)
     extra = cfg.capability_samples - cfg.probe_samples
-    res = probe(unmastered, model=model, store=str(store), backend="hf", adaptive=True,
+    res = probe(unmastered, model=model, store=str(store), adaptive=True,
                 min_samples=min(cfg.probe_samples, extra), k_max=extra, round_size=cfg.probe_samples,
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
-                seed=CAPABILITY_SEED, prompt_template=cfg.prompt_template, progress=False)
+                seed=CAPABILITY_SEED, progress=False, **_sampling(cfg))
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
     return {p.id: (counts.get(p.id, (0, 0))[0] + cfg.probe_samples, counts.get(p.id, (0, 0))[1]) for p in unmastered}
@@ -292,7 +296,7 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     done = root / "counts.json"
     if done.exists():
         data = json.loads(done.read_text())
-        unpack = lambda d: {k: tuple(v) for k, v in d.items()}  # noqa: E731
+        unpack = lambda d: {k: tuple(v) for k, v in d.items()}
         return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), unpack(data["pool"]),
                          unpack(data["test"]), unpack(data["capability"]))
     pool_counts = _probe_counts(pool, pre.model_dir, root / "pool.duckdb", k=cfg.probe_samples,
@@ -488,9 +492,8 @@ def _run_one(arm, base: BaseModel, seed: int, run_dir: Path, exports: dict, pool
 def evaluate_test(model_dir: str, test, store: Path, *, seed: int, cfg, samples: int | None = None) -> dict:
     """Sample every test item `eval_samples` times; per-item counts and the per-sample diagnostics
     (answer length in tokens, share with no extractable answer, share cut off at max_new_tokens)."""
-    res = probe(test, model=model_dir, store=str(store), backend="hf", num_samples=samples or cfg.eval_samples,
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.probe_batch_size,
-                seed=seed, prompt_template=cfg.prompt_template, progress=False)
+    res = probe(test, model=model_dir, store=str(store), num_samples=samples or cfg.eval_samples, seed=seed,
+                progress=False, **_sampling(cfg))
     with ProbeStore(str(store), read_only=True) as st:
         counts = st.sample_counts(res.run_id)
         samples = st.samples(res.run_id).select(["status", "n_tokens", "finish_reason"]).to_dicts()
