@@ -388,21 +388,22 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
             configure(V2_DEFAULT, None, {"top_p": bad})
 
 
-def test_the_first_testbeds_yaml_rebuilds_its_bases_and_config():
-    """data_cards/experiment-v2/first-testbed.yaml reproduces the committed first-testbed run: the same base
-    models (by cache name) and the config recorded in its context.json."""
+@pytest.mark.parametrize("name", ["first-testbed", "larger-model"])
+def test_a_committed_testbeds_yaml_rebuilds_its_bases_and_config(name):
+    """data_cards/experiment-v2/NAME.yaml reproduces the committed run in NAME/: the same base models (by
+    cache name) and the config recorded in its context.json."""
     from pathlib import Path
 
     from stagewise.experiments.config import V2_DEFAULT, configure
     from stagewise.experiments.pretrain import config_hash_v2
 
     card = Path(__file__).resolve().parent.parent / "data_cards" / "experiment-v2"
-    cfg = configure(V2_DEFAULT, str(card / "first-testbed.yaml"))
-    context = json.loads((card / "first-testbed" / "context.json").read_text())
+    cfg = configure(V2_DEFAULT, str(card / f"{name}.yaml"))
+    context = json.loads((card / name / "context.json").read_text())
     assert [config_hash_v2(cfg.base_pretrain(i), cfg.prompt_template) for i in range(3)] == \
         [b["model"].removeprefix("tiny-arith-") for b in context["bases"]]
-    recorded = dict(context["config"], temperature=1.0, top_p=1.0, base_seeds=[0, 1, 2])  # fields that came later
-    assert cfg.to_dict() == recorded
+    later = {"temperature": 1.0, "top_p": 1.0, "base_seeds": [0, 1, 2]}  # fields added after the first run
+    assert cfg.to_dict() == {**later, **context["config"]}
 
 
 def test_a_lower_final_rate_is_another_base_model_and_the_default_keeps_cached_names():
