@@ -56,6 +56,7 @@ TEST_PROBE_SEED = 1       # an independent probe: test buckets are not chosen on
 CAPABILITY_SEED = 2
 VAL_SEED = 3
 EVAL_SEED_BASE = 1000     # the evaluation seed of (base b, seed s) is EVAL_SEED_BASE + 100 b + s, for every arm
+POOL_STORE, TEST_STORE = "pool.duckdb", "test.duckdb"   # a base's probe samples, side by side in its probe dir
 
 
 @dataclass
@@ -72,7 +73,7 @@ class BaseModel:
     @property
     def test_store(self) -> str:
         """The test probe's samples, beside the pool's (for its buckets at fewer samples)."""
-        return str(Path(self.pool_store).with_name("test.duckdb"))
+        return str(Path(self.pool_store).with_name(TEST_STORE))
 
 
 @dataclass
@@ -297,16 +298,16 @@ def _base_probes(index: int, pre, pool, test, cfg, progress: bool) -> BaseModel:
     if done.exists():
         data = json.loads(done.read_text())
         unpack = lambda d: {k: tuple(v) for k, v in d.items()}
-        return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), unpack(data["pool"]),
+        return BaseModel(index, pre.model_dir, pre.config, str(root / POOL_STORE), unpack(data["pool"]),
                          unpack(data["test"]), unpack(data["capability"]))
-    pool_counts = _probe_counts(pool, pre.model_dir, root / "pool.duckdb", k=cfg.probe_samples,
+    pool_counts = _probe_counts(pool, pre.model_dir, root / POOL_STORE, k=cfg.probe_samples,
                                 seed=POOL_PROBE_SEED, cfg=cfg, progress=progress)
-    test_counts = _probe_counts(test, pre.model_dir, root / "test.duckdb", k=cfg.probe_samples,
+    test_counts = _probe_counts(test, pre.model_dir, root / TEST_STORE, k=cfg.probe_samples,
                                 seed=TEST_PROBE_SEED, cfg=cfg, progress=progress)
     unmastered = [p for p in pool if pool_counts[p.id][0] and pool_counts[p.id][1] == 0]
     cap = _capability_counts(unmastered, pre.model_dir, root / "capability.duckdb", cfg) if unmastered else {}
     write_text_atomic(done, json.dumps({"pool": pool_counts, "test": test_counts, "capability": cap}))
-    return BaseModel(index, pre.model_dir, pre.config, str(root / "pool.duckdb"), pool_counts, test_counts, cap)
+    return BaseModel(index, pre.model_dir, pre.config, str(root / POOL_STORE), pool_counts, test_counts, cap)
 
 
 def _buckets(counts: dict) -> dict:
@@ -352,8 +353,7 @@ def _exports(base: BaseModel, root: Path, chosen, cfg) -> dict:
 
 def _heldout_sft_rows(base: BaseModel, test, root: Path, cfg) -> list[dict]:
     """The test items' worked solutions as SFT rows (the held-out SFT loss), through the exporter."""
-    store = Path(base.pool_store).parent / "test.duckdb"
-    return load_sft_rows(open_export(design_v1.export_once(str(store), root / "exports" / "test-sft",
+    return load_sft_rows(open_export(design_v1.export_once(base.test_store, root / "exports" / "test-sft",
                                                            policy="sft-only")))
 
 
