@@ -1,0 +1,79 @@
+"""Can the second design's RL stage sharpen at all? From a finished run's sweep (base 0, the SFT model at the
+chosen SFT rate), train the sft-all-rl-all baseline's RL stage in other shapes (prompts per step, steps,
+rate) and score each model on the validation split (16 samples per item) and on the pool it trains on
+(8 samples per item). The run's own RL stage is 4 prompts x 8 completions for 12 steps.
+
+    python benchmarks/experiment_v2_rl_sharpen.py runs/v2-larger-full --out runs/rl-sharpen \\
+        --variant 4:12:1e-5 --variant 16:24:3e-5 --variant 16:24:1e-4
+
+One JSON line per variant (and one for the SFT model itself, `sft-only`): validation and pool pass@1, the
+mean share of GRPO groups with zero reward variance, and the seconds it took. Every model and probe store is
+kept under --out, so a rerun scores what is missing only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from stagewise.train.rl import train_rl
+
+from stagewise.experiments import testbed_v2
+from stagewise.experiments.arms_v2 import _rl_kwargs
+from stagewise.experiments.config import configure, preset_v2
+from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts
+
+POOL_SCORE_SEED = 7   # not a seed of the run's own probes
+
+
+def parse_variant(text: str) -> tuple[int, int, float]:
+    try:
+        prompts, steps, lr = text.split(":")
+        return int(prompts), int(steps), float(lr)
+    except ValueError:
+        raise SystemExit(f"--variant {text!r}: expected PROMPTS:STEPS:LR, e.g. 16:24:3e-5") from None
+
+
+def mean_pass1(counts: dict) -> float:
+    rows = [c / n for n, c in counts.values() if n]
+    return sum(rows) / len(rows) if rows else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a finished `stagewise experiment --design v2` output directory")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variant", action="append", default=[], help="PROMPTS:STEPS:LR of one RL stage")
+    args = ap.parse_args()
+    run, out = Path(args.run), Path(args.out)
+    context = json.loads((run / "context.json").read_text())
+    cfg = configure(preset_v2(), None, context["config"])
+    sft_lr = context["learning_rates"]["sft"]
+    found = sorted(run.glob(f"sweep/*/sft-{sft_lr:g}/train/model"))
+    if not found:
+        raise SystemExit(f"{run}: no sweep model at the chosen SFT rate {sft_lr:g} (sweep/*/sft-{sft_lr:g}/train/"
+                         "model); run the experiment with its sweep on first")
+    sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
+    val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
+    pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
+    for tag, variant in [("sft-only", None)] + [(v, parse_variant(v)) for v in args.variant]:
+        t0, model, zero = time.time(), sft_model, None
+        name = tag.replace(":", "-")
+        if variant:
+            prompts, steps, lr = variant
+            kw = {**_rl_kwargs(cfg, {"rl": lr}, steps, 0), "batch_size": prompts}
+            model = train_rl(str(export), sft_model, out / name, progress=False, resume=True, **kw).model_dir
+            rows = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
+                    if '"frac_reward_zero_std"' in line]
+            zero = round(sum(r["frac_reward_zero_std"] for r in rows) / len(rows), 3) if rows else None
+        v = _probe_counts(val, model, out / f"{name}-val.duckdb", k=16, seed=VAL_SEED, cfg=cfg, progress=False)
+        p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
+                          progress=False)
+        print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4), "pool_pass@1": round(mean_pass1(p), 4),
+                          "zero_variance_frac": zero, "s": round(time.time() - t0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
