@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append", default=[], help="PROMPTS:STEPS:LR of one RL stage")
     args = ap.parse_args()
+    variants = [("sft-only", None)] + [(v, parse_variant(v)) for v in args.variant]
     run, out = Path(args.run), Path(args.out)
     context = json.loads((run / "context.json").read_text())
     cfg = configure(preset_v2(), None, context["config"])
@@ -58,7 +59,7 @@ def main() -> None:
     sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
     val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
-    for tag, variant in [("sft-only", None)] + [(v, parse_variant(v)) for v in args.variant]:
+    for tag, variant in variants:
         t0, model, zero = time.time(), sft_model, None
         name = tag.replace(":", "-")
         if variant:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from stagewise.curate.verifiers import score
@@ -234,6 +237,22 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert resumed.context["sweep"]["sft_grid"] == regrid.context["sweep"]["sft_grid"]
     assert all(m.read_text() == text for m, text in written.items())
 
+    # The RL-stage diagnostic reads the finished run: the sweep's model at the chosen SFT rate, then RL shapes.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "experiment_v2_rl_sharpen.py"
+    def sharpen(*variants):
+        cmd = [sys.executable, str(script), str(tmp_path / "exp"), "--out", str(tmp_path / "sharpen")]
+        return subprocess.run(cmd + [a for v in variants for a in ("--variant", v)], check=False,
+                              capture_output=True, text=True)
+    done = sharpen("1:1:1e-5")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5"]
+    assert all(0 <= row["val_pass@1"] <= 1 and 0 <= row["pool_pass@1"] <= 1 for row in lines)
+    assert lines[0]["zero_variance_frac"] is None and 0 <= lines[1]["zero_variance_frac"] <= 1
+    assert (tmp_path / "sharpen" / "1-1-1e-5" / "model").is_dir()
+    bad = sharpen("16:24")
+    assert bad.returncode == 1 and "expected PROMPTS:STEPS:LR" in bad.stderr and "Traceback" not in bad.stderr
+
 
 def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts(tiny_v2, tmp_path, monkeypatch):
     import yaml
@@ -392,8 +411,6 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
 def test_a_committed_testbeds_yaml_rebuilds_its_bases_and_config(name):
     """data_cards/experiment-v2/NAME.yaml reproduces the committed run in NAME/: the same base models (by
     cache name) and the config recorded in its context.json."""
-    from pathlib import Path
-
     from stagewise.experiments.config import V2_DEFAULT, configure
     from stagewise.experiments.pretrain import config_hash_v2
 
