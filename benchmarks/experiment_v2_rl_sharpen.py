@@ -23,7 +23,7 @@ from stagewise.train.rl import train_rl
 from stagewise.experiments import testbed_v2
 from stagewise.experiments.arms_v2 import _rl_kwargs
 from stagewise.experiments.config import configure, preset_v2
-from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts
+from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts, mean_pass1
 
 POOL_SCORE_SEED = 7   # not a seed of the run's own probes
 
@@ -34,11 +34,6 @@ def parse_variant(text: str) -> tuple[int, int, float]:
         return int(prompts), int(steps), float(lr)
     except ValueError:
         raise SystemExit(f"--variant {text!r}: expected PROMPTS:STEPS:LR, e.g. 16:24:3e-5") from None
-
-
-def mean_pass1(counts: dict) -> float:
-    rows = [c / n for n, c in counts.values() if n]
-    return sum(rows) / len(rows) if rows else 0.0
 
 
 def main() -> None:
@@ -53,9 +48,10 @@ def main() -> None:
     cfg = configure(preset_v2(), None, context["config"])
     sft_lr = context["learning_rates"]["sft"]
     found = sorted(run.glob(f"sweep/*/sft-{sft_lr:g}/train/model"))
-    if not found:
-        raise SystemExit(f"{run}: no sweep model at the chosen SFT rate {sft_lr:g} (sweep/*/sft-{sft_lr:g}/train/"
-                         "model); run the experiment with its sweep on first")
+    if len(found) != 1:
+        raise SystemExit(f"{run}: {len(found)} sweep models at the chosen SFT rate {sft_lr:g} (sweep/*/sft-"
+                         f"{sft_lr:g}/train/model), one expected; run the experiment with its sweep on into a "
+                         "directory of its own")
     sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
     val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
@@ -72,8 +68,9 @@ def main() -> None:
         v = _probe_counts(val, model, out / f"{name}-val.duckdb", k=16, seed=VAL_SEED, cfg=cfg, progress=False)
         p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
                           progress=False)
-        print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4), "pool_pass@1": round(mean_pass1(p), 4),
-                          "zero_variance_frac": zero, "s": round(time.time() - t0)}), flush=True)
+        print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4),
+                          "pool_pass@1": round(mean_pass1(p), 4), "zero_variance_frac": zero,
+                          "s": round(time.time() - t0)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -420,10 +420,15 @@ def _map(fn, arg_tuples: list[tuple], jobs: int) -> list:
         return list(pool.map(fn, *zip(*arg_tuples)))
 
 
-def _val_pass1(model_dir: str, val, store: Path, cfg) -> float:
-    counts = _probe_counts(val, model_dir, store, k=cfg.val_samples, seed=VAL_SEED, cfg=cfg, progress=False)
+def mean_pass1(counts: dict) -> float:
+    """pass@1 over items from {id: (n, c)} probe counts (items never sampled left out)."""
     vals = [c / n for n, c in counts.values() if n]
     return sum(vals) / len(vals) if vals else 0.0
+
+
+def _val_pass1(model_dir: str, val, store: Path, cfg) -> float:
+    counts = _probe_counts(val, model_dir, store, k=cfg.val_samples, seed=VAL_SEED, cfg=cfg, progress=False)
+    return mean_pass1(counts)
 
 
 # ---------------------------------------------------------------------------------------- one arm run
