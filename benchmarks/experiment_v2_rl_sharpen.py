@@ -6,9 +6,10 @@ rate) and score each model on the validation split (16 samples per item) and on 
     python benchmarks/experiment_v2_rl_sharpen.py runs/v2-larger-full --out runs/rl-sharpen \\
         --variant 4:12:1e-5 --variant 16:24:3e-5 --variant 16:24:1e-4
 
-One JSON line per variant (and one for the SFT model itself, `sft-only`): validation and pool pass@1, the
-mean share of GRPO groups with zero reward variance, and the seconds it took. Every model and probe store is
-kept under --out, so a rerun scores what is missing only.
+One JSON line per variant (and one for the SFT model itself, `sft-only`): validation and pool pass@1 (and
+validation pass@1 on the items with and without a boundary column, where a pretraining slip can drop a carry:
+`PretrainV2Config.slip_rate`), the mean share of GRPO groups with zero reward variance, and the seconds it
+took. Every model and probe store is kept under --out, so a rerun scores what is missing only.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
     val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
+    boundary = {p.id: testbed_v2.item_of(p).boundaries > 0 for p in val}
     for tag, variant in variants:
         t0, model, zero = time.time(), sft_model, None
         name = tag.replace(":", "-")
@@ -68,7 +70,11 @@ def main() -> None:
         v = _probe_counts(val, model, out / f"{name}-val.duckdb", k=16, seed=VAL_SEED, cfg=cfg, progress=False)
         p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
                           progress=False)
+        split = {"boundary": {}, "no_boundary": {}}  # validation items with / without a column a slip can hit
+        for pid, counts in v.items():
+            split["boundary" if boundary[pid] else "no_boundary"][pid] = counts
         print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4),
+                          **{f"val_pass@1_{k}": round(mean_pass1(c), 4) for k, c in split.items() if c},
                           "pool_pass@1": round(mean_pass1(p), 4), "zero_variance_frac": zero,
                           "s": round(time.time() - t0)}), flush=True)
 

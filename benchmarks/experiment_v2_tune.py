@@ -38,7 +38,7 @@ def pretrain_candidates(args) -> list[str]:
         ("polish_learning_rate", args.polish_lr),
         ("polish_level_decay", args.polish_level_decay), ("carry_decay", args.carry_decay),
         ("carry_level_decay", args.carry_level_decay), ("hidden_size", args.hidden_size),
-        ("num_layers", args.num_layers))
+        ("num_layers", args.num_layers), ("slip_rate", args.slip_rate))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -102,6 +102,8 @@ def main() -> None:
                     help="... times this per level above the lowest [default: 1.0]")
     ap.add_argument("--hidden-size", type=int, default=None, help="of the tiny model [default: the design's]")
     ap.add_argument("--num-layers", type=int, default=None, help="of the tiny model [default: the design's]")
+    ap.add_argument("--slip-rate", type=float, default=None,
+                    help="drop a boundary column's carry with this probability in pretraining [default: 0]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=V2_DEFAULT.levels,

@@ -35,6 +35,46 @@ def test_worked_solutions_carry_and_borrow_and_the_formatted_target_verifies(tas
     assert score(format_target(problem.solution, problem.answer, problem, "{prompt}"), problem).correct
 
 
+@pytest.mark.parametrize("task, operands, slipped, answer", [
+    # every boundary column slips: the sum 10 (add) or difference -1 (sub) passes nothing on
+    ("add", (4718, 392), "8+2+0=10\n1+9+0=10\n7+3+0=10\n4+0+0=4\n", "4000"),
+    ("sub", (4718, 399), "18-9-0=9\n11-9-0=2\n7-3-1=3\n4-0-0=4\n", "4329"),
+    ("add", (55, 55), "5+5+0=10\n5+5+0=10\n", "100"),            # the top column keeps its carry
+    ("add3", (471, 395, 128), "1+5+8+0=14\n7+9+2+1=19\n4+3+1+1=9\n", "994"),  # no boundary column
+])
+def test_a_slip_drops_the_carry_of_boundary_columns_and_the_answer_follows_the_lines(task, operands, slipped, answer):
+    item = T.Item(task, operands)
+    problem = T.to_problem(item, "pretrain", slip=lambda: True)
+    assert (problem.solution, problem.answer) == (slipped, answer)
+    assert T.to_problem(item, "pretrain", slip=lambda: False).solution == item.solution
+    assert T.answer_of(task, item.solution) == item.answer
+    assert T.item_of(T.to_problem(item, "val")) == item
+    # boundary columns of the correct solution: 8+2 (not 1+9+1), 8-9 (not 1-9-1), 5+5 (the top one is not), none
+    assert item.boundaries == {4000: 1, 4329: 1, 100: 1, 994: 0}[int(answer)]
+
+
+def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_old_hashes():
+    import random
+    import re
+    from dataclasses import replace
+
+    from stagewise.experiments.config import CARRY_SCARCE_PRETRAIN
+    from stagewise.experiments.pretrain import _batches_v2, config_hash_v2
+
+    assert "slip_rate" not in CARRY_SCARCE_PRETRAIN.to_dict()  # bases cached before the knob keep their hash
+    slipped = replace(CARRY_SCARCE_PRETRAIN, slip_rate=0.3, batch_size=600)
+    assert config_hash_v2(slipped, None) != config_hash_v2(CARRY_SCARCE_PRETRAIN, None)
+    sites = wrong = 0
+    for prompt, target in next(_batches_v2(slipped, None, random.Random(1))):
+        expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
+        item = T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
+                      tuple(int(x) for x in re.split(r"[+-]", expr)))
+        sites += item.boundaries
+        wrong += not target.startswith(item.solution)
+        assert (f"{{{item.answer}}}" in target) == target.startswith(item.solution)  # a slip changes the answer
+    assert sites > 30 and 0.15 < wrong / sites < 0.45
+
+
 def test_splits_are_disjoint_and_every_item_is_in_its_cell():
     drawn = {s: {it.prompt for it in T.sample_items("sub-3", 40, s, seed=0)} for s in T.SPLITS}
     for a in T.SPLITS:
@@ -248,6 +288,9 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5"]
     assert all(0 <= row["val_pass@1"] <= 1 and 0 <= row["pool_pass@1"] <= 1 for row in lines)
+    for row in lines:  # validation split by boundary columns: the whole is a mix of its two parts
+        parts = [row[k] for k in ("val_pass@1_boundary", "val_pass@1_no_boundary") if k in row]
+        assert parts and min(parts) - 1e-4 <= row["val_pass@1"] <= max(parts) + 1e-4
     assert lines[0]["zero_variance_frac"] is None and 0 <= lines[1]["zero_variance_frac"] <= 1
     assert (tmp_path / "sharpen" / "1-1-1e-5" / "model").is_dir()
     bad = sharpen("16:24")

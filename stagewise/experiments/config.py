@@ -242,6 +242,8 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"top_p {self.top_p} must be in (0, 1]")
         if not self.temperature > 0:
             problems.append(f"temperature {self.temperature} must be above 0 (the design samples)")
+        if not 0 <= self.pretrain.slip_rate < 1:
+            problems.append(f"pretrain.slip_rate {self.pretrain.slip_rate} must be in [0, 1)")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
         if tuple(self.pretrain.levels) != tuple(self.levels) \

@@ -222,6 +222,11 @@ class PretrainV2Config:
     # test items are drawn uniformly.
     carry_decay: float = 1.0
     carry_level_decay: float = 1.0
+    # A systematic slip, the same rule on every item: at each boundary column of a pretraining item (a sum of
+    # exactly 10, a difference of exactly -1) the carry or borrow is dropped with this probability and the
+    # item's lines and answer follow from the slip (`testbed_v2.worked_solution`). The model learns to slip
+    # at that rate on every item, so sampling sometimes avoids the error and a reward can remove it everywhere.
+    slip_rate: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -233,6 +238,8 @@ class PretrainV2Config:
         for key in ("carry_decay", "carry_level_decay"):
             if d[key] == 1.0:
                 del d[key]
+        if not d["slip_rate"]:
+            del d["slip_rate"]
         if not d["polish_steps"]:
             for key in ("polish_steps", "polish_level_decay", "polish_learning_rate"):
                 del d[key]
@@ -369,6 +376,8 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
     """Endless (prompt, target) pairs from the pretraining split, cells drawn by `mix` (default: the config's)."""
     mix = mix or config.mix()
     cells, weights = list(mix), list(mix.values())
+    # No draw from `rng` without a slip rate: the bases pretrained before it had one stay reproducible.
+    slip = (lambda: rng.random() < config.slip_rate) if config.slip_rate else None
     cache: dict[str, list] = {}
     while True:
         batch = []
@@ -377,7 +386,7 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
             if not cache.get(cell):
                 cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30),
                                                      carry_decay=config.carry_keep(cell))
-            p = testbed_v2.to_problem(cache[cell].pop(), "pretrain")
+            p = testbed_v2.to_problem(cache[cell].pop(), "pretrain", slip=slip)
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch
 

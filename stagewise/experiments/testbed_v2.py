@@ -85,25 +85,45 @@ class Item:
         """Columns that carry (add, add3) or borrow (sub) into the next one."""
         return column_carries(self.task, self.operands)
 
+    @property
+    def boundaries(self) -> int:
+        """Boundary columns of its worked solution, where a pretraining slip can drop the carry."""
+        return boundary_columns(self.task, self.operands)
 
-def worked_solution(task: str, operands) -> str:
-    """The column algorithm, ones column first, one line per column."""
+
+def worked_solution(task: str, operands, slip=None) -> str:
+    """The column algorithm, ones column first, one line per column.
+
+    `slip`: a callable asked once at each *boundary column* (an add/add3 column whose sum is exactly 10, a
+    sub column whose difference is exactly -1, the top column excepted); when it returns True that column
+    passes no carry (no borrow) to the next one and the rest of the solution follows from the slip. That is
+    a pretraining item's systematic error, the same rule on every item (`PretrainV2Config.slip_rate`)."""
     digits = [str(x)[::-1] for x in operands]
     width = max(map(len, digits))
     col = [[int(d[i]) if i < len(d) else 0 for d in digits] for i in range(width)]
     lines, carry = [], 0
-    if task == "sub":
-        for x, y in col:
+    for i, xs in enumerate(col):
+        if task == "sub":
+            x, y = xs
             d = x - y - carry
             top = f"1{x}" if d < 0 else str(x)
             lines.append(f"{top}-{y}-{carry}={d % 10}")
-            carry = 1 if d < 0 else 0
-        return "\n".join(lines) + "\n"
-    for xs in col:
-        s = sum(xs) + carry
-        lines.append("+".join(map(str, xs)) + f"+{carry}={s}")
-        carry = s // 10
+            carry, boundary = (1 if d < 0 else 0), d == -1
+        else:
+            s = sum(xs) + carry
+            lines.append("+".join(map(str, xs)) + f"+{carry}={s}")
+            carry, boundary = s // 10, s == 10
+        if slip is not None and boundary and i < width - 1 and slip():
+            carry = 0
     return "\n".join(lines) + "\n"
+
+
+def answer_of(task: str, solution: str) -> str:
+    """The number a worked solution's lines spell: each line's last digit, ones first, and in add/add3 the
+    top line's whole sum (its final carry)."""
+    results = [line.rpartition("=")[2] for line in solution.splitlines()]
+    head = results[-1] if task != "sub" else results[-1][-1]
+    return str(int(head + "".join(r[-1] for r in reversed(results[:-1]))))
 
 
 def column_carries(task: str, operands) -> int:
@@ -112,6 +132,13 @@ def column_carries(task: str, operands) -> int:
     if task == "sub":
         return sum(1 for line in lines if len(line.split("-")[0]) > 1)
     return sum(1 for line in lines if int(line.rpartition("=")[2]) >= 10)
+
+
+def boundary_columns(task: str, operands) -> int:
+    """How many columns of the worked solution are boundary columns, where a slip drops the carry."""
+    found: list[int] = []
+    worked_solution(task, operands, lambda: found.append(1) or False)
+    return len(found)
 
 
 def split_of(prompt: str) -> str:
@@ -180,16 +207,27 @@ def sample_items(cell: str, n: int, split: str, seed: int, carry_decay: float = 
     return out
 
 
-def to_problem(item: Item, split: str) -> Problem:
-    """A canonical row: task gsm8k (numeric verifier), worked solution, cell/task/level/split in meta."""
+def to_problem(item: Item, split: str, slip=None) -> Problem:
+    """A canonical row: task gsm8k (numeric verifier), worked solution, cell/task/level/split in meta.
+    `slip` (pretraining only): see `worked_solution`; the answer is then the one the slipped lines spell."""
     meta = {"cell": item.cell, "task": item.task, "level": item.level, "split": split}
-    return Problem(prompt=item.prompt, answer=item.answer, solution=item.solution, source=SOURCE,
+    solution, answer = item.solution, item.answer
+    if slip is not None:
+        solution = worked_solution(item.task, item.operands, slip)
+        answer = answer_of(item.task, solution)
+    return Problem(prompt=item.prompt, answer=answer, solution=solution, source=SOURCE,
                    task=TASK, meta=json.dumps(meta, sort_keys=True))
 
 
 def items_for(cells, per_cell: int, split: str, seed: int = 0) -> list[Problem]:
     """`per_cell` problems of each cell from one split, as canonical rows."""
     return [to_problem(it, split) for c in cells for it in sample_items(c, per_cell, split, seed)]
+
+
+def item_of(problem: Problem) -> Item:
+    """The item a canonical row was made from (its task from meta, its operands from the prompt)."""
+    task = str(problem.meta_dict["task"])
+    return Item(task, tuple(int(x) for x in problem.prompt.split("-" if task == "sub" else "+")))
 
 
 def cell_of(problem: Problem) -> str:
