@@ -448,6 +448,8 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match=rf"top_p {bad} must be in \(0, 1\]"):
             configure(V2_DEFAULT, None, {"top_p": bad})
+    with pytest.raises(ConfigError, match=r"pretrain.slip_rate 1.0 must be in \[0, 1\)"):
+        configure(V2_DEFAULT, None, {"pretrain": {"slip_rate": 1.0}})
 
 
 @pytest.mark.parametrize("name", ["first-testbed", "larger-model"])
