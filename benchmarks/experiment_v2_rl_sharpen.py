@@ -8,7 +8,8 @@ rate) and score each model on the validation split (16 samples per item) and on 
 
 One JSON line per variant (and one for the SFT model itself, `sft-only`): validation and pool pass@1 (and
 validation pass@1 on the items with and without a boundary column, where a pretraining slip can drop a carry:
-`PretrainV2Config.slip_rate`), the mean share of GRPO groups with zero reward variance, and the seconds it
+`PretrainV2Config.slip_rate`), the share of boundary columns in the model's own samples after which it
+dropped the carry (`slip_rate`), the mean share of GRPO groups with zero reward variance, and the seconds it
 took. Every model and probe store is kept under --out, so a rerun scores what is missing only.
 """
 
@@ -19,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+from stagewise.curate.store import ProbeStore
 from stagewise.train.rl import train_rl
 
 from stagewise.experiments import testbed_v2
@@ -70,12 +72,20 @@ def main() -> None:
         v = _probe_counts(val, model, out / f"{name}-val.duckdb", k=16, seed=VAL_SEED, cfg=cfg, progress=False)
         p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
                           progress=False)
+        sites = slipped = 0  # the slip rate the model shows at boundary columns, in all its scored samples
+        for store, problems in ((out / f"{name}-val.duckdb", val), (out / f"{name}-pool.duckdb", pool)):
+            task_of = {p.id: testbed_v2.item_of(p).task for p in problems}
+            with ProbeStore(str(store), read_only=True) as st:
+                for row in st.samples().iter_rows(named=True):
+                    n, k = testbed_v2.boundary_slips(task_of[row["problem_id"]], row["completion"] or "")
+                    sites, slipped = sites + n, slipped + k
         split = {"boundary": {}, "no_boundary": {}}  # validation items with / without a column a slip can hit
         for pid, counts in v.items():
             split["boundary" if boundary[pid] else "no_boundary"][pid] = counts
         print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4),
                           **{f"val_pass@1_{k}": round(mean_pass1(c), 4) for k, c in split.items() if c},
-                          "pool_pass@1": round(mean_pass1(p), 4), "zero_variance_frac": zero,
+                          "pool_pass@1": round(mean_pass1(p), 4),
+                          "slip_rate": round(slipped / sites, 4) if sites else None, "boundary_sites": sites, "zero_variance_frac": zero,
                           "s": round(time.time() - t0)}), flush=True)
 
 

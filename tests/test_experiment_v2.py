@@ -49,6 +49,10 @@ def test_a_slip_drops_the_carry_of_boundary_columns_and_the_answer_follows_the_l
     assert T.to_problem(item, "pretrain", slip=lambda: False).solution == item.solution
     assert T.answer_of(task, item.solution) == item.answer
     assert T.item_of(T.to_problem(item, "val")) == item
+    # read back from the lines: every boundary column of the slipped solution dropped its carry, none of the
+    # correct one's did (the top column is no boundary: nothing follows it)
+    sites = T.boundary_slips(task, slipped + f"The final answer is \\boxed{{{answer}}}.")
+    assert sites[0] == sites[1] and T.boundary_slips(task, item.solution) == (item.boundaries, 0)
     # boundary columns of the correct solution: 8+2 (not 1+9+1), 8-9 (not 1-9-1), 5+5 (the top one is not), none
     assert item.boundaries == {4000: 1, 4329: 1, 100: 1, 994: 0}[int(answer)]
 
@@ -289,6 +293,7 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5"]
     assert all(0 <= row["val_pass@1"] <= 1 and 0 <= row["pool_pass@1"] <= 1 for row in lines)
     for row in lines:  # validation split by boundary columns: the whole is a mix of its two parts
+        assert row["boundary_sites"] >= 0 and (row["slip_rate"] is None) == (row["boundary_sites"] == 0)
         parts = [row[k] for k in ("val_pass@1_boundary", "val_pass@1_no_boundary") if k in row]
         assert parts and min(parts) - 1e-4 <= row["val_pass@1"] <= max(parts) + 1e-4
     assert lines[0]["zero_variance_frac"] is None and 0 <= lines[1]["zero_variance_frac"] <= 1

@@ -141,6 +141,23 @@ def boundary_columns(task: str, operands) -> int:
     return len(found)
 
 
+def boundary_slips(task: str, completion: str) -> tuple[int, int]:
+    """(boundary columns, carries dropped after them) in a completion's own worked lines: how often a model
+    slips, read from what it wrote, whatever it got right or wrong before a boundary column."""
+    lines = [line for line in completion.splitlines() if "=" in line]
+    sites = slipped = 0
+    for line, following in zip(lines, lines[1:]):
+        left, _, result = line.rpartition("=")
+        if task == "sub":
+            boundary = result == "9" and len(left.split("-")[0]) > 1   # a borrow whose difference is -1
+        else:
+            boundary = result == "10"
+        if boundary:
+            sites += 1
+            slipped += following.rpartition("=")[0].split("-" if task == "sub" else "+")[-1] == "0"
+    return sites, slipped
+
+
 def split_of(prompt: str) -> str:
     """Which split an item belongs to (stable across runs and machines)."""
     h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little") % 100
