@@ -24,12 +24,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from stagewise.curate.models import build_tiny_model, cache_dir
+# The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
+from stagewise.curate.models import CHAT_TEMPLATE, build_tiny_model, cache_dir
 from stagewise.experiments import testbed, testbed_v2
 from stagewise.experiments.render import render_prompt, render_target
-
-# The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
-from stagewise.curate.models import CHAT_TEMPLATE  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ routed and trained on), validation (used only to choose learning rates) and test
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ def boundary_slips(task: str, completion: str) -> tuple[int, int]:
     slips, read from what it wrote, whatever it got right or wrong before a boundary column."""
     lines = [line for line in completion.splitlines() if "=" in line]
     sites = slipped = 0
-    for line, following in zip(lines, lines[1:]):
+    for line, following in itertools.pairwise(lines):
         left, _, result = line.rpartition("=")
         if task == "sub":
             boundary = result == "9" and len(left.split("-")[0]) > 1   # a borrow whose difference is -1
