@@ -1,7 +1,8 @@
 """Can the second design's RL stage sharpen at all? From a finished run's sweep (base 0, the SFT model at the
-chosen SFT rate), train the sft-all-rl-all baseline's RL stage in other shapes (prompts per step, steps,
-rate) and score each model on the validation split (16 samples per item) and on the pool it trains on
-(8 samples per item). The run's own RL stage is 4 prompts x 8 completions for 12 steps.
+chosen SFT rate), train the sft-all-rl-all baseline's RL stage in other shapes (prompts per step, steps, rate,
+and a KL weight to the SFT model) and score each model on the validation split (16 samples per item) and on
+the pool it trains on (8 samples per item). The run's own RL stage is 4 prompts x 8 completions for 12 steps,
+without KL.
 
     python benchmarks/experiment_v2_rl_sharpen.py runs/v2-larger-full --out runs/rl-sharpen \\
         --variant 4:12:1e-5 --variant 16:24:3e-5 --variant 16:24:1e-4
@@ -31,19 +32,23 @@ from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts, mean_pass1
 POOL_SCORE_SEED = 7   # not a seed of the run's own probes
 
 
-def parse_variant(text: str) -> tuple[int, int, float]:
+def parse_variant(text: str) -> tuple[int, int, float, float]:
     try:
-        prompts, steps, lr = text.split(":")
-        return int(prompts), int(steps), float(lr)
+        prompts, steps, lr, *beta = text.split(":")
+        if len(beta) > 1:
+            raise ValueError(text)
+        return int(prompts), int(steps), float(lr), float(beta[0]) if beta else 0.0
     except ValueError:
-        raise SystemExit(f"--variant {text!r}: expected PROMPTS:STEPS:LR, e.g. 16:24:3e-5") from None
+        raise SystemExit(f"--variant {text!r}: expected PROMPTS:STEPS:LR[:BETA], e.g. 16:24:3e-5 or "
+                         "16:24:1e-4:0.04") from None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a finished `stagewise experiment --design v2` output directory")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--variant", action="append", default=[], help="PROMPTS:STEPS:LR of one RL stage")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="PROMPTS:STEPS:LR[:BETA] of one RL stage (BETA: the KL weight, default 0 as in the design)")
     args = ap.parse_args()
     variants = [("sft-only", None)] + [(v, parse_variant(v)) for v in args.variant]
     run, out = Path(args.run), Path(args.out)
@@ -63,8 +68,8 @@ def main() -> None:
         t0, model, zero = time.time(), sft_model, None
         name = tag.replace(":", "-")
         if variant:
-            prompts, steps, lr = variant
-            kw = {**_rl_kwargs(cfg, {"rl": lr}, steps, 0), "batch_size": prompts}
+            prompts, steps, lr, beta = variant
+            kw = {**_rl_kwargs(cfg, {"rl": lr}, steps, 0), "batch_size": prompts, "beta": beta}
             model = train_rl(str(export), sft_model, out / name, progress=False, resume=True, **kw).model_dir
             rows = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
                     if '"frac_reward_zero_std"' in line]

@@ -287,16 +287,16 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
         cmd = [sys.executable, str(script), str(tmp_path / "exp"), "--out", str(tmp_path / "sharpen")]
         return subprocess.run(cmd + [a for v in variants for a in ("--variant", v)], check=False,
                               capture_output=True, text=True)
-    done = sharpen("1:1:1e-5")
+    done = sharpen("1:1:1e-5", "1:1:1e-5:0.1")  # the second with a KL weight (TRL loads the SFT model as reference)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5"]
+    assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5", "1:1:1e-5:0.1"]
     assert all(0 <= row["val_pass@1"] <= 1 and 0 <= row["pool_pass@1"] <= 1 for row in lines)
     for row in lines:  # validation split by boundary columns: the whole is a mix of its two parts
         assert row["boundary_sites"] >= 0 and (row["slip_rate"] is None) == (row["boundary_sites"] == 0)
         parts = [row[k] for k in ("val_pass@1_boundary", "val_pass@1_no_boundary") if k in row]
         assert parts and min(parts) - 1e-4 <= row["val_pass@1"] <= max(parts) + 1e-4
-    assert lines[0]["zero_variance_frac"] is None and 0 <= lines[1]["zero_variance_frac"] <= 1
+    assert lines[0]["zero_variance_frac"] is None and all(0 <= r["zero_variance_frac"] <= 1 for r in lines[1:])
     assert (tmp_path / "sharpen" / "1-1-1e-5" / "model").is_dir()
     bad = sharpen("16:24")
     assert bad.returncode == 1 and "expected PROMPTS:STEPS:LR" in bad.stderr and "Traceback" not in bad.stderr
