@@ -8,10 +8,10 @@ without KL.
         --variant 4:12:1e-5 --variant 16:24:3e-5 --variant 16:24:1e-4
 
 One JSON line per variant (and one for the SFT model itself, `sft-only`): validation and pool pass@1 (and
-validation pass@1 on the items with and without a boundary column, where a pretraining slip can drop a carry:
-`PretrainV2Config.slip_rate`), the share of boundary columns in the model's own samples after which it
-dropped the carry (`slip_rate`), the mean share of GRPO groups with zero reward variance, and the seconds it
-took. Every model and probe store is kept under --out, so a rerun scores what is missing only.
+validation pass@1 on the items with and without a slip site, a column where a pretraining slip can drop the
+carry: `PretrainV2Config.slip_rate`, `slip_columns`), the share of slip sites in the model's own samples
+after which it dropped the carry (`slip_rate`), the mean share of GRPO groups with zero reward variance, and
+the seconds it took. Every model and probe store is kept under --out, so a rerun scores what is missing only.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ from stagewise.experiments.config import configure, preset_v2
 from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts, mean_pass1
 
 POOL_SCORE_SEED = 7   # not a seed of the run's own probes
+
+
+def _task_operands(problem) -> tuple:
+    item = testbed_v2.item_of(problem)
+    return item.task, item.operands
 
 
 def parse_variant(text: str) -> tuple[int, int, float, float]:
@@ -63,7 +68,8 @@ def main() -> None:
     sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
     val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
-    boundary = {p.id: testbed_v2.item_of(p).boundaries > 0 for p in val}
+    columns = cfg.pretrain.slip_columns
+    has_site = {p.id: testbed_v2.slip_sites(*_task_operands(p), columns) > 0 for p in val}
     for tag, variant in variants:
         t0, model, zero = time.time(), sft_model, None
         name = tag.replace(":", "-")
@@ -77,20 +83,20 @@ def main() -> None:
         v = _probe_counts(val, model, out / f"{name}-val.duckdb", k=16, seed=VAL_SEED, cfg=cfg, progress=False)
         p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
                           progress=False)
-        sites = slipped = 0  # the slip rate the model shows at boundary columns, in all its scored samples
+        sites = slipped = 0  # the slip rate the model shows at slip sites, in all its scored samples
         for store, problems in ((out / f"{name}-val.duckdb", val), (out / f"{name}-pool.duckdb", pool)):
             task_of = {p.id: testbed_v2.item_of(p).task for p in problems}
             with ProbeStore(str(store), read_only=True) as st:
                 for row in st.samples().iter_rows(named=True):
-                    n, k = testbed_v2.boundary_slips(task_of[row["problem_id"]], row["completion"] or "")
+                    n, k = testbed_v2.slips_in(task_of[row["problem_id"]], row["completion"] or "", columns)
                     sites, slipped = sites + n, slipped + k
-        split = {"boundary": {}, "no_boundary": {}}  # validation items with / without a column a slip can hit
+        split = {"slip_site": {}, "no_slip_site": {}}  # validation items with / without a column a slip can hit
         for pid, counts in v.items():
-            split["boundary" if boundary[pid] else "no_boundary"][pid] = counts
+            split["slip_site" if has_site[pid] else "no_slip_site"][pid] = counts
         print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4),
                           **{f"val_pass@1_{k}": round(mean_pass1(c), 4) for k, c in split.items() if c},
                           "pool_pass@1": round(mean_pass1(p), 4),
-                          "slip_rate": round(slipped / sites, 4) if sites else None, "boundary_sites": sites, "zero_variance_frac": zero,
+                          "slip_rate": round(slipped / sites, 4) if sites else None, "slip_sites": sites, "zero_variance_frac": zero,
                           "s": round(time.time() - t0)}), flush=True)
 
 

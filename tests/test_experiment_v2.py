@@ -51,10 +51,25 @@ def test_a_slip_drops_the_carry_of_boundary_columns_and_the_answer_follows_the_l
     assert T.item_of(T.to_problem(item, "val")) == item
     # read back from the lines: every boundary column of the slipped solution dropped its carry, none of the
     # correct one's did (the top column is no boundary: nothing follows it)
-    sites = T.boundary_slips(task, slipped + f"The final answer is \\boxed{{{answer}}}.")
-    assert sites[0] == sites[1] and T.boundary_slips(task, item.solution) == (item.boundaries, 0)
+    sites = T.slips_in(task, slipped + f"The final answer is \\boxed{{{answer}}}.")
+    assert sites[0] == sites[1] and T.slips_in(task, item.solution) == (T.slip_sites(task, operands), 0)
     # boundary columns of the correct solution: 8+2 (not 1+9+1), 8-9 (not 1-9-1), 5+5 (the top one is not), none
-    assert item.boundaries == {4000: 1, 4329: 1, 100: 1, 994: 0}[int(answer)]
+    assert T.slip_sites(task, operands) == {4000: 1, 4329: 1, 100: 1, 994: 0}[int(answer)]
+
+
+@pytest.mark.parametrize("task, operands, slipped, sites", [
+    # columns="carry": every carrying or borrowing column below the top one is a site
+    ("add", (4718, 395), "8+5+0=13\n1+9+0=10\n7+3+0=10\n4+0+0=4\n", 3),
+    ("sub", (4718, 395), "8-5-0=3\n11-9-0=2\n7-3-0=4\n4-0-0=4\n", 1),
+    ("add3", (471, 395, 128), "1+5+8+0=14\n7+9+2+0=18\n4+3+1+0=8\n", 2),
+])
+def test_carry_slip_sites_are_every_carrying_column(task, operands, slipped, sites):
+    assert T.worked_solution(task, operands, lambda: True, "carry") == slipped
+    assert T.slip_sites(task, operands, "carry") == sites
+    assert T.slips_in(task, T.Item(task, operands).solution, "carry") == (sites, 0)
+    assert T.slips_in(task, slipped, "carry")[1] >= 1
+    with pytest.raises(ValueError, match="slip columns must be one of"):
+        T.slip_sites(task, operands, "column")
 
 
 def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_old_hashes():
@@ -73,7 +88,7 @@ def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_ol
         expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
         item = T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
                       tuple(int(x) for x in re.split(r"[+-]", expr)))
-        sites += item.boundaries
+        sites += T.slip_sites(item.task, item.operands)
         wrong += not target.startswith(item.solution)
         assert (f"{{{item.answer}}}" in target) == target.startswith(item.solution)  # a slip changes the answer
     assert sites > 30 and 0.15 < wrong / sites < 0.45
@@ -292,9 +307,9 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [row["variant"] for row in lines] == ["sft-only", "1:1:1e-5", "1:1:1e-5:0.1"]
     assert all(0 <= row["val_pass@1"] <= 1 and 0 <= row["pool_pass@1"] <= 1 for row in lines)
-    for row in lines:  # validation split by boundary columns: the whole is a mix of its two parts
-        assert row["boundary_sites"] >= 0 and (row["slip_rate"] is None) == (row["boundary_sites"] == 0)
-        parts = [row[k] for k in ("val_pass@1_boundary", "val_pass@1_no_boundary") if k in row]
+    for row in lines:  # validation split by slip sites: the whole is a mix of its two parts
+        assert row["slip_sites"] >= 0 and (row["slip_rate"] is None) == (row["slip_sites"] == 0)
+        parts = [row[k] for k in ("val_pass@1_slip_site", "val_pass@1_no_slip_site") if k in row]
         assert parts and min(parts) - 1e-4 <= row["val_pass@1"] <= max(parts) + 1e-4
     assert lines[0]["zero_variance_frac"] is None and all(0 <= r["zero_variance_frac"] <= 1 for r in lines[1:])
     assert (tmp_path / "sharpen" / "1-1-1e-5" / "model").is_dir()
@@ -455,6 +470,8 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
             configure(V2_DEFAULT, None, {"top_p": bad})
     with pytest.raises(ConfigError, match=r"pretrain.slip_rate 1.0 must be in \[0, 1\)"):
         configure(V2_DEFAULT, None, {"pretrain": {"slip_rate": 1.0}})
+    with pytest.raises(ConfigError, match=r"pretrain.slip_columns 'column' must be one of \['boundary', 'carry'\]"):
+        configure(V2_DEFAULT, None, {"pretrain": {"slip_columns": "column"}})
 
 
 @pytest.mark.parametrize("name", ["first-testbed", "larger-model"])

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from stagewise.curate.config import build_dataclass
 from stagewise.curate.errors import ConfigError
 from stagewise.experiments.pretrain import PretrainConfig
-from stagewise.experiments.testbed_v2 import all_cells
+from stagewise.experiments.testbed_v2 import SLIP_COLUMNS, all_cells
 
 # The prompt the probe sends (through the tiny model's chat template). Short on purpose: a 0.7M
 # character model reads every character. The answer format is the numeric verifier's \boxed{}.
@@ -244,6 +244,8 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"temperature {self.temperature} must be above 0 (the design samples)")
         if not 0 <= self.pretrain.slip_rate < 1:
             problems.append(f"pretrain.slip_rate {self.pretrain.slip_rate} must be in [0, 1)")
+        if self.pretrain.slip_columns not in SLIP_COLUMNS:
+            problems.append(f"pretrain.slip_columns {self.pretrain.slip_columns!r} must be one of {list(SLIP_COLUMNS)}")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
         if tuple(self.pretrain.levels) != tuple(self.levels) \

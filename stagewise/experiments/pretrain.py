@@ -220,11 +220,13 @@ class PretrainV2Config:
     # test items are drawn uniformly.
     carry_decay: float = 1.0
     carry_level_decay: float = 1.0
-    # A systematic slip, the same rule on every item: at each boundary column of a pretraining item (a sum of
-    # exactly 10, a difference of exactly -1) the carry or borrow is dropped with this probability and the
-    # item's lines and answer follow from the slip (`testbed_v2.worked_solution`). The model learns to slip
-    # at that rate on every item, so sampling sometimes avoids the error and a reward can remove it everywhere.
+    # A systematic slip, the same rule on every item: at each slip site of a pretraining item (`slip_columns`:
+    # "boundary", a sum of exactly 10 or a difference of exactly -1; "carry", every column that carries or
+    # borrows; `testbed_v2.is_slip_site`) the carry or borrow is dropped with this probability and the item's
+    # lines and answer follow from the slip (`testbed_v2.worked_solution`). The model learns to slip at about
+    # that rate on every item, so sampling sometimes avoids the error and a reward can remove it everywhere.
     slip_rate: float = 0.0
+    slip_columns: str = "boundary"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -238,6 +240,8 @@ class PretrainV2Config:
                 del d[key]
         if not d["slip_rate"]:
             del d["slip_rate"]
+        if d["slip_columns"] == "boundary":
+            del d["slip_columns"]
         if not d["polish_steps"]:
             for key in ("polish_steps", "polish_level_decay", "polish_learning_rate"):
                 del d[key]
@@ -384,7 +388,7 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
             if not cache.get(cell):
                 cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30),
                                                      carry_decay=config.carry_keep(cell))
-            p = testbed_v2.to_problem(cache[cell].pop(), "pretrain", slip=slip)
+            p = testbed_v2.to_problem(cache[cell].pop(), "pretrain", slip=slip, columns=config.slip_columns)
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch
 

@@ -86,19 +86,27 @@ class Item:
         """Columns that carry (add, add3) or borrow (sub) into the next one."""
         return column_carries(self.task, self.operands)
 
-    @property
-    def boundaries(self) -> int:
-        """Boundary columns of its worked solution, where a pretraining slip can drop the carry."""
-        return boundary_columns(self.task, self.operands)
+SLIP_COLUMNS = ("boundary", "carry")  # which columns a pretraining slip can hit (`PretrainV2Config.slip_columns`)
 
 
-def worked_solution(task: str, operands, slip=None) -> str:
+def is_slip_site(task: str, value: int, columns: str = "boundary") -> bool:
+    """Whether a column whose sum (add, add3) or difference (sub) is `value` is a slip site: a *boundary*
+    column (a sum of exactly 10, a difference of exactly -1) or, with columns="carry", any column that
+    carries or borrows. The top column is never one (nothing follows it); callers leave it out."""
+    if columns not in SLIP_COLUMNS:
+        raise ValueError(f"slip columns must be one of {SLIP_COLUMNS}, got {columns!r}")
+    if task == "sub":
+        return value == -1 if columns == "boundary" else value < 0
+    return value == 10 if columns == "boundary" else value >= 10
+
+
+def worked_solution(task: str, operands, slip=None, columns: str = "boundary") -> str:
     """The column algorithm, ones column first, one line per column.
 
-    `slip`: a callable asked once at each *boundary column* (an add/add3 column whose sum is exactly 10, a
-    sub column whose difference is exactly -1, the top column excepted); when it returns True that column
-    passes no carry (no borrow) to the next one and the rest of the solution follows from the slip. That is
-    a pretraining item's systematic error, the same rule on every item (`PretrainV2Config.slip_rate`)."""
+    `slip`: a callable asked once at each slip site (`is_slip_site`, the top column excepted); when it
+    returns True that column passes no carry (no borrow) to the next one and the rest of the solution
+    follows from the slip. That is a pretraining item's systematic error, the same rule on every item
+    (`PretrainV2Config.slip_rate`)."""
     digits = [str(x)[::-1] for x in operands]
     width = max(map(len, digits))
     col = [[int(d[i]) if i < len(d) else 0 for d in digits] for i in range(width)]
@@ -106,15 +114,15 @@ def worked_solution(task: str, operands, slip=None) -> str:
     for i, xs in enumerate(col):
         if task == "sub":
             x, y = xs
-            d = x - y - carry
-            top = f"1{x}" if d < 0 else str(x)
-            lines.append(f"{top}-{y}-{carry}={d % 10}")
-            carry, boundary = (1 if d < 0 else 0), d == -1
+            value = x - y - carry
+            top = f"1{x}" if value < 0 else str(x)
+            lines.append(f"{top}-{y}-{carry}={value % 10}")
+            carry = 1 if value < 0 else 0
         else:
-            s = sum(xs) + carry
-            lines.append("+".join(map(str, xs)) + f"+{carry}={s}")
-            carry, boundary = s // 10, s == 10
-        if slip is not None and boundary and i < width - 1 and slip():
+            value = sum(xs) + carry
+            lines.append("+".join(map(str, xs)) + f"+{carry}={value}")
+            carry = value // 10
+        if slip is not None and i < width - 1 and is_slip_site(task, value, columns) and slip():
             carry = 0
     return "\n".join(lines) + "\n"
 
@@ -135,25 +143,24 @@ def column_carries(task: str, operands) -> int:
     return sum(1 for line in lines if int(line.rpartition("=")[2]) >= 10)
 
 
-def boundary_columns(task: str, operands) -> int:
-    """How many columns of the worked solution are boundary columns, where a slip drops the carry."""
+def slip_sites(task: str, operands, columns: str = "boundary") -> int:
+    """How many columns of the worked solution are slip sites (`is_slip_site`)."""
     found: list[int] = []
-    worked_solution(task, operands, lambda: found.append(1) or False)
+    worked_solution(task, operands, lambda: found.append(1) or False, columns)
     return len(found)
 
 
-def boundary_slips(task: str, completion: str) -> tuple[int, int]:
-    """(boundary columns, carries dropped after them) in a completion's own worked lines: how often a model
-    slips, read from what it wrote, whatever it got right or wrong before a boundary column."""
+def slips_in(task: str, completion: str, columns: str = "boundary") -> tuple[int, int]:
+    """(slip sites, carries dropped after them) in a completion's own worked lines: how often a model
+    slips, read from what it wrote, whatever it got right or wrong before a site."""
     lines = [line for line in completion.splitlines() if "=" in line]
     sites = slipped = 0
     for line, following in itertools.pairwise(lines):
         left, _, result = line.rpartition("=")
-        if task == "sub":
-            boundary = result == "9" and len(left.split("-")[0]) > 1   # a borrow whose difference is -1
-        else:
-            boundary = result == "10"
-        if boundary:
+        if not result.isdigit():
+            continue
+        borrowed = task == "sub" and len(left.split("-")[0]) > 1
+        if is_slip_site(task, int(result) - 10 * borrowed, columns):
             sites += 1
             slipped += following.rpartition("=")[0].split("-" if task == "sub" else "+")[-1] == "0"
     return sites, slipped
@@ -225,13 +232,14 @@ def sample_items(cell: str, n: int, split: str, seed: int, carry_decay: float = 
     return out
 
 
-def to_problem(item: Item, split: str, slip=None) -> Problem:
+def to_problem(item: Item, split: str, slip=None, columns: str = "boundary") -> Problem:
     """A canonical row: task gsm8k (numeric verifier), worked solution, cell/task/level/split in meta.
-    `slip` (pretraining only): see `worked_solution`; the answer is then the one the slipped lines spell."""
+    `slip`, `columns` (pretraining only): see `worked_solution`; the answer is then the one the slipped
+    lines spell."""
     meta = {"cell": item.cell, "task": item.task, "level": item.level, "split": split}
     solution, answer = item.solution, item.answer
     if slip is not None:
-        solution = worked_solution(item.task, item.operands, slip)
+        solution = worked_solution(item.task, item.operands, slip, columns)
         answer = answer_of(item.task, solution)
     return Problem(prompt=item.prompt, answer=answer, solution=solution, source=SOURCE,
                    task=TASK, meta=json.dumps(meta, sort_keys=True))
