@@ -92,6 +92,18 @@ def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_ol
         wrong += not target.startswith(item.solution)
         assert (f"{{{item.answer}}}" in target) == target.startswith(item.solution)  # a slip changes the answer
     assert sites > 30 and 0.15 < wrong / sites < 0.45
+    # slip_min_level: items below it are never slipped, items at or above it are
+    late = replace(slipped, slip_columns="carry", slip_min_level=4)
+    assert config_hash_v2(late, None) != config_hash_v2(replace(late, slip_min_level=0), None)
+    wrong_by_level = {}
+    for prompt, target in next(_batches_v2(late, None, random.Random(2))):
+        expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
+        item = T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
+                      tuple(int(x) for x in re.split(r"[+-]", expr)))
+        if T.slip_sites(item.task, item.operands, "carry"):
+            wrong_by_level.setdefault(item.level, []).append(not target.startswith(item.solution))
+    assert not any(wrong_by_level[2]) and not any(wrong_by_level[3]) and 0.1 < sum(wrong_by_level[4]) / len(
+        wrong_by_level[4]) < 0.9
 
 
 def test_splits_are_disjoint_and_every_item_is_in_its_cell():
@@ -472,6 +484,8 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
         configure(V2_DEFAULT, None, {"pretrain": {"slip_rate": 1.0}})
     with pytest.raises(ConfigError, match=r"pretrain.slip_columns 'column' must be one of \['boundary', 'carry'\]"):
         configure(V2_DEFAULT, None, {"pretrain": {"slip_columns": "column"}})
+    with pytest.raises(ConfigError, match=r"pretrain.slip_min_level -1 must be a digit count >= 0"):
+        configure(V2_DEFAULT, None, {"pretrain": {"slip_min_level": -1}})
 
 
 @pytest.mark.parametrize("name", ["first-testbed", "larger-model"])

@@ -244,6 +244,8 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"temperature {self.temperature} must be above 0 (the design samples)")
         if not 0 <= self.pretrain.slip_rate < 1:
             problems.append(f"pretrain.slip_rate {self.pretrain.slip_rate} must be in [0, 1)")
+        if not isinstance(self.pretrain.slip_min_level, int) or self.pretrain.slip_min_level < 0:
+            problems.append(f"pretrain.slip_min_level {self.pretrain.slip_min_level} must be a digit count >= 0")
         if self.pretrain.slip_columns not in SLIP_COLUMNS:
             problems.append(f"pretrain.slip_columns {self.pretrain.slip_columns!r} must be one of {list(SLIP_COLUMNS)}")
         if not 0 <= self.sft_replay < 1:

@@ -227,6 +227,7 @@ class PretrainV2Config:
     # that rate on every item, so sampling sometimes avoids the error and a reward can remove it everywhere.
     slip_rate: float = 0.0
     slip_columns: str = "boundary"
+    slip_min_level: int = 0            # slip only in items of at least this many digits (0: in every item)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -242,6 +243,8 @@ class PretrainV2Config:
             del d["slip_rate"]
         if d["slip_columns"] == "boundary":
             del d["slip_columns"]
+        if not d["slip_min_level"]:
+            del d["slip_min_level"]
         if not d["polish_steps"]:
             for key in ("polish_steps", "polish_level_decay", "polish_learning_rate"):
                 del d[key]
@@ -388,7 +391,9 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
             if not cache.get(cell):
                 cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30),
                                                      carry_decay=config.carry_keep(cell))
-            p = testbed_v2.to_problem(cache[cell].pop(), "pretrain", slip=slip, columns=config.slip_columns)
+            item = cache[cell].pop()
+            p = testbed_v2.to_problem(item, "pretrain", slip=slip if item.level >= config.slip_min_level else None,
+                                      columns=config.slip_columns)
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch
 
