@@ -32,11 +32,6 @@ from stagewise.experiments.runner_v2 import VAL_SEED, _probe_counts, mean_pass1
 POOL_SCORE_SEED = 7   # not a seed of the run's own probes
 
 
-def _task_operands(problem) -> tuple:
-    item = testbed_v2.item_of(problem)
-    return item.task, item.operands
-
-
 def parse_variant(text: str) -> tuple[int, int, float, float]:
     try:
         prompts, steps, lr, *beta = text.split(":")
@@ -68,8 +63,11 @@ def main() -> None:
     sft_model, export = str(found[0]), run / "bases" / "b0" / "exports" / "all"
     val = testbed_v2.items_for(cfg.cells, cfg.val_per_cell, "val")
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
-    columns = cfg.pretrain.slip_columns
-    has_site = {p.id: testbed_v2.slip_sites(*_task_operands(p), columns) > 0 for p in val}
+    columns, items = cfg.pretrain.slip_columns, {p.id: testbed_v2.item_of(p) for p in val + pool}
+    # the items a pretraining slip could reach (slip_min_level), and the validation items with a slip site
+    slippable = {pid for pid, it in items.items() if it.level >= cfg.pretrain.slip_min_level}
+    has_site = {p.id: p.id in slippable and testbed_v2.slip_sites(items[p.id].task, items[p.id].operands, columns) > 0
+                for p in val}
     for tag, variant in variants:
         t0, model, zero = time.time(), sft_model, None
         name = tag.replace(":", "-")
@@ -84,19 +82,20 @@ def main() -> None:
         p = _probe_counts(pool, model, out / f"{name}-pool.duckdb", k=8, seed=POOL_SCORE_SEED, cfg=cfg,
                           progress=False)
         sites = slipped = 0  # the slip rate the model shows at slip sites, in all its scored samples
-        for store, problems in ((out / f"{name}-val.duckdb", val), (out / f"{name}-pool.duckdb", pool)):
-            task_of = {p.id: testbed_v2.item_of(p).task for p in problems}
+        for store in (out / f"{name}-val.duckdb", out / f"{name}-pool.duckdb"):
             with ProbeStore(str(store), read_only=True) as st:
                 for row in st.samples().iter_rows(named=True):
-                    n, k = testbed_v2.slips_in(task_of[row["problem_id"]], row["completion"] or "", columns)
-                    sites, slipped = sites + n, slipped + k
+                    if row["problem_id"] in slippable:
+                        n, k = testbed_v2.slips_in(items[row["problem_id"]].task, row["completion"] or "", columns)
+                        sites, slipped = sites + n, slipped + k
         split = {"slip_site": {}, "no_slip_site": {}}  # validation items with / without a column a slip can hit
         for pid, counts in v.items():
             split["slip_site" if has_site[pid] else "no_slip_site"][pid] = counts
         print(json.dumps({"variant": tag, "val_pass@1": round(mean_pass1(v), 4),
                           **{f"val_pass@1_{k}": round(mean_pass1(c), 4) for k, c in split.items() if c},
                           "pool_pass@1": round(mean_pass1(p), 4),
-                          "slip_rate": round(slipped / sites, 4) if sites else None, "slip_sites": sites, "zero_variance_frac": zero,
+                          "slip_rate": round(slipped / sites, 4) if sites else None, "slip_sites": sites,
+                          "zero_variance_frac": zero,
                           "s": round(time.time() - t0)}), flush=True)
 
 
