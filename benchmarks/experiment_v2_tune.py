@@ -104,8 +104,8 @@ def main() -> None:
     ap.add_argument("--hidden-size", type=int, default=None, help="of the tiny model [default: the design's]")
     ap.add_argument("--num-layers", type=int, default=None, help="of the tiny model [default: the design's]")
     ap.add_argument("--slip-rate", type=float, default=None,
-                    help="drop a boundary column's carry with this probability in pretraining [default: 0]")
-    ap.add_argument("--slip-columns", choices=("boundary", "carry"), default=None,
+                    help="drop a slip site's carry with this probability in pretraining [default: 0]")
+    ap.add_argument("--slip-columns", choices=testbed_v2.SLIP_COLUMNS, default=None,
                     help="which columns the slip can hit [default: boundary]")
     ap.add_argument("--slip-min-level", type=int, default=None,
                     help="slip only in items of at least this many digits [default: 0, every item]")

@@ -17,6 +17,11 @@ An item's difficulty also grows with its carries (`Item.carries`): `random_item(
 draws pretraining items in which carrying columns are rare, while the pool, validation and test items
 are drawn uniformly. The default design uses 2-4 digits (`ExperimentV2Config.levels`).
 
+A pretraining item can also carry a systematic slip, the same rule on every item: at its slip sites (a
+boundary column, or every carrying column) the carry is dropped with some probability and the rest of its
+lines and its answer follow (`worked_solution(slip=)`, `PretrainV2Config.slip_rate`). The pool, validation
+and test items are always correct.
+
 Items are assigned to disjoint splits by a hash of the prompt: pretraining, the probe pool (what is
 routed and trained on), validation (used only to choose learning rates) and test (evaluation).
 """
@@ -85,6 +90,7 @@ class Item:
     def carries(self) -> int:
         """Columns that carry (add, add3) or borrow (sub) into the next one."""
         return column_carries(self.task, self.operands)
+
 
 SLIP_COLUMNS = ("boundary", "carry")  # which columns a pretraining slip can hit (`PretrainV2Config.slip_columns`)
 
