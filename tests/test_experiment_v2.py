@@ -80,14 +80,17 @@ def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_ol
     from stagewise.experiments.config import CARRY_SCARCE_PRETRAIN
     from stagewise.experiments.pretrain import _batches_v2, config_hash_v2
 
+    def item_in(prompt: str) -> T.Item:  # the item a rendered pretraining prompt asks about
+        expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
+        return T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
+                      tuple(int(x) for x in re.split(r"[+-]", expr)))
+
     assert "slip_rate" not in CARRY_SCARCE_PRETRAIN.to_dict()  # bases cached before the knob keep their hash
     slipped = replace(CARRY_SCARCE_PRETRAIN, slip_rate=0.3, batch_size=600)
     assert config_hash_v2(slipped, None) != config_hash_v2(CARRY_SCARCE_PRETRAIN, None)
     sites = wrong = 0
     for prompt, target in next(_batches_v2(slipped, None, random.Random(1))):
-        expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
-        item = T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
-                      tuple(int(x) for x in re.split(r"[+-]", expr)))
+        item = item_in(prompt)
         sites += T.slip_sites(item.task, item.operands)
         wrong += not target.startswith(item.solution)
         assert (f"{{{item.answer}}}" in target) == target.startswith(item.solution)  # a slip changes the answer
@@ -97,9 +100,7 @@ def test_slip_rate_pretraining_slips_that_share_of_boundary_columns_and_keeps_ol
     assert config_hash_v2(late, None) != config_hash_v2(replace(late, slip_min_level=0), None)
     wrong_by_level = {}
     for prompt, target in next(_batches_v2(late, None, random.Random(2))):
-        expr = re.search(r"\d+(?:[+-]\d+)+", prompt).group()
-        item = T.Item("sub" if "-" in expr else "add3" if expr.count("+") == 2 else "add",
-                      tuple(int(x) for x in re.split(r"[+-]", expr)))
+        item = item_in(prompt)
         if T.slip_sites(item.task, item.operands, "carry"):
             wrong_by_level.setdefault(item.level, []).append(not target.startswith(item.solution))
     assert not any(wrong_by_level[2]) and not any(wrong_by_level[3]) and 0.1 < sum(wrong_by_level[4]) / len(
