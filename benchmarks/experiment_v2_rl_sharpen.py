@@ -65,7 +65,7 @@ def main() -> None:
     pool = testbed_v2.items_for(cfg.cells, cfg.pool_per_cell, "pool")
     columns, items = cfg.pretrain.slip_columns, {p.id: testbed_v2.item_of(p) for p in val + pool}
     # the items a pretraining slip could reach (slip_min_level), and the validation items with a slip site
-    slippable = {pid for pid, it in items.items() if it.level >= cfg.pretrain.slip_min_level}
+    slippable = {pid for pid, it in items.items() if cfg.pretrain.slips_in_level(it.level)}
     has_site = {p.id: p.id in slippable and testbed_v2.slip_sites(items[p.id].task, items[p.id].operands, columns) > 0
                 for p in val}
     for tag, variant in variants:

@@ -250,6 +250,10 @@ class PretrainV2Config:
                 del d[key]
         return d
 
+    def slips_in_level(self, level: int) -> bool:
+        """Whether pretraining items of `level` digits can carry the slip (`slip_min_level`)."""
+        return level >= self.slip_min_level
+
     def carry_keep(self, cell: str) -> float:
         """The probability that a carrying column of a pretraining item of `cell` is kept."""
         level = testbed_v2.parse_cell(cell)[1]
@@ -392,7 +396,7 @@ def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, m
                 cache[cell] = testbed_v2.sample_items(cell, 64, "pretrain", rng.randrange(1 << 30),
                                                      carry_decay=config.carry_keep(cell))
             item = cache[cell].pop()
-            p = testbed_v2.to_problem(item, "pretrain", slip=slip if item.level >= config.slip_min_level else None,
+            p = testbed_v2.to_problem(item, "pretrain", slip=slip if config.slips_in_level(item.level) else None,
                                       columns=config.slip_columns)
             batch.append((render_prompt(p, prompt_template), render_target(p, prompt_template)))
         yield batch
