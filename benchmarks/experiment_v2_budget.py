@@ -1,6 +1,10 @@
 """Project the wall time of the full v2 design on 2 idle cores from a `--quick` run's measured CPU seconds.
 
-    python benchmarks/experiment_v2_budget.py runs/exp-v2-quick [--total-steps 32 --seeds 2 --joint-seeds 1 ...]
+    python benchmarks/experiment_v2_budget.py runs/exp-v2-quick [--config FILE] [--total-steps 32 --seeds 2 ...]
+
+The full design projected is the default's, or a config file's over it (`--config`, as `stagewise experiment
+--config`), with any flag given on top. The quick run must have the same per-step shapes (`sft_batch_size`,
+`rl_prompts`, `num_generations`, `max_new_tokens`, the model): a step's CPU is measured, never scaled.
 
 CPU seconds, not wall time, are read from the quick run, so the projection holds on a machine that was busy
 while the quick run ran. Per arm, from its quick record (one base, one seed):
@@ -21,7 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from stagewise.experiments.arms_v2 import ARMS_V2, PRIMARY, stage_steps
-from stagewise.experiments.config import V2_DEFAULT
+from stagewise.experiments.config import V2_DEFAULT, configure
+
+# What a step's CPU depends on: the quick run and the projected design must agree on these.
+STEP_SHAPE = ("sft_batch_size", "rl_prompts", "num_generations", "max_new_tokens")
 
 
 def _mean(xs):
@@ -41,6 +48,15 @@ def _record(run_dir: Path) -> dict | None:
 def project(quick_dir: Path, cfg) -> dict:
     qctx = json.loads((quick_dir / "context.json").read_text())
     qcfg = qctx["config"]
+    differ = [f"{k} {qcfg.get(k)} (quick) vs {getattr(cfg, k)}" for k in STEP_SHAPE if qcfg.get(k) != getattr(cfg, k)]
+    q_model = {k: (qcfg.get("pretrain") or {}).get(k) for k in ("hidden_size", "num_layers")}
+    f_model = {k: getattr(cfg.pretrain, k) for k in q_model}
+    if q_model != f_model:
+        differ.append(f"model {q_model} (quick) vs {f_model}")
+    if differ:
+        raise SystemExit(f"{quick_dir}: the quick run's step shapes differ from the projected design's: "
+                         f"{'; '.join(differ)}. Fix: run the quick design with the same config "
+                         "(`stagewise experiment --quick --config FILE`) and pass that FILE here.")
     n_val = len(cfg.cells) * cfg.val_per_cell
     n_test = qctx["sizes"]["test"]
     per_arm = {}
@@ -80,7 +96,7 @@ def project(quick_dir: Path, cfg) -> dict:
     wall = (total + sweep) / cfg.jobs + longest / 2  # the last job's tail runs alone
     return {"per_arm": per_arm, "sweep_cpu_s": round(sweep, 1), "arms_cpu_s": round(total, 1),
             "projected_wall_min_on_idle_cores": round(wall / 60, 1), "jobs": cfg.jobs,
-            "config": {k: getattr(cfg, k) for k in ("total_steps", "seeds", "joint_seeds", "bases", "eval_samples",
+            "config": {k: getattr(cfg, k) for k in ("total_steps", "sft_fraction", "rl_prompts", "seeds", "joint_seeds", "bases", "eval_samples",
                                                     "after_sft_samples", "test_per_cell", "sft_lr_grid",
                                                     "rl_lr_grid")}}
 
@@ -88,11 +104,13 @@ def project(quick_dir: Path, cfg) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("quick_dir")
+    ap.add_argument("--config", default=None, help="a design config file (YAML), as `stagewise experiment --config`")
     for name in ("total_steps", "seeds", "joint_seeds", "eval_samples", "after_sft_samples", "jobs"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    ap.add_argument("--sft-fraction", type=float, default=None)
     args = ap.parse_args()
-    overrides = {k: v for k, v in vars(args).items() if k != "quick_dir" and v is not None}
-    cfg = replace(V2_DEFAULT, **overrides)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("quick_dir", "config") and v is not None}
+    cfg = replace(configure(V2_DEFAULT, args.config), **overrides).validate()
     out = project(Path(args.quick_dir), cfg)
     for name, a in out["per_arm"].items():
         print(f"{name:<24} runs {a['runs']:>2}  train {a['train_cpu_s']:>7.1f} s  eval {a['eval_cpu_s']:>6.1f} s  "

@@ -5,6 +5,7 @@ train through the toolkit and results.json has the issue's shape."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import subprocess
@@ -328,6 +329,17 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert (tmp_path / "sharpen" / "1-1-1e-5" / "model").is_dir()
     bad = sharpen("16:24")
     assert bad.returncode == 1 and "expected PROMPTS:STEPS:LR" in bad.stderr and "Traceback" not in bad.stderr
+
+    # The budget projection reads the run's measured step CPU; it refuses a design with other step shapes.
+    spec = importlib.util.spec_from_file_location("budget", script.parent / "experiment_v2_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    projected = budget.project(tmp_path / "exp", replace(cfg, total_steps=10, sft_fraction=0.2))
+    rl_arm = projected["per_arm"]["sft-all-rl-all"]
+    assert rl_arm["runs"] == 1 and rl_arm["train_cpu_s"] > 0 and projected["projected_wall_min_on_idle_cores"] > 0
+    assert projected["config"]["total_steps"] == 10 and projected["config"]["sft_fraction"] == 0.2
+    with pytest.raises(SystemExit, match=r"rl_prompts 1 \(quick\) vs 2.*Fix: run the quick design"):
+        budget.project(tmp_path / "exp", replace(cfg, rl_prompts=2))
 
 
 def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts(tiny_v2, tmp_path, monkeypatch):
