@@ -24,6 +24,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from stagewise.curate.errors import ConfigError
+
 from stagewise.experiments.arms_v2 import ARMS_V2, PRIMARY, stage_steps
 from stagewise.experiments.config import V2_DEFAULT, configure
 
@@ -48,7 +50,8 @@ def _record(run_dir: Path) -> dict | None:
 def project(quick_dir: Path, cfg) -> dict:
     qctx = json.loads((quick_dir / "context.json").read_text())
     qcfg = qctx["config"]
-    differ = [f"{k} {qcfg.get(k)} (quick) vs {getattr(cfg, k)}" for k in STEP_SHAPE if qcfg.get(k) != getattr(cfg, k)]
+    differ = [f"{k} {qcfg.get(k)} (quick) vs {getattr(cfg, k)}"
+              for k in STEP_SHAPE if qcfg.get(k) != getattr(cfg, k)]
     q_model = {k: (qcfg.get("pretrain") or {}).get(k) for k in ("hidden_size", "num_layers")}
     f_model = {k: getattr(cfg.pretrain, k) for k in q_model}
     if q_model != f_model:
@@ -96,9 +99,9 @@ def project(quick_dir: Path, cfg) -> dict:
     wall = (total + sweep) / cfg.jobs + longest / 2  # the last job's tail runs alone
     return {"per_arm": per_arm, "sweep_cpu_s": round(sweep, 1), "arms_cpu_s": round(total, 1),
             "projected_wall_min_on_idle_cores": round(wall / 60, 1), "jobs": cfg.jobs,
-            "config": {k: getattr(cfg, k) for k in ("total_steps", "sft_fraction", "rl_prompts", "seeds", "joint_seeds", "bases", "eval_samples",
-                                                    "after_sft_samples", "test_per_cell", "sft_lr_grid",
-                                                    "rl_lr_grid")}}
+            "config": {k: getattr(cfg, k) for k in ("total_steps", "sft_fraction", "rl_prompts", "seeds",
+                                                    "joint_seeds", "bases", "eval_samples", "after_sft_samples",
+                                                    "test_per_cell", "sft_lr_grid", "rl_lr_grid")}}
 
 
 def main() -> None:
@@ -110,7 +113,10 @@ def main() -> None:
     ap.add_argument("--sft-fraction", type=float, default=None)
     args = ap.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k not in ("quick_dir", "config") and v is not None}
-    cfg = replace(configure(V2_DEFAULT, args.config), **overrides).validate()
+    try:
+        cfg = replace(configure(V2_DEFAULT, args.config), **overrides).validate()
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     out = project(Path(args.quick_dir), cfg)
     for name, a in out["per_arm"].items():
         print(f"{name:<24} runs {a['runs']:>2}  train {a['train_cpu_s']:>7.1f} s  eval {a['eval_cpu_s']:>6.1f} s  "

@@ -340,6 +340,11 @@ def test_test_size_run_writes_paired_differences_compute_and_diagnostics(tiny_v2
     assert projected["config"]["total_steps"] == 10 and projected["config"]["sft_fraction"] == 0.2
     with pytest.raises(SystemExit, match=r"rl_prompts 1 \(quick\) vs 2.*Fix: run the quick design"):
         budget.project(tmp_path / "exp", replace(cfg, rl_prompts=2))
+    (tmp_path / "bad.yaml").write_text("total_steps: many\n")
+    refused = subprocess.run([sys.executable, str(script.parent / "experiment_v2_budget.py"), str(tmp_path / "exp"),
+                              "--config", str(tmp_path / "bad.yaml")], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "bad.yaml:1:1: total_steps='many'" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_the_designs_sampling_reaches_the_probes_the_exports_and_the_rl_rollouts(tiny_v2, tmp_path, monkeypatch):
