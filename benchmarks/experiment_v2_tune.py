@@ -39,7 +39,7 @@ def pretrain_candidates(args) -> list[str]:
         ("polish_level_decay", args.polish_level_decay), ("carry_decay", args.carry_decay),
         ("carry_level_decay", args.carry_level_decay), ("hidden_size", args.hidden_size),
         ("num_layers", args.num_layers), ("slip_rate", args.slip_rate),
-        ("slip_columns", args.slip_columns), ("slip_min_level", args.slip_min_level))
+        ("slip_columns", args.slip_columns), ("slip_min_level", args.slip_min_level), ("numerics", args.numerics))
         if v is not None})
     steps = sorted({int(s) for s in args.checkpoints.split(",") if s.strip()}) if args.checkpoints else []
     t0 = time.time()
@@ -109,6 +109,8 @@ def main() -> None:
                     help="which columns the slip can hit [default: boundary]")
     ap.add_argument("--slip-min-level", type=int, default=None,
                     help="slip only in items of at least this many digits [default: 0, every item]")
+    ap.add_argument("--numerics", choices=("native", "avx2"), default=None,
+                    help="pretrain with pinned kernels (avx2: the same weights on any AVX2 CPU) [default: native]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=V2_DEFAULT.levels,

@@ -428,6 +428,28 @@ def test_a_pretraining_checkpoint_is_the_model_a_run_stopped_there_would_give(tm
     assert not all(torch.equal(w_early[k], w_full[k]) for k in w_early)
 
 
+def test_pinned_numerics_pretrain_in_a_child_and_give_the_same_weights_under_another_mkl_path(tmp_path, monkeypatch):
+    """numerics "avx2" trains in a pinned child process; an AVX2-only MKL (what another CPU may run) gives
+    bit-identical weights, and the base records the kernels and its weights' fingerprint."""
+    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2, pretrain_v2, weights_fingerprint
+
+    cfg = PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=6, horizon=6, batch_size=8,
+                           warmup_steps=2, task_weights=(("add", 1.0),), levels=(2, 3), numerics="avx2")
+    assert "numerics" not in replace(cfg, numerics="native").to_dict()  # cached bases keep their names
+    assert config_hash_v2(cfg, None) != config_hash_v2(replace(cfg, numerics="native"), None)
+    seen = []
+    first = pretrain_v2(cfg, out_root=tmp_path / "a", progress=lambda step, total, loss: seen.append((step, total)))
+    assert not first.cached and seen[-1] == (6, 6)
+    assert first.stats["kernels"] == {**first.stats["kernels"], "cpu_capability": "AVX2", "threads": 1,
+                                      "mkl_cbwr": "AVX2"}
+    assert first.stats["weights_sha256"] == weights_fingerprint(first.model_dir)
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    again = pretrain_v2(cfg, out_root=tmp_path / "b")
+    assert not again.cached and again.stats["weights_sha256"] == first.stats["weights_sha256"]
+    native = pretrain_v2(replace(cfg, numerics="native"), out_root=tmp_path / "c")
+    assert native.stats["kernels"]["mkl_cbwr"] == ""
+
+
 def test_polishing_starts_from_the_cached_first_phase_and_its_checkpoint_is_the_shorter_polish(tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -504,6 +526,8 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
         configure(V2_DEFAULT, None, {"pretrain": {"slip_columns": "column"}})
     with pytest.raises(ConfigError, match=r"pretrain.slip_min_level -1 must be a digit count >= 0"):
         configure(V2_DEFAULT, None, {"pretrain": {"slip_min_level": -1}})
+    with pytest.raises(ConfigError, match=r"pretrain.numerics 'avx512' must be one of \['native', 'avx2'\]"):
+        configure(V2_DEFAULT, None, {"pretrain": {"numerics": "avx512"}})
 
 
 @pytest.mark.parametrize("name", ["first-testbed", "larger-model"])

@@ -118,7 +118,7 @@ def configure(preset, config=None, overrides: dict | None = None):
 
 # ------------------------------------------------------------------------------------------ design v2
 
-from stagewise.experiments.pretrain import PretrainV2Config  # noqa: E402
+from stagewise.experiments.pretrain import PINNED_NUMERICS, PretrainV2Config  # noqa: E402
 
 # The second testbed's pretraining (data_cards/experiment-v2/README.md has every candidate tried):
 # cells of 2-4 digits, exposure falling off by 0.6 per extra digit and by half for a+b+c, and a
@@ -248,6 +248,9 @@ class ExperimentV2Config(_StepBudget):
             problems.append(f"pretrain.slip_min_level {self.pretrain.slip_min_level} must be a digit count >= 0")
         if self.pretrain.slip_columns not in SLIP_COLUMNS:
             problems.append(f"pretrain.slip_columns {self.pretrain.slip_columns!r} must be one of {list(SLIP_COLUMNS)}")
+        if self.pretrain.numerics not in ("native", *PINNED_NUMERICS):
+            problems.append(f"pretrain.numerics {self.pretrain.numerics!r} must be one of "
+                            f"{['native', *PINNED_NUMERICS]}")
         if not 0 <= self.sft_replay < 1:
             problems.append(f"sft_replay {self.sft_replay} must be in [0, 1)")
         if tuple(self.pretrain.levels) != tuple(self.levels) \

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
+from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.curate.models import CHAT_TEMPLATE, build_tiny_model, cache_dir
 from stagewise.experiments import testbed, testbed_v2
 from stagewise.experiments.render import render_prompt, render_target
@@ -228,6 +229,14 @@ class PretrainV2Config:
     slip_rate: float = 0.0
     slip_columns: str = "boundary"
     slip_min_level: int = 0            # slip only in items of at least this many digits (0: in every item)
+    # How the floating-point kernels are chosen. "native": whatever this process has (the CPU's widest
+    # vector unit, its BLAS code path, its thread count): the same machine gives the same model, another
+    # CPU another one (seeds that pass the checks on one machine fail on another: the card's eighteenth
+    # round). "avx2": train in a child process pinned to one thread, PyTorch's AVX2 kernels
+    # (ATEN_CPU_CAPABILITY) and MKL's AVX2 branch (MKL_CBWR), so any x86-64 CPU with AVX2 and the same
+    # torch build gives the same weights (checked here across MKL's instruction ceilings, not on a
+    # second CPU vendor); about 1.3 times the CPU of native.
+    numerics: str = "native"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -245,6 +254,8 @@ class PretrainV2Config:
             del d["slip_columns"]
         if not d["slip_min_level"]:
             del d["slip_min_level"]
+        if d["numerics"] == "native":
+            del d["numerics"]
         if not d["polish_steps"]:
             for key in ("polish_steps", "polish_level_decay", "polish_learning_rate"):
                 del d[key]
@@ -291,6 +302,8 @@ def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_templat
     if stamp.exists():
         meta = json.loads(stamp.read_text())
         return PretrainResult(str(target), True, meta["config"], meta["stats"])
+    if config.numerics != "native" and not numerics_pinned(config.numerics):
+        return _pretrain_pinned(config, prompt_template, root, progress, checkpoints, polish_checkpoints)
     if config.polish_steps:
         return _polish_v2(config, prompt_template, root, progress, checkpoints, polish_checkpoints)
 
@@ -308,6 +321,76 @@ def pretrain_v2(config: PretrainV2Config = PretrainV2Config(), *, prompt_templat
     shutil.rmtree(tmp, ignore_errors=True)
     path, stats = _save_v2(model, tokenizer, config, prompt_template, root, stats)
     return PretrainResult(path, False, config.to_dict(), stats)
+
+
+# numerics -> the environment a child process needs before torch loads (`PretrainV2Config.numerics`).
+PINNED_NUMERICS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "1",
+                            "MKL_NUM_THREADS": "1"}}
+
+
+def numerics_pinned(numerics: str) -> bool:
+    """Whether this process already runs with `numerics`' kernels (then pretraining runs in it)."""
+    import torch
+
+    env = PINNED_NUMERICS[numerics]
+    return (all(os.environ.get(k) == v for k, v in env.items())
+            and torch.backends.cpu.get_cpu_capability() == env["ATEN_CPU_CAPABILITY"].upper()
+            and torch.get_num_threads() == 1)
+
+
+def _pretrain_pinned(config: PretrainV2Config, prompt_template, root: Path, progress, checkpoints,
+                     polish_checkpoints) -> PretrainResult:
+    """Pretrain `config` in a child process with its pinned numerics (the kernels are chosen when torch
+    loads, so this process cannot switch), relaying its progress; then read the cache entry it wrote."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        raise ConfigError(f"pretrain.numerics {config.numerics!r} needs an x86-64 CPU with AVX2; PyTorch runs "
+                          f"{torch.backends.cpu.get_cpu_capability()} kernels here: set pretrain.numerics: native "
+                          "(the bases then differ from those built elsewhere)")
+    job = {"config": config.to_dict(), "prompt_template": prompt_template, "out_root": str(root),
+           "checkpoints": list(checkpoints), "polish_checkpoints": list(polish_checkpoints)}
+    env = {**os.environ, **PINNED_NUMERICS[config.numerics]}
+    child = subprocess.Popen([sys.executable, "-c", "from stagewise.experiments.pretrain import pretrain_child; "
+                              "pretrain_child()"], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child.stdin.write(json.dumps(job))
+    child.stdin.close()
+    for line in child.stdout:
+        if line.startswith("progress ") and progress:
+            step, total, loss = line.split()[1:]
+            progress(int(step), int(total), float(loss))
+    if child.wait() != 0:
+        raise StagewiseError(f"pretraining {config_hash_v2(config, prompt_template)} with numerics "
+                           f"{config.numerics!r} failed in its child process (exit code {child.returncode}; "
+                           "its error is printed above)")
+    return replace(pretrain_v2(config, prompt_template=prompt_template, out_root=root), cached=False)
+
+
+def pretrain_child() -> None:
+    """The child process of `_pretrain_pinned`: one pinned pretraining job, read as JSON on stdin."""
+    import sys
+
+    import torch
+
+    job = json.loads(sys.stdin.read())
+    cfg = job["config"]
+    config = PretrainV2Config(**{**cfg, "task_weights": tuple(tuple(x) for x in cfg["task_weights"]),
+                                 "levels": tuple(cfg["levels"])})
+    torch.set_num_threads(1)
+    if not numerics_pinned(config.numerics):
+        sys.exit(f"numerics {config.numerics!r} cannot be pinned on this machine: PyTorch runs "
+                 f"{torch.backends.cpu.get_cpu_capability()} kernels; it needs an x86-64 CPU with AVX2 "
+                 "(or set pretrain.numerics: native)")
+
+    def progress(step, total, loss):
+        print(f"progress {step} {total} {loss}", flush=True)
+
+    pretrain_v2(config, prompt_template=job["prompt_template"], out_root=job["out_root"], progress=progress,
+                checkpoints=job["checkpoints"], polish_checkpoints=job["polish_checkpoints"])
 
 
 def _polish_v2(config: PretrainV2Config, prompt_template, root: Path, progress, checkpoints,
@@ -371,6 +454,9 @@ def _save_v2(model, tokenizer, config: PretrainV2Config, prompt_template, root: 
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     _ensure_chat_template(tmp)
+    # The weights' fingerprint: two builds of one config (another machine, other numerics) compare by it.
+    stats["weights_sha256"] = weights_fingerprint(tmp)
+    stats["kernels"] = kernels_in_use()
     meta = {"design": "v2", "config": config.to_dict(), "mix": config.mix(), "prompt_template": prompt_template,
             "hash": digest, "stats": stats}
     (tmp / "stagewise_pretrain.json").write_text(json.dumps(meta, indent=2))
@@ -379,6 +465,22 @@ def _save_v2(model, tokenizer, config: PretrainV2Config, prompt_template, root: 
     else:
         os.replace(tmp, target)
     return str(target), stats
+
+
+def kernels_in_use() -> dict:
+    """What chose this process's floating-point kernels (recorded with every base: `numerics`)."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "mkl_cbwr": os.environ.get("MKL_CBWR", "")}
+
+
+def weights_fingerprint(model_dir: str | os.PathLike) -> str:
+    """sha256 of a saved model's weight files (safetensors, in name order), the first 16 hex digits."""
+    digest = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, mix: dict | None = None):
@@ -417,3 +519,4 @@ def _fresh_model(config, root, digest: str):
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     return tmp, tokenizer, model
+
