@@ -239,6 +239,17 @@ def tiny_v2(tmp_path_factory):
     return cfg, cache
 
 
+def test_checks_only_records_the_command_that_reproduces_it(tiny_v2, tmp_path, monkeypatch):
+    import stagewise as sw
+
+    cfg, cache = tiny_v2
+    monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
+    typed = "stagewise experiment --config tb.yaml --checks-only --out runs/c"
+    sw.experiment(tmp_path / "c", config=cfg, checks_only=True, command=typed)
+    assert json.loads((tmp_path / "c" / "context.json").read_text())["command"] == typed
+    assert f"Reproduce: `{typed}`" in (tmp_path / "c" / "results.md").read_text()
+
+
 def test_failed_validity_checks_stop_the_run_before_any_arm(tiny_v2, tmp_path, monkeypatch):
     from stagewise.curate.errors import ConfigError
 
@@ -530,7 +541,7 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
         configure(V2_DEFAULT, None, {"pretrain": {"numerics": "avx512"}})
 
 
-@pytest.mark.parametrize("name", ["first-testbed", "larger-model"])
+@pytest.mark.parametrize("name", ["first-testbed", "larger-model", "slip-testbed"])
 def test_a_committed_testbeds_yaml_rebuilds_its_bases_and_config(name):
     """data_cards/experiment-v2/NAME.yaml reproduces the committed run in NAME/: the same base models (by
     cache name) and the config recorded in its context.json."""

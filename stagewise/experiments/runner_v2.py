@@ -133,7 +133,7 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
     context = {"design": cfg.design, "config": cfg.to_dict(), "cells": cells,
                "sizes": {"pool": len(pool), "val": len(val), "test": len(test)},
                "bases": [_base_context(b, cell_of) for b in bases], "pretrain_s_this_run": round(pretrain_s, 1),
-               "test_cell_of": {p.id: cell_of[p.id] for p in test}}
+               "test_cell_of": {p.id: cell_of[p.id] for p in test}, "command": command or _command(quick, arms, cfg)}
 
     if checks_only:
         context["wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -187,7 +187,6 @@ def experiment_v2(out, *, quick: bool = False, arms=None, seeds: int | None = No
 
     context["wall_s"] = round(time.perf_counter() - t_start, 1)
     context["cpu_s_main_process"] = round(time.process_time() - c_start, 1)
-    context["command"] = command or _command(quick, arms, cfg)
     paths = write_report_v2(out, design=cfg.design, validity=checks, arms=per_run, context=context,
                             summaries={a.name: a.summary for a in chosen})
     results = json.loads(Path(paths["json"]).read_text())
