@@ -442,7 +442,8 @@ def test_a_pretraining_checkpoint_is_the_model_a_run_stopped_there_would_give(tm
 def test_pinned_numerics_pretrain_in_a_child_and_give_the_same_weights_under_another_mkl_path(tmp_path, monkeypatch):
     """numerics "avx2" trains in a pinned child process; an AVX2-only MKL (what another CPU may run) gives
     bit-identical weights, and the base records the kernels and its weights' fingerprint."""
-    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2, pretrain_v2, weights_fingerprint
+    from stagewise.curate.models import model_identity
+    from stagewise.experiments.pretrain import PretrainV2Config, config_hash_v2, pretrain_v2
 
     cfg = PretrainV2Config(hidden_size=32, num_layers=1, num_heads=2, steps=6, horizon=6, batch_size=8,
                            warmup_steps=2, task_weights=(("add", 1.0),), levels=(2, 3), numerics="avx2")
@@ -453,7 +454,7 @@ def test_pinned_numerics_pretrain_in_a_child_and_give_the_same_weights_under_ano
     assert not first.cached and seen[-1] == (6, 6)
     assert first.stats["kernels"] == {**first.stats["kernels"], "cpu_capability": "AVX2", "threads": 1,
                                       "mkl_cbwr": "AVX2"}
-    assert first.stats["weights_sha256"] == weights_fingerprint(first.model_dir)
+    assert first.stats["weights_sha256"] == model_identity(first.model_dir)["weights_sha256"][:16]
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     again = pretrain_v2(cfg, out_root=tmp_path / "b")
     assert not again.cached and again.stats["weights_sha256"] == first.stats["weights_sha256"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 # The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
 from stagewise.curate.errors import ConfigError, StagewiseError
-from stagewise.curate.models import CHAT_TEMPLATE, build_tiny_model, cache_dir
+from stagewise.curate.models import CHAT_TEMPLATE, build_tiny_model, cache_dir, model_identity
 from stagewise.experiments import testbed, testbed_v2
 from stagewise.experiments.render import render_prompt, render_target
 
@@ -354,9 +354,9 @@ def _pretrain_pinned(config: PretrainV2Config, prompt_template, root: Path, prog
     job = {"config": config.to_dict(), "prompt_template": prompt_template, "out_root": str(root),
            "checkpoints": list(checkpoints), "polish_checkpoints": list(polish_checkpoints)}
     env = {**os.environ, **PINNED_NUMERICS[config.numerics]}
-    child = subprocess.Popen([sys.executable, "-c", "from stagewise.experiments.pretrain import pretrain_child; "
-                              "pretrain_child()"], env=env, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    entry = "from stagewise.experiments.pretrain import pretrain_child; pretrain_child()"
+    child = subprocess.Popen([sys.executable, "-c", entry], env=env, text=True, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
     child.stdin.write(json.dumps(job))
     child.stdin.close()
     for line in child.stdout:
@@ -365,8 +365,8 @@ def _pretrain_pinned(config: PretrainV2Config, prompt_template, root: Path, prog
             progress(int(step), int(total), float(loss))
     if child.wait() != 0:
         raise StagewiseError(f"pretraining {config_hash_v2(config, prompt_template)} with numerics "
-                           f"{config.numerics!r} failed in its child process (exit code {child.returncode}; "
-                           "its error is printed above)")
+                             f"{config.numerics!r} failed in its child process (exit code {child.returncode}; "
+                             "its error is printed above)")
     return replace(pretrain_v2(config, prompt_template=prompt_template, out_root=root), cached=False)
 
 
@@ -455,7 +455,7 @@ def _save_v2(model, tokenizer, config: PretrainV2Config, prompt_template, root: 
     tokenizer.save_pretrained(tmp)
     _ensure_chat_template(tmp)
     # The weights' fingerprint: two builds of one config (another machine, other numerics) compare by it.
-    stats["weights_sha256"] = weights_fingerprint(tmp)
+    stats["weights_sha256"] = model_identity(str(tmp))["weights_sha256"][:16]
     stats["kernels"] = kernels_in_use()
     meta = {"design": "v2", "config": config.to_dict(), "mix": config.mix(), "prompt_template": prompt_template,
             "hash": digest, "stats": stats}
@@ -473,14 +473,6 @@ def kernels_in_use() -> dict:
 
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "mkl_cbwr": os.environ.get("MKL_CBWR", "")}
-
-
-def weights_fingerprint(model_dir: str | os.PathLike) -> str:
-    """sha256 of a saved model's weight files (safetensors, in name order), the first 16 hex digits."""
-    digest = hashlib.sha256()
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _batches_v2(config: PretrainV2Config, prompt_template, rng: random.Random, mix: dict | None = None):
@@ -519,4 +511,3 @@ def _fresh_model(config, root, digest: str):
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     return tmp, tokenizer, model
-
