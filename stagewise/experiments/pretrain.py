@@ -376,10 +376,11 @@ def pretrain_child() -> None:
 
     import torch
 
+    from stagewise.curate.config import build_dataclass
+
     job = json.loads(sys.stdin.read())
-    cfg = job["config"]
-    config = PretrainV2Config(**{**cfg, "task_weights": tuple(tuple(x) for x in cfg["task_weights"]),
-                                 "levels": tuple(cfg["levels"])})
+    config = build_dataclass(PretrainV2Config(), None, job["config"], what="pinned pretraining job",
+                             fix="the fields of PretrainV2Config (stagewise/experiments/pretrain.py)")
     torch.set_num_threads(1)
     if not numerics_pinned(config.numerics):
         sys.exit(f"numerics {config.numerics!r} cannot be pinned on this machine: PyTorch runs "
