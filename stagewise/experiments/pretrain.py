@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # The tiny-model chat template ends the assistant turn with <eos> (see curate.models.CHAT_TEMPLATE).
+from stagewise.curate.config import build_dataclass
 from stagewise.curate.errors import ConfigError, StagewiseError
 from stagewise.curate.models import CHAT_TEMPLATE, build_tiny_model, cache_dir, model_identity
 from stagewise.experiments import testbed, testbed_v2
@@ -375,8 +376,6 @@ def pretrain_child() -> None:
     import sys
 
     import torch
-
-    from stagewise.curate.config import build_dataclass
 
     job = json.loads(sys.stdin.read())
     config = build_dataclass(PretrainV2Config(), None, job["config"], what="pinned pretraining job",
