@@ -607,3 +607,35 @@ def test_the_printed_table_shows_the_largest_k_the_run_evaluated(capsys):
     out = capsys.readouterr().out
     assert "pass@8" in out and "pass@16" not in out
     assert "sft-all-rl-all              0.600    0.850" in out
+
+
+def test_each_arm_is_compared_with_the_method_directly_and_the_differences_chain(tmp_path):
+    from stagewise.experiments.results_v2 import write_report_v2
+
+    items = [f"t{i}" for i in range(6)]
+    buckets = dict(zip(items, ["unmastered", "unmastered", "partial", "partial", "mastered", "mastered"]))
+
+    def runs(counts_by_seed):  # {seed: [correct of 4 per item]} -> run records on base 0
+        return [{"base": 0, "seed": s, "n_samples": 4, "per_item_c": dict(zip(items, cs)), "pass@1": sum(cs) / 24,
+                 "pass@4": 1.0, "by_bucket": {}, "by_cell": {}, "compute": {}, "diagnostics": {}}
+                for s, cs in counts_by_seed.items()]
+
+    arms = {"sft-all-rl-all": runs({0: [0, 0, 2, 2, 4, 4], 1: [0, 1, 2, 2, 4, 4]}),
+            "routed-replay-reprobe": runs({0: [0, 1, 3, 4, 4, 4], 1: [1, 1, 3, 3, 4, 4]}),
+            "random": runs({0: [0, 0, 2, 3, 4, 3], 1: [0, 1, 1, 2, 4, 4]})}
+    context = {"config": {"ks": [1, 4]}, "bases": [{"index": 0, "test_bucket_of": buckets}]}
+    write_report_v2(tmp_path, design="v2", validity=[], arms=arms, context=context)
+    data = json.loads((tmp_path / "results.json").read_text())
+    by = {a["name"]: a["paired_diff"] for a in data["arms"]}
+    assert "method_minus_arm" not in by["routed-replay-reprobe"]      # the method is not compared with itself
+    vs_random, vs_baseline = by["random"]["method_minus_arm"], by["sft-all-rl-all"]["method_minus_arm"]
+    # Method minus random per item, in correct samples of 4: seed 0 [0, 1, 1, 1, 0, 1], seed 1 [1, 0, 2, 1, 0, 0].
+    assert vs_random["mean"] == pytest.approx(((1 + 1 + 1 + 1) / 4 / 6 + (1 + 2 + 1) / 4 / 6) / 2)
+    # Same items and pairs: method - random = (method - baseline) - (random - baseline), exactly.
+    assert vs_random["mean"] == pytest.approx(vs_baseline["mean"] - by["random"]["mean"])
+    assert vs_baseline["mean"] == pytest.approx(by["routed-replay-reprobe"]["mean"])
+    assert vs_random["ci_low"] <= vs_random["mean"] <= vs_random["ci_high"] and vs_random["n_groups"] == 2
+    assert vs_random["by_bucket"]["mastered"]["mean"] == pytest.approx((1 / 4 / 2 + 0) / 2)
+    md = (tmp_path / "results.md").read_text()
+    assert "## The method against each arm (routed-replay-reprobe minus the arm, test pass@1)" in md
+    assert "| random | 2 | +0.167 [" in md

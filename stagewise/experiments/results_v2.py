@@ -3,7 +3,9 @@
 results.json holds exactly `design`, `validity` and `arms`; each arm has `name`, `per_seed` (one record
 per (base, seed)), `paired_diff` (its difference from sft-all-rl-all in test pass@1, paired by base and
 seed, with a hierarchical bootstrap 95% interval; pass@16, per-bucket and per-cell differences nested in
-it), `compute` and `diagnostics`. Everything else the run knows (config, sweep grid, base probes) is in
+it), `compute` and `diagnostics`. Each arm's paired_diff also holds `method_minus_arm`: routed-replay-reprobe (the
+method of the primary comparison) minus the arm, by the same bootstrap, so that the controls (random,
+cell-matched random) and the ablations are compared with the method directly. Everything else the run knows (config, sweep grid, base probes) is in
 context.json beside it.
 """
 
@@ -15,7 +17,7 @@ import os
 from stagewise.curate.atomic import write_text_atomic
 from stagewise.curate.cards import _figure, _save, markdown_table
 from stagewise.curate.statistics import pass_at_k
-from stagewise.experiments.arms_v2 import PRIMARY
+from stagewise.experiments.arms_v2 import PRIMARY, PRIMARY_ARM
 from stagewise.experiments.stats import hierarchical_bootstrap, paired_item_diffs
 
 BUCKETS = ("unmastered", "partial", "mastered")
@@ -42,8 +44,8 @@ def _mean(xs):
 
 
 def arm_record(name: str, runs: list[dict], ref: list[dict], base_runs: list[dict], bucket_ids: dict,
-               cell_ids: dict, kmax: int = 16) -> dict:
-    """One results.json arm record."""
+               cell_ids: dict, kmax: int = 16, method: list[dict] | None = None) -> dict:
+    """One results.json arm record. `method`: the runs of PRIMARY_ARM, for `method_minus_arm`."""
     per_seed = []
     base_by_key = {(r["base"], r["seed"]): r for r in base_runs}
     for r in runs:
@@ -62,6 +64,9 @@ def arm_record(name: str, runs: list[dict], ref: list[dict], base_runs: list[dic
     paired["by_bucket"] = {b: {"pass@1": _diff(runs, ref, 1, ids), f"pass@{kmax}": _diff(runs, ref, kmax, ids)}
                            for b, ids in bucket_ids.items()}
     paired["by_cell"] = {c: _diff(runs, ref, 1, ids) for c, ids in cell_ids.items()}
+    if method and name != PRIMARY_ARM:
+        paired["method_minus_arm"] = {"metric": f"test pass@1, {PRIMARY_ARM} minus arm", **_diff(method, runs, 1),
+                                      "by_bucket": {b: _diff(method, runs, 1, ids) for b, ids in bucket_ids.items()}}
     comp_keys = ("trained_tokens", "generated_tokens", "cpu_s", "wall_s", "eval_cpu_s")
     compute = {k: _mean([r["compute"].get(k) for r in runs]) for k in comp_keys}
     compute["steps"] = runs[0]["compute"].get("steps", {}) if runs else {}
@@ -103,8 +108,8 @@ def write_report_v2(out, *, design: str, validity: list[dict], arms: dict, conte
         any_run = next(iter(r for rs in arms.values() for r in rs), None)
         bucket_ids, cell_ids = _groups(context, any_run)
         kmax = max(context.get("config", {}).get("ks") or [16])
-        records = [arm_record(name, runs, ref, base_runs, bucket_ids, cell_ids, kmax) for name, runs in arms.items()
-                   if runs]
+        records = [arm_record(name, runs, ref, base_runs, bucket_ids, cell_ids, kmax, arms.get(PRIMARY_ARM))
+                   for name, runs in arms.items() if runs]
     payload = {"design": design, "validity": validity, "arms": records}
     paths = {"json": write_text_atomic(os.path.join(out, "results.json"), json.dumps(payload, indent=1, default=float)),
              "context": write_text_atomic(os.path.join(out, "context.json"),
@@ -201,6 +206,15 @@ def render_markdown(payload: dict, context: dict, summaries: dict) -> str:
         lines += ["### Secondary: arms on fewer (base, seed) pairs", "",
                   f"Paired with {PRIMARY} on their own pairs only, so their intervals carry less seed variance.",
                   "", markdown_table(header, secondary), ""]
+    versus = [[a["name"], str(vs.get("n_groups", 0)), _ci(vs),
+               *[_ci(vs["by_bucket"].get(b)) for b in BUCKETS]]
+              for a in payload["arms"] if (vs := a["paired_diff"].get("method_minus_arm"))]
+    if versus:
+        lines += [f"## The method against each arm ({PRIMARY_ARM} minus the arm, test pass@1)", "",
+                  ("Paired by base and seed on the pairs both ran, with the same hierarchical bootstrap; positive: "
+                   "the method is ahead. Against random and cell-matched random this is the signature's "
+                   "\"routed beats random\"."), "",
+                  markdown_table(["arm", "pairs", "Δ pass@1", *[f"Δ {b}" for b in BUCKETS]], versus), ""]
     # Stage attribution: what SFT did, what RL added.
     att = []
     for a in payload["arms"]:
