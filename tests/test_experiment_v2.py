@@ -495,11 +495,12 @@ def test_each_base_stops_where_base_stops_says_and_a_short_list_is_refused():
 
     stops = [[600, 300, 0.35], [700, 400, 0.2], [700, 0, 0.2]]
     cfg = configure(V2_DEFAULT, None, {"base_stops": stops})
+    assert V2_DEFAULT.base_seeds == (1, 4, 10)  # the slip testbed's three valid seeds
     assert [(p.seed, p.steps, p.polish_steps, p.polish_level_decay) for p in map(cfg.base_pretrain, range(3))] == \
-        [(0, 600, 300, 0.35), (1, 700, 400, 0.2), (2, 700, 0, 0.2)]
+        [(1, 600, 300, 0.35), (4, 700, 400, 0.2), (10, 700, 0, 0.2)]
     assert cfg.to_dict()["base_stops"] == stops
     plain = configure(V2_DEFAULT, None, {"base_stops": []})
-    assert plain.base_pretrain(1) == replace(V2_DEFAULT.pretrain, seed=1)
+    assert plain.base_pretrain(1) == replace(V2_DEFAULT.pretrain, seed=4)
     with pytest.raises(ConfigError, match="for each of the 3 bases"):
         configure(V2_DEFAULT, None, {"base_stops": [[600, 300, 0.35]]})
     with pytest.raises(ConfigError, match="for each of the 3 bases"):
@@ -542,7 +543,7 @@ def test_the_design_refuses_cells_its_pretraining_never_shows_and_a_zero_tempera
         configure(V2_DEFAULT, None, {"pretrain": {"numerics": "avx512"}})
 
 
-@pytest.mark.parametrize("name", ["first-testbed", "larger-model", "slip-testbed"])
+@pytest.mark.parametrize("name", ["first-testbed", "carry-scarce", "larger-model", "slip-testbed"])
 def test_a_committed_testbeds_yaml_rebuilds_its_bases_and_config(name):
     """data_cards/experiment-v2/NAME.yaml reproduces the committed run in NAME/: the same base models (by
     cache name) and the config recorded in its context.json."""

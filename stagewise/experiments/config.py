@@ -120,7 +120,7 @@ def configure(preset, config=None, overrides: dict | None = None):
 
 from stagewise.experiments.pretrain import PINNED_NUMERICS, PretrainV2Config  # noqa: E402
 
-# The second testbed's pretraining (data_cards/experiment-v2/README.md has every candidate tried):
+# The carry-scarce testbed's pretraining (data_cards/experiment-v2/README.md has every candidate tried):
 # cells of 2-4 digits, exposure falling off by 0.6 per extra digit and by half for a+b+c, and a
 # carrying column of a pretraining item kept with probability 0.3 per digit above two (1, 0.3, 0.09),
 # so long carry chains are rare: an item's difficulty grows with its carries, within every cell.
@@ -128,6 +128,15 @@ from stagewise.experiments.pretrain import PINNED_NUMERICS, PretrainV2Config  # 
 CARRY_SCARCE_PRETRAIN = PretrainV2Config(levels=(2, 3, 4), level_decay=0.6, carry_level_decay=0.3,
                                          task_weights=(("add", 1.0), ("sub", 1.0), ("add3", 0.5)),
                                          steps=650, horizon=700)
+# The default testbed, the slip testbed (the card's tenth to eighteenth rounds): the carry-scarce mix on a
+# larger model (160 x 4 layers, 1.04M parameters), carries kept 0.4 per digit above two, and a carry slip:
+# in 4-digit pretraining items each carrying or borrowing column drops its carry with probability 0.3, an
+# error shared by every long item that sampling sometimes avoids and RL can remove. Trained with pinned
+# kernels (numerics "avx2"), so its bases rebuild on any x86-64 CPU with AVX2; its seeds (1, 4, 10) are
+# the three of twelve whose probes pass every validity check. The carry-scarce testbed it replaced is
+# data_cards/experiment-v2/carry-scarce.yaml.
+SLIP_PRETRAIN = replace(CARRY_SCARCE_PRETRAIN, hidden_size=160, num_layers=4, carry_level_decay=0.4, slip_rate=0.3,
+                        slip_columns="carry", slip_min_level=4, numerics="avx2")
 
 
 @dataclass(frozen=True)
@@ -181,14 +190,14 @@ class ExperimentV2Config(_StepBudget):
     joint_seeds: int | None = 1         # seeds of the joint arms (None: all; fewer puts them in a secondary table)
     probe_batch_size: int = 256
     jobs: int = 2                       # (base, seed, arm) runs trained in parallel processes
-    pretrain: PretrainV2Config = field(default_factory=lambda: CARRY_SCARCE_PRETRAIN)
+    pretrain: PretrainV2Config = field(default_factory=lambda: SLIP_PRETRAIN)
     # Where each base model's pretraining stops, when the bases stop at different points: [first-phase
     # steps, polishing steps, polishing level decay] per base; empty: every base uses `pretrain` as it is
     # (the default). The first testbed needed one per base (data_cards/experiment-v2/first-testbed.yaml).
     base_stops: tuple = ()
     # The pretraining seed of each base model, in order. A base is a valid testbed only when its probes
     # pass the checks; the seeds screened and why each was kept or left are in data_cards/experiment-v2.
-    base_seeds: tuple = (0, 1, 2)
+    base_seeds: tuple = (1, 4, 10)
     prompt_template: str = PROMPT_TEMPLATE
     design: str = "v2"
 
