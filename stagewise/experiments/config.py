@@ -284,9 +284,11 @@ class ExperimentV2Config(_StepBudget):
 V2_DEFAULT = ExperimentV2Config()
 # Every arm once, one base, one seed, few steps, no sweep: the same cached bases, pool and base probes as
 # the full design (so its validity checks are the full design's), in about five minutes.
-# It evaluates with 8 samples per test item (pass@8) to fit the budget.
+# It evaluates with 8 samples per test item (pass@8) to fit the budget, and trains at the rates the full
+# design's sweep chose on the default testbed (SFT 3e-5, RL 3e-5: data_cards/experiment-v2/slip-testbed-full;
+# every v2 testbed's sweep chose SFT 3e-5, the lowest of its grid).
 V2_QUICK = replace(V2_DEFAULT, total_steps=4, arm_bases=1, seeds=1, sweep=False, eval_samples=8,
-                   after_sft_samples=8, ks=(1, 8))
+                   after_sft_samples=8, ks=(1, 8), sft_learning_rate=3e-5, rl_learning_rate=3e-5)
 
 
 def preset_v2(quick: bool = False) -> ExperimentV2Config:
