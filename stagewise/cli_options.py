@@ -369,7 +369,7 @@ run = _options(
 
 experiment = _options(
     click.option("--design", type=_choice(DESIGNS), default="v2", show_default=True,
-                 help="v2: three tasks x 2-4 digits, carry-scarce pretraining, three base models, validity checks, a learning-rate sweep; "
+                 help="v2: three tasks x 2-4 digits on the slip testbed (data_cards/experiment-v2), three base models, validity checks, a learning-rate sweep; "
                       "v1: the first design (the addition ladder), as committed in data_cards/experiment."),
     click.option("--out", type=click.Path(file_okay=False), default="runs/experiment", show_default=True,
                  help="Experiment directory (results.md, results.json, plots); re-running the same --out resumes."),
