@@ -3,10 +3,10 @@
 results.json holds exactly `design`, `validity` and `arms`; each arm has `name`, `per_seed` (one record
 per (base, seed)), `paired_diff` (its difference from sft-all-rl-all in test pass@1, paired by base and
 seed, with a hierarchical bootstrap 95% interval; pass@16, per-bucket and per-cell differences nested in
-it), `compute` and `diagnostics`. Each arm's paired_diff also holds `method_minus_arm`: routed-replay-reprobe (the
-method of the primary comparison) minus the arm, by the same bootstrap, so that the controls (random,
-cell-matched random) and the ablations are compared with the method directly. Everything else the run knows (config, sweep grid, base probes) is in
-context.json beside it.
+it), `compute` and `diagnostics`. Each arm's paired_diff also holds `method_minus_arm`:
+routed-replay-reprobe (the method of the primary comparison) minus the arm, by the same bootstrap, so the
+controls (random, cell-matched random) and the ablations are compared with the method directly. Everything
+else the run knows (config, sweep grid, base probes) is in context.json beside it.
 """
 
 from __future__ import annotations
