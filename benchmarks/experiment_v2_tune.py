@@ -10,6 +10,10 @@ pretraining stops.
 A checkpoint is the cache entry of the same config with `steps=N` (see `pretrain_v2(checkpoints=...)`), so
 the chosen one is the experiment's base model as it is. The capability check probes at most --cap-items of
 the unmastered items (the experiment probes all of them) and scales the share to the whole set.
+
+Every option not given is the design default's (the slip testbed since the card's twenty-first round), or
+the `--config FILE` testbed's: the card's screening commands of earlier rounds started from the carry-scarce
+testbed, so they reproduce with `--config data_cards/experiment-v2/carry-scarce.yaml`.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from stagewise.curate.errors import ConfigError
 from stagewise.curate.statistics import bucket
 from stagewise.experiments import testbed_v2
-from stagewise.experiments.config import V2_DEFAULT
+from stagewise.experiments.config import V2_DEFAULT, configure
+from stagewise.experiments.pretrain import PINNED_NUMERICS
 from stagewise.experiments.pretrain import pretrain_v2
 from stagewise.experiments.runner_v2 import POOL_PROBE_SEED, TEST_PROBE_SEED, _capability_counts, _probe_counts
 from stagewise.experiments.validity import format_checks, validity_checks
 
 
-def pretrain_candidates(args) -> list[str]:
-    cfg = replace(V2_DEFAULT.pretrain, seed=args.seed, levels=args.levels, **{k: v for k, v in (
+def pretrain_candidates(args, design) -> list[str]:
+    cfg = replace(design.pretrain, seed=args.seed, levels=args.levels, **{k: v for k, v in (
         ("task_weights", args.task_weights),
         ("level_decay", args.level_decay), ("steps", args.steps), ("horizon", args.horizon or args.steps),
         ("final_lr_fraction", args.final_lr_fraction), ("polish_steps", args.polish_steps),
@@ -89,49 +95,60 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
     ap.add_argument("--pretrain", action="store_true", help="pretrain (cached) with the options below first")
+    ap.add_argument("--config", default=None,
+                    help="a testbed YAML file (as `stagewise experiment --config`) whose fields the options start "
+                         "from [default: the design default]")
     ap.add_argument("--level-decay", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--horizon", type=int, default=None, help="cosine horizon [default: --steps]")
-    ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: 0.1]")
-    ap.add_argument("--polish-steps", type=int, default=None, help="steps of the polishing phase [default: 0]")
-    ap.add_argument("--polish-lr", type=float, default=None, help="its constant rate [default: 3e-4]")
-    ap.add_argument("--polish-level-decay", type=float, default=None, help="its mix's fall-off [default: 0.2]")
+    ap.add_argument("--final-lr-fraction", type=float, default=None, help="where the cosine ends [default: the testbed's]")
+    ap.add_argument("--polish-steps", type=int, default=None, help="steps of the polishing phase [default: the testbed's]")
+    ap.add_argument("--polish-lr", type=float, default=None, help="its constant rate [default: the testbed's]")
+    ap.add_argument("--polish-level-decay", type=float, default=None, help="its mix's fall-off [default: the testbed's]")
     ap.add_argument("--polish-checkpoints", default="", help="earlier polishing steps to keep and probe, e.g. 200,400")
     ap.add_argument("--carry-decay", type=float, default=None,
-                    help="keep a carrying column of a pretraining item with this probability [default: 1.0]")
+                    help="keep a carrying column of a pretraining item with this probability [default: the testbed's]")
     ap.add_argument("--carry-level-decay", type=float, default=None,
-                    help="... times this per level above the lowest [default: 1.0]")
-    ap.add_argument("--hidden-size", type=int, default=None, help="of the tiny model [default: the design's]")
-    ap.add_argument("--num-layers", type=int, default=None, help="of the tiny model [default: the design's]")
+                    help="... times this per level above the lowest [default: the testbed's]")
+    ap.add_argument("--hidden-size", type=int, default=None, help="of the tiny model [default: the testbed's]")
+    ap.add_argument("--num-layers", type=int, default=None, help="of the tiny model [default: the testbed's]")
     ap.add_argument("--slip-rate", type=float, default=None,
-                    help="drop a slip site's carry with this probability in pretraining [default: 0]")
+                    help="drop a slip site's carry with this probability in pretraining [default: the testbed's]")
     ap.add_argument("--slip-columns", choices=testbed_v2.SLIP_COLUMNS, default=None,
-                    help="which columns the slip can hit [default: boundary]")
+                    help="which columns the slip can hit [default: the testbed's]")
     ap.add_argument("--slip-min-level", type=int, default=None,
-                    help="slip only in items of at least this many digits [default: 0, every item]")
-    ap.add_argument("--numerics", choices=("native", "avx2"), default=None,
-                    help="pretrain with pinned kernels (avx2: the same weights on any AVX2 CPU) [default: native]")
+                    help="slip only in items of at least this many digits (0: every item) [default: the testbed's]")
+    ap.add_argument("--numerics", choices=("native", *PINNED_NUMERICS), default=None,
+                    help="pretrain with pinned kernels (avx2: the same weights on any AVX2 CPU) [default: the "
+                         "testbed's]")
     ap.add_argument("--checkpoints", default="", help="earlier steps to keep and probe, e.g. 500,600")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=V2_DEFAULT.levels,
-                    help="digits per operand of the cells, e.g. 2,3,4 [default: the design's]")
-    ap.add_argument("--task-weights", default=None, help="e.g. add=1,sub=1,add3=0.5 [default: the design's]",
+    ap.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=None,
+                    help="digits per operand of the cells, e.g. 2,3,4 [default: the testbed's]")
+    ap.add_argument("--task-weights", default=None, help="e.g. add=1,sub=1,add3=0.5 [default: the testbed's]",
                     type=lambda s: tuple((k, float(v)) for k, v in (kv.split("=") for kv in s.split(","))))
-    ap.add_argument("--temperature", type=float, default=V2_DEFAULT.temperature, help="of every probe")
-    ap.add_argument("--top-p", type=float, default=V2_DEFAULT.top_p, help="of every probe")
-    ap.add_argument("--test-per-cell", type=int, default=V2_DEFAULT.test_per_cell)
+    ap.add_argument("--temperature", type=float, default=None, help="of every probe [default: the testbed's]")
+    ap.add_argument("--top-p", type=float, default=None, help="of every probe [default: the testbed's]")
+    ap.add_argument("--test-per-cell", type=int, default=None, help="[default: the testbed's]")
     ap.add_argument("--pretrain-only", action="store_true", help="pretrain (and keep the checkpoints), probe nothing")
     ap.add_argument("--cap-items", type=int, default=40)
-    ap.add_argument("--pool-per-cell", type=int, default=V2_DEFAULT.pool_per_cell)
+    ap.add_argument("--pool-per-cell", type=int, default=None, help="[default: the testbed's]")
     ap.add_argument("--no-test", action="store_true", help="skip the test probe (headroom from the pool instead)")
     ap.add_argument("--full", action="store_true",
                     help="the experiment's own base probes (every unmastered item at k=128), cached beside the model "
                          "where `stagewise experiment` reads them")
     args = ap.parse_args()
-    models = list(args.models) + (pretrain_candidates(args) if args.pretrain else [])
+    try:
+        design = configure(V2_DEFAULT, args.config)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    for name in ("levels", "temperature", "top_p", "test_per_cell", "pool_per_cell"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(design, name))
+    models = list(args.models) + (pretrain_candidates(args, design) if args.pretrain else [])
     if args.pretrain_only:
         return
-    cfg = replace(V2_DEFAULT, pool_per_cell=args.pool_per_cell, levels=args.levels,
+    cfg = replace(design, pool_per_cell=args.pool_per_cell, levels=args.levels,
                   test_per_cell=args.test_per_cell, temperature=args.temperature, top_p=args.top_p)
     cells = cfg.cells
     pool = testbed_v2.items_for(cells, cfg.pool_per_cell, "pool")

@@ -640,3 +640,33 @@ def test_each_arm_is_compared_with_the_method_directly_and_the_differences_chain
     md = (tmp_path / "results.md").read_text()
     assert "## The method against each arm (routed-replay-reprobe minus the arm, test pass@1)" in md
     assert "| random | 2 | +0.167 [" in md
+
+
+def test_the_tuning_script_starts_from_a_testbed_file_or_the_default(monkeypatch, tmp_path):
+    """benchmarks/experiment_v2_tune.py: the earlier rounds' screens ran from the carry-scarce default, so
+    --config carry-scarce.yaml rebuilds their bases by name; without it the candidates are the default's."""
+    from stagewise.experiments.pretrain import config_hash_v2
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tune", root / "benchmarks" / "experiment_v2_tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    built = []
+
+    def pretrain(cfg, **kw):  # record what would be pretrained, pretrain nothing
+        built.append(config_hash_v2(cfg, kw.get("prompt_template")))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "pretrain_v2", pretrain)
+    for extra in (["--config", str(root / "data_cards/experiment-v2/carry-scarce.yaml"), "--seed", "0"], ["--seed", "1"]):
+        monkeypatch.setattr(sys, "argv", ["tune", "--pretrain", "--pretrain-only", *extra])
+        with pytest.raises(SystemExit):
+            tune.main()
+    carry = json.loads((root / "data_cards/experiment-v2/carry-scarce/context.json").read_text())
+    slip = json.loads((root / "data_cards/experiment-v2/slip-testbed-full/context.json").read_text())
+    assert built == [carry["bases"][0]["model"].removeprefix("tiny-arith-"),
+                     slip["bases"][0]["model"].removeprefix("tiny-arith-")]
+    (tmp_path / "bad.yaml").write_text("total_steps: many\n")
+    monkeypatch.setattr(sys, "argv", ["tune", "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(SystemExit, match=r"bad.yaml:1:1: total_steps='many'"):
+        tune.main()
